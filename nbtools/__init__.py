@@ -1,0 +1,21 @@
+"""nbtools — study self-repair in language models, live in Jupyter, with nnsight.
+
+    import nbtools
+    lab = nbtools.load("tiny")
+    r = lab.measure("The Eiffel Tower is in", ablate="3.1", method="zero")
+    r.self_repair, r.sr_heads, r.sr_mlp, r.sr_ln
+"""
+
+from .components import AttnLayer, Head, MLPLayer, Neurons, parse_components
+from .errors import InterventionError, InvalidInputError, NbtoolsError, UnsupportedModelError
+from .lab import Lab
+from .models import load
+from .results import Measurement
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttnLayer", "Head", "InterventionError", "InvalidInputError", "Lab", "MLPLayer",
+    "Measurement", "NbtoolsError", "Neurons", "UnsupportedModelError", "load",
+    "parse_components",
+]

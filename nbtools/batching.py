@@ -1,0 +1,157 @@
+"""Prompts → right-padded token batches, and measurement sites (row, position, target token).
+
+Right padding keeps every real token's computation identical to an unpadded run (causal
+attention never looks ahead), so padding only has to be masked, never corrected for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InvalidInputError
+
+
+@dataclass
+class Batch:
+    """input_ids, attention_mask [B, T] (right-padded); lengths [B]; texts if given as strings."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    lengths: torch.Tensor
+    texts: list[str] | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def key(self) -> tuple:
+        return (tuple(self.input_ids.shape), self.input_ids.numpy().tobytes(),
+                self.attention_mask.numpy().tobytes())
+
+
+def _as_token_lists(prompts, tokenizer) -> tuple[list[list[int]], list[str] | None]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if isinstance(prompts, torch.Tensor):
+        if prompts.dim() == 1:
+            prompts = prompts[None]
+        return [row.tolist() for row in prompts], None
+    prompts = list(prompts)
+    if not prompts:
+        raise InvalidInputError("no prompts given")
+    if all(isinstance(p, str) for p in prompts):
+        return [tokenizer(p)["input_ids"] for p in prompts], prompts
+    if all(isinstance(p, list | tuple) for p in prompts):
+        return [list(map(int, p)) for p in prompts], None
+    raise InvalidInputError("prompts must be a string, a list of strings, or token ids")
+
+
+def make_batch(prompts, tokenizer, n_ctx: int, d_vocab: int, pad_id: int = 0) -> Batch:
+    """Tokenise and right-pad; empty, over-long or out-of-vocabulary prompts raise."""
+    token_lists, texts = _as_token_lists(prompts, tokenizer)
+    for i, toks in enumerate(token_lists):
+        if len(toks) == 0:
+            raise InvalidInputError(f"prompt {i} is empty (no tokens)")
+        if len(toks) > n_ctx:
+            raise InvalidInputError(
+                f"prompt {i} has {len(toks)} tokens; this model takes at most {n_ctx}")
+        bad = [t for t in toks if not 0 <= t < d_vocab]
+        if bad:
+            raise InvalidInputError(f"prompt {i} has token ids {bad[:5]} outside 0..{d_vocab - 1}")
+    lengths = torch.tensor([len(t) for t in token_lists])
+    width = int(lengths.max())
+    ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, toks in enumerate(token_lists):
+        ids[i, : len(toks)] = torch.tensor(toks)
+        mask[i, : len(toks)] = 1
+    return Batch(ids, mask, lengths, texts)
+
+
+def ablation_positions(batch: Batch, positions) -> torch.Tensor:
+    """Bool mask [B, T] of the positions to ablate: "all", "final", or a list of indices."""
+    B, T = batch.input_ids.shape
+    idx = torch.arange(T)
+    if positions == "all":
+        return idx[None, :] < batch.lengths[:, None]
+    if positions == "final":
+        return idx[None, :] == (batch.lengths - 1)[:, None]
+    if isinstance(positions, int):
+        positions = [positions]
+    if isinstance(positions, str) or not hasattr(positions, "__iter__"):
+        raise InvalidInputError(f"positions must be 'all', 'final' or a list of ints, not {positions!r}")
+    positions = [int(p) for p in positions]
+    if not positions:
+        raise InvalidInputError("positions is an empty list")
+    shortest = int(batch.lengths.min())
+    bad = [p for p in positions if not 0 <= p < shortest]
+    if bad:
+        raise InvalidInputError(
+            f"positions {bad} out of range; every prompt has positions 0..{shortest - 1}")
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[:, positions] = True
+    return mask
+
+
+@dataclass
+class Sites:
+    """Measurement sites: rows, positions [N] and what decides the target tokens."""
+
+    rows: torch.Tensor
+    positions: torch.Tensor
+    target_ids: torch.Tensor | None  # None until "top" is resolved from the clean run
+
+
+def measurement_sites(batch: Batch, target, measure_at, tokenizer, d_vocab: int) -> Sites:
+    """Sites for a target: "next" (actual next token), "top" (clean argmax), a token or an id."""
+    if measure_at is None:
+        measure_at = "all" if target == "next" else "final"
+    lengths = batch.lengths
+    B, T = batch.input_ids.shape
+    last_usable = lengths - 1 if target == "next" else lengths  # exclusive bound per row
+    if measure_at == "all":
+        mask = torch.arange(T)[None, :] < last_usable[:, None]
+    elif measure_at == "final":
+        if target == "next":
+            raise InvalidInputError(
+                "target='next' has no next token at the final position; measure_at='all', "
+                "or target='top' / a token for the final position")
+        mask = torch.arange(T)[None, :] == (lengths - 1)[:, None]
+    else:
+        wanted = [measure_at] if isinstance(measure_at, int) else [int(p) for p in measure_at]
+        limit = int(last_usable.min())
+        bad = [p for p in wanted if not 0 <= p < limit]
+        if bad or not wanted:
+            raise InvalidInputError(
+                f"measure_at positions {bad or wanted} out of range; valid: 0..{limit - 1}"
+                + (" (the last position has no next token)" if target == "next" else ""))
+        mask = torch.zeros(B, T, dtype=torch.bool)
+        mask[:, wanted] = True
+    rows, pos = mask.nonzero(as_tuple=True)
+    if rows.numel() == 0:
+        raise InvalidInputError("no position to measure (prompts of one token with target='next'?)")
+    if target == "next":
+        return Sites(rows, pos, batch.input_ids[rows, pos + 1])
+    if target == "top":
+        return Sites(rows, pos, None)
+    return Sites(rows, pos, torch.full_like(rows, target_token_id(target, tokenizer, d_vocab)))
+
+
+def target_token_id(target, tokenizer, d_vocab: int) -> int:
+    """A single token id from an int or a string that must encode to exactly one token."""
+    if isinstance(target, int) and not isinstance(target, bool):
+        if not 0 <= target < d_vocab:
+            raise InvalidInputError(f"target id {target} outside the vocabulary 0..{d_vocab - 1}")
+        return target
+    if isinstance(target, str):
+        ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(ids)
+            raise InvalidInputError(
+                f"target {target!r} is {len(ids)} tokens {pieces}; give a single token "
+                "(mind the leading space, e.g. ' Paris') or a token id")
+        return ids[0]
+    raise InvalidInputError(
+        f"target must be 'next', 'top', a single-token string or a token id, not {target!r}")

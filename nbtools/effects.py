@@ -1,0 +1,173 @@
+"""Direct effects as pure tensor algebra (no nnsight): fold the unembedding, project onto targets.
+
+For a target token y the folded, centred unembedding direction is
+``u = Ŵ_U[:, y] − mean_V Ŵ_U`` (``Ŵ_U = diag(γ) W_U``); for LayerNorm it is also centred over
+d_model, so that ``o · u = center(o) · Ŵ_U[:, y]`` for any component vector o. A component's
+direct effect with frozen scale s* is then ``DE = o · u / s*`` and the centred logit is
+``ℓ̂(y) = r · u / s + b̂_U[y]`` (r the final norm's input, s its own scale).
+All algebra is fp32, whatever dtype the model runs in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .tracing import Activations
+
+
+@dataclass
+class Weights:
+    """The model weights the algebra needs, fp32, family-independent (see models.adapters)."""
+
+    W_U: torch.Tensor        # [d_model, d_vocab] folded diag(γ) W_U, centred over vocab if `centred`
+    b_U: torch.Tensor        # [d_vocab] folded β·W_U + b_U, centred likewise
+    W_O: torch.Tensor        # [n_layers, n_heads, d_head, d_model]
+    b_O: torch.Tensor        # [n_layers, d_model]
+    b_V: torch.Tensor | None  # [n_layers, n_heads, d_head]
+    W_out: list[torch.Tensor]  # per layer [d_mlp, d_model]
+    b_out: torch.Tensor      # [n_layers, d_model]
+    norm: str                # "layernorm" | "rmsnorm"
+    eps: float
+    centred: bool
+
+    @classmethod
+    def from_adapter(cls, adapter, centred: bool = True) -> Weights:
+        gamma, beta = adapter.gamma_beta()
+        W_U, b_U = adapter.W_U(), adapter.b_U()
+        W_hat = gamma[:, None] * W_U
+        b_hat = beta @ W_U + b_U
+        if centred:
+            W_hat = W_hat - W_hat.mean(dim=1, keepdim=True)
+            b_hat = b_hat - b_hat.mean()
+        return cls(W_U=W_hat, b_U=b_hat, W_O=adapter.W_O(), b_O=adapter.b_O(), b_V=adapter.b_V(),
+                   W_out=[adapter.W_out(i) for i in range(adapter.shape.n_layers)],
+                   b_out=adapter.b_out(), norm=adapter.norm, eps=adapter.norm_eps(),
+                   centred=centred)
+
+    def attn_bias(self, fold_value_biases: bool) -> torch.Tensor:
+        """The attention layer's constant [n_layers, d_model]: b_O, plus Σ_h b_V[h] W_O[h] if folded."""
+        if fold_value_biases and self.b_V is not None:
+            return self.b_O + torch.einsum("lhe,lhed->ld", self.b_V, self.W_O)
+        return self.b_O
+
+
+def norm_scale(resid: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """Final-norm scale s(r) [...] of residual vectors [..., d_model], in fp32."""
+    r = resid.float()
+    if norm == "rmsnorm":
+        return torch.sqrt(r.pow(2).mean(-1) + eps)
+    return torch.sqrt(r.var(-1, unbiased=False) + eps)
+
+
+@dataclass
+class Projection:
+    """Target directions for N measurement sites, shared by the clean and every ablated run.
+
+    u           [N, d_model]            folded unembedding direction of each site's target
+    head        [N, n_layers, n_heads, d_head]   W_O[l, h] @ u
+    neuron      [N, n_layers, d_mlp] or None     W_out[l] @ u
+    attn_bias   [N, n_layers]           attention constant · u (unscaled)
+    mlp_bias    [N, n_layers]           MLP output bias · u (unscaled)
+    unembed_bias [N]                    b̂_U[y]
+    """
+
+    u: torch.Tensor
+    head: torch.Tensor
+    neuron: torch.Tensor | None
+    attn_bias: torch.Tensor
+    mlp_bias: torch.Tensor
+    unembed_bias: torch.Tensor
+
+
+def project_targets(weights: Weights, targets: torch.Tensor, fold_value_biases: bool,
+                    neurons: bool) -> Projection:
+    """Precompute every component's target direction for token ids `targets` [N]."""
+    u = weights.W_U[:, targets].T.contiguous()
+    if weights.norm == "layernorm":
+        u = u - u.mean(-1, keepdim=True)
+    neuron = torch.stack([u @ W.T for W in weights.W_out], dim=1) if neurons else None
+    return Projection(
+        u=u,
+        head=torch.einsum("lhed,nd->nlhe", weights.W_O, u),
+        neuron=neuron,
+        attn_bias=u @ weights.attn_bias(fold_value_biases).T,
+        mlp_bias=u @ weights.b_out.T,
+        unembed_bias=weights.b_U[targets],
+    )
+
+
+@dataclass
+class Dots:
+    """Unscaled direct effects (component · u) at N sites, with a leading run axis G.
+
+    head [G, N, L, H], mlp [G, N, L], neuron [G, N, L, M] or None,
+    resid [G, N] (final residual · u) and scale [G, N] (the run's own final-norm scale).
+    """
+
+    head: torch.Tensor
+    mlp: torch.Tensor
+    neuron: torch.Tensor | None
+    resid: torch.Tensor
+    scale: torch.Tensor
+
+
+def _at_sites(x: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Gather [G, B, T, ...] at sites → [G, N, ...]."""
+    return x[:, rows, pos].float()
+
+
+def dot_components(acts: Activations, n_runs: int, rows: torch.Tensor, pos: torch.Tensor,
+                   proj: Projection, weights: Weights, fold_value_biases: bool,
+                   upstream: Dots | None = None) -> Dots:
+    """Project a run's activations at sites (rows [N], pos [N]) onto the target directions.
+
+    `acts` tensors are [n_runs * B, T, ...], run-major. Layers before `acts.first_layer`
+    are taken from `upstream` (the clean run's Dots, broadcast over runs).
+    """
+
+    def split(x):
+        return _at_sites(x.reshape(n_runs, -1, *x.shape[1:]), rows, pos)
+
+    first = acts.first_layer
+    heads, mlps, neurons = [], [], []
+    for i, layer in enumerate(range(first, first + len(acts.z))):
+        z = split(acts.z[i])
+        if fold_value_biases and weights.b_V is not None:
+            z = z - weights.b_V[layer]
+        heads.append(torch.einsum("gnhe,nhe->gnh", z, proj.head[:, layer]))
+        mlps.append(torch.einsum("gnd,nd->gn", split(acts.mlp_out[i]), proj.u))
+        if proj.neuron is not None and acts.neurons:
+            neurons.append(split(acts.neurons[i]) * proj.neuron[:, layer])
+    head = torch.stack(heads, dim=2)
+    mlp = torch.stack(mlps, dim=2)
+    neuron = torch.stack(neurons, dim=2) if neurons else None
+    if first > 0:
+        assert upstream is not None, "an ablated run needs the clean run's upstream dots"
+        head = torch.cat([upstream.head[:, :, :first].expand(n_runs, -1, -1, -1), head], dim=2)
+        mlp = torch.cat([upstream.mlp[:, :, :first].expand(n_runs, -1, -1), mlp], dim=2)
+        if neuron is not None:
+            neuron = torch.cat(
+                [upstream.neuron[:, :, :first].expand(n_runs, -1, -1, -1), neuron], dim=2)
+    resid = split(acts.resid_final)
+    return Dots(head=head, mlp=mlp, neuron=neuron,
+                resid=torch.einsum("gnd,nd->gn", resid, proj.u),
+                scale=norm_scale(resid, weights.norm, weights.eps))
+
+
+def embedding_dots(acts: Activations, rows, pos, proj: Projection) -> torch.Tensor:
+    """Unscaled direct effects of the embedding components [N, E] (clean run)."""
+    return torch.stack([torch.einsum("nd,nd->n", e[rows, pos].float(), proj.u)
+                        for e in acts.embeddings], dim=-1)
+
+
+def full_logits(resid: torch.Tensor, weights: Weights) -> torch.Tensor:
+    """Logits over the whole vocabulary [..., d_vocab] from final residuals [..., d_model].
+
+    Centred over the vocabulary if the weights are; softmax is unaffected by that.
+    """
+    r = resid.float()
+    if weights.norm == "layernorm":
+        r = r - r.mean(-1, keepdim=True)
+    return r / norm_scale(resid, weights.norm, weights.eps)[..., None] @ weights.W_U + weights.b_U

@@ -1,0 +1,296 @@
+"""`Lab`: a loaded model plus the verbs researchers use — `measure`, `measure_many`, `run`.
+
+A Lab validates every input before any forward pass, computes the clean run once per
+prompt batch (cached), batches many ablations into few traces (rows ordered ablation ×
+source × prompt) and, by default, starts each ablated run at its first ablated layer from
+the cached clean residual stream (prefix reuse; upstream of an ablation nothing changes).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+from . import ablation as abl
+from .batching import Batch, ablation_positions, make_batch, measurement_sites
+from .components import check_components, parse_components
+from .effects import Dots, Weights, dot_components, embedding_dots, full_logits, project_targets
+from .errors import InterventionError, InvalidInputError
+from .repair import completeness_gap, decompose
+from .results import Measurement
+from .tracing import Activations, run_ablated, run_clean
+
+SCALES = ("clean", "recomputed")
+_CACHE_SIZE = 8
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("nbtools", "torch", "transformers", "nnsight"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+class Lab:
+    """A model ready for ablation experiments.
+
+    Attributes: `model` (the nnsight TransformersModel), `hf_model`, `tokenizer`,
+    `adapter` (architecture knowledge), `shape` (sizes), `name`.
+    """
+
+    def __init__(self, model, adapter, name: str):
+        self.model = model
+        self.hf_model = model._module
+        self.tokenizer = model.tokenizer
+        self.adapter = adapter
+        self.shape = adapter.shape
+        self.name = name
+        self._weights: dict[bool, Weights] = {}
+        self._clean_cache: OrderedDict = OrderedDict()
+
+    def __repr__(self) -> str:
+        s = self.shape
+        return (f"Lab({self.name!r}: {self.adapter.family}, {s.n_layers} layers × {s.n_heads} heads, "
+                f"d_model {s.d_model}, d_mlp {s.d_mlp}, vocab {s.d_vocab}, "
+                f"{'parallel' if self.adapter.parallel else 'sequential'} blocks)")
+
+    @property
+    def n_layers(self) -> int:
+        return self.shape.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.shape.n_heads
+
+    def weights(self, centred: bool = True) -> Weights:
+        """Folded (and by default vocabulary-centred) fp32 weights, computed once."""
+        if centred not in self._weights:
+            self._weights[centred] = Weights.from_adapter(self.adapter, centred=centred)
+        return self._weights[centred]
+
+    def tokenize(self, prompts) -> Batch:
+        """A right-padded batch; raises InvalidInputError for empty or over-long prompts."""
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id or 0
+        return make_batch(prompts, self.tokenizer, self.shape.n_ctx, self.shape.d_vocab, pad)
+
+    def to_str_tokens(self, prompt) -> list[str]:
+        """The prompt's tokens as strings (what the Explorer shows)."""
+        batch = self.tokenize([prompt] if isinstance(prompt, str) else prompt)
+        ids = batch.input_ids[0, : int(batch.lengths[0])].tolist()
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    # --- runs -------------------------------------------------------------------------
+    def clean_run(self, batch: Batch, neurons: bool = False) -> Activations:
+        """The clean run's activations, cached per batch (an LRU of a few batches)."""
+        key = batch.key()
+        cached = self._clean_cache.get(key)
+        if cached is not None and (cached.neurons or not neurons):
+            self._clean_cache.move_to_end(key)
+            return cached
+        acts = run_clean(self.model, self.adapter, batch.input_ids, batch.attention_mask,
+                         neurons=neurons)
+        self._clean_cache[key] = acts
+        while len(self._clean_cache) > _CACHE_SIZE:
+            self._clean_cache.popitem(last=False)
+        return acts
+
+    # --- measurement ------------------------------------------------------------------
+    def measure(self, prompts, ablate, **options) -> Measurement:
+        """Ablate one component (or a set, ablated together) and measure self-repair.
+
+        `ablate`: Head(l, h), AttnLayer(l), MLPLayer(l), Neurons(l, [n...]), a string such as
+        "9.6" / "attn3" / "mlp5" / "mlp5:12,40", or a list of them (one set).
+        Options as in `measure_many`.
+        """
+        return self.measure_many(prompts, [ablate], **options)[0]
+
+    def measure_many(self, prompts, ablations, *, method: str = "zero", sources=None,
+                     n_sources: int | None = None, reference=None, positions="all",
+                     target="next", measure_at=None, scale: str = "clean",
+                     fold_value_biases: bool = True, centred: bool = True,
+                     neurons: bool = False, logprobs: bool = False, top_k: int = 5,
+                     prefix_reuse: bool = True, max_rows: int = 64,
+                     seed: int = 0) -> list[Measurement]:
+        """Measure several independent ablations of the same prompts, sharing the clean run.
+
+        prompts: a string, a list of strings, or token ids [B, T].
+        method: "zero" | "mean" | "resample".
+        sources (resample): "shift" (row i ← row i+1, R&N), "others" (n_sources other rows
+            per prompt, default 15, Hydra), a list of prompts (each used for every row), or
+            one list of prompts per row. Effects are averaged over sources.
+        reference (mean): prompts whose non-padding tokens define the mean (default: the
+            measured prompts).
+        positions: where to ablate — "all", "final" or a list of indices.
+        target: "next" (actual next token, R&N), "top" (clean argmax, Hydra), a single-token
+            string or a token id. measure_at: "all", "final" or indices (default: every
+            position with a next token for "next", else the final one).
+        scale: "clean" (ablated DEs use the clean final-norm scale; R&N) or "recomputed".
+        fold_value_biases: fold each head's value-bias constant into the layer's bias (as
+            TransformerLens and R&N do). centred: logits centred over the vocabulary.
+        neurons: also compute every MLP neuron's direct effect (anti-erasure views).
+        logprobs: also compute target log-probabilities and top-k predictions (full vocab).
+        prefix_reuse: start ablated runs at their first ablated layer (identical results).
+        max_rows: the most batch rows per traced forward pass.
+        """
+        if method not in abl.METHODS:
+            raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(abl.METHODS)}")
+        if scale not in SCALES:
+            raise InvalidInputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+        if isinstance(ablations, str) or not hasattr(ablations, "__iter__"):
+            raise InvalidInputError("measure_many takes a list of ablations")
+        specs = [parse_components(a) for a in ablations]
+        if not specs:
+            raise InvalidInputError("no ablations given")
+        for spec in specs:
+            check_components(spec, self.shape)
+        batch = self.tokenize(prompts)
+        pos_mask = ablation_positions(batch, positions)
+        sites = measurement_sites(batch, target, measure_at, self.tokenizer, self.shape.d_vocab)
+        neurons = neurons or any(type(c).__name__ == "Neurons" for s in specs for c in s)
+        plan = self._plan_replacement(method, batch, pos_mask, positions, sources, n_sources,
+                                      reference, seed)
+        # --- everything validated; forward passes start here ---
+        weights = self.weights(centred)
+        clean = self.clean_run(batch, neurons=neurons)
+        if sites.target_ids is None:
+            logits = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
+            sites.target_ids = logits.argmax(-1)
+        repl = self._replacement(plan, batch, clean, fold_value_biases, neurons)
+        proj = project_targets(weights, sites.target_ids, fold_value_biases, neurons)
+        clean_dots = dot_components(clean, 1, sites.rows, sites.positions, proj, weights,
+                                    fold_value_biases)
+        embed = embedding_dots(clean, sites.rows, sites.positions, proj)
+        self._check_complete(clean_dots, embed, proj, "clean run")
+
+        settings = dict(
+            model=self.name, family=self.adapter.family, method=method,
+            sources=repl.description, n_sources=repl.n_sources, positions=_describe(positions),
+            target=_describe(target), measure_at=_describe(measure_at), scale=scale,
+            fold_value_biases=fold_value_biases, centred=centred,
+            dtype=str(self.hf_model.dtype).replace("torch.", ""), seed=seed,
+            sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = ΔL + DE",
+            versions=_versions())
+        results: list[Measurement | None] = [None] * len(specs)
+        for idxs, start in self._groups(specs, repl.n_sources * batch.size, max_rows):
+            group = [specs[i] for i in idxs]
+            edits = abl.build_edits(group, self.shape, pos_mask, repl)
+            n_runs = len(group) * repl.n_sources
+            ids = batch.input_ids.repeat(n_runs, 1)
+            mask = batch.attention_mask.repeat(n_runs, 1)
+            prefix = None
+            if prefix_reuse and start > 0:
+                last = clean.block_out[start - 1].repeat(n_runs, 1, 1)
+                prefix = [last] * start  # only the last skipped layer's output is ever read
+            acts = run_ablated(self.model, self.adapter, ids, mask, edits,
+                               prefix if prefix_reuse else None, neurons)
+            dots = dot_components(acts, n_runs, sites.rows, sites.positions, proj, weights,
+                                  fold_value_biases, upstream=clean_dots)
+            self._check_complete(dots, embed, proj, "ablated run")
+            logits_abl = None
+            if logprobs:
+                resid = acts.resid_final.reshape(n_runs, batch.size, *acts.resid_final.shape[1:])
+                logits_abl = full_logits(resid[:, sites.rows, sites.positions], weights)
+            for j, i in enumerate(idxs):
+                part = slice(j * repl.n_sources, (j + 1) * repl.n_sources)
+                fields = decompose(specs[i], clean_dots, _take(dots, part), embed, proj,
+                                   self.shape, self.adapter.parallel, scale)
+                if logprobs:
+                    fields.update(self._logprob_fields(clean, sites, weights, logits_abl[part],
+                                                       top_k))
+                results[i] = Measurement(components=specs[i], rows=sites.rows,
+                                         positions=sites.positions, target_ids=sites.target_ids,
+                                         settings=dict(settings), **fields)
+                _warn_if_no_effect(results[i])
+        return results
+
+    # --- helpers ----------------------------------------------------------------------
+    def _plan_replacement(self, method, batch, pos_mask, positions, sources, n_sources,
+                          reference, seed) -> dict:
+        """Validate and tokenise what the replacement values will come from (no forward pass)."""
+        if method == "resample":
+            pool_prompts, index, description = abl.resample_index(sources, batch, n_sources, seed)
+            pool = batch if pool_prompts is None else self.tokenize(pool_prompts)
+            src_pos = abl.source_positions(batch, pool.lengths, index, pos_mask, positions)
+            return dict(pool=pool, index=index, src_pos=src_pos, description=description)
+        if method == "mean":
+            return dict(pool=batch if reference is None else self.tokenize(reference))
+        return {}
+
+    def _replacement(self, plan, batch, clean, fold_value_biases, neurons) -> abl.Replacement:
+        """Replacement values; runs the clean pass of source / reference prompts if needed."""
+        pool = plan.get("pool")
+        pool_acts = None
+        if pool is not None:
+            pool_acts = clean if pool is batch else self.clean_run(pool, neurons=neurons)
+        if "index" in plan:
+            return abl.Replacement("resample", plan["index"].shape[0], plan["description"],
+                                   self.shape, pool=pool_acts, index=plan["index"],
+                                   src_pos=plan["src_pos"])
+        if pool is not None:
+            who = "the measured prompts" if pool is batch else f"{pool.size} reference prompt(s)"
+            n_tok = int(pool.attention_mask.sum())
+            return abl.Replacement("mean", 1, f"mean over {n_tok} tokens of {who}", self.shape,
+                                   means=abl.token_means(pool_acts, pool.attention_mask))
+        zero_heads = self.weights(True).b_V if fold_value_biases else None
+        what = "zeros" + (" (heads: their value bias b_V, folded convention)"
+                          if zero_heads is not None else "")
+        return abl.Replacement("zero", 1, what, self.shape, zero_heads=zero_heads)
+
+    @staticmethod
+    def _groups(specs, rows_per_ablation: int, max_rows: int):
+        """Ablation indices grouped by first ablated layer, chunked to at most max_rows rows."""
+        by_start: dict[int, list[int]] = {}
+        for i, spec in enumerate(specs):
+            by_start.setdefault(min(c.layer for c in spec), []).append(i)
+        per_chunk = max(1, max_rows // rows_per_ablation)
+        for start in sorted(by_start):
+            idxs = by_start[start]
+            for k in range(0, len(idxs), per_chunk):
+                yield idxs[k: k + per_chunk], start
+
+    def _check_complete(self, dots: Dots, embed, proj, what: str) -> None:
+        gap = completeness_gap(dots, embed, proj)
+        tol = (1e-3 if self.hf_model.dtype == torch.float32 else 5e-2) * (1 + dots.resid.abs())
+        if (gap > tol).any():
+            raise InterventionError(
+                f"{what}: the saved components do not add up to the final residual stream "
+                f"(max gap {float(gap.max()):.3g}); an intervention did not reach the model "
+                "or the architecture adapter reads the wrong modules")
+
+    def _logprob_fields(self, clean, sites, weights, logits_abl, top_k) -> dict:
+        """Target log-probabilities and top-k predictions, clean and ablated (mean over sources)."""
+        logits_c = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
+        logprobs_c = logits_c.log_softmax(-1)
+        logprobs_a = logits_abl.log_softmax(-1)                   # [K, N, V]
+        tgt = sites.target_ids[:, None]
+        top_c = logprobs_c.exp().topk(top_k, dim=-1)
+        top_a = logprobs_a.exp().mean(0).topk(top_k, dim=-1)
+        per_source = logprobs_a.gather(-1, tgt[None].expand(logprobs_a.shape[0], -1, -1))
+        return dict(logprob_clean=logprobs_c.gather(-1, tgt)[:, 0],
+                    logprob_ablated=per_source[..., 0].mean(0),
+                    topk_ids_clean=top_c.indices, topk_probs_clean=top_c.values,
+                    topk_ids_ablated=top_a.indices, topk_probs_ablated=top_a.values)
+
+
+def _take(dots: Dots, part: slice) -> Dots:
+    return Dots(head=dots.head[part], mlp=dots.mlp[part],
+                neuron=None if dots.neuron is None else dots.neuron[part],
+                resid=dots.resid[part], scale=dots.scale[part])
+
+
+def _describe(x) -> str:
+    return x if isinstance(x, str) else repr(x)
+
+
+def _warn_if_no_effect(m: Measurement) -> None:
+    if m.delta_logit.abs().max() == 0 and m.head_delta_de.abs().max() == 0:
+        warnings.warn(f"ablating {m.label} changed nothing (its replacement equals the clean "
+                      "activation at every ablated position)", stacklevel=3)

@@ -1,0 +1,278 @@
+"""Architecture adapters: the one place that knows where things live in each model family.
+
+An adapter answers, for one `transformers` model family: where each head's ``z`` is
+(the input of the attention output projection), where the MLP's neuron activations and
+output are, which final norm and unembedding the model uses, whether attention and MLP
+run in parallel, and the weights the direct-effect algebra needs — all as fp32 tensors
+with the same layout for every family:
+
+    W_O  [n_layers, n_heads, d_head, d_model]   head h's slice of the output projection
+    b_O  [n_layers, d_model]                    attention output bias (zeros if absent)
+    b_V  [n_layers, n_heads, d_head] or None    value bias per (query) head
+    W_out [d_mlp, d_model] per layer            MLP down projection; b_out [n_layers, d_model]
+    W_U  [d_model, d_vocab], b_U [d_vocab]      unembedding
+    gamma, beta [d_model]                       final norm (beta zeros for RMSNorm)
+
+Adding a family means one new subclass here plus its reference tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Sizes of a model, read from its modules and config."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_model: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+
+
+class Adapter:
+    """Base class. Subclasses set the class attributes and the module accessors."""
+
+    family: str = ""
+    model_types: tuple[str, ...] = ()
+    norm: str = "layernorm"  # or "rmsnorm"
+    embedding_names: tuple[str, ...] = ("token",)
+
+    def __init__(self, hf_model: torch.nn.Module):
+        self.hf_model = hf_model
+        self.config = hf_model.config
+        self.shape = self._read_shape()
+        self.parallel = self._is_parallel()
+
+    # --- module paths, valid on the HF model and on an nnsight envoy of it ----------
+    def layers(self, root):
+        raise NotImplementedError
+
+    def attn_out_proj(self, root, layer: int):
+        """The attention output projection; its input is ``z`` [batch, pos, n_heads*d_head]."""
+        raise NotImplementedError
+
+    def mlp(self, root, layer: int):
+        """The MLP module; its output is the MLP layer's contribution [batch, pos, d_model]."""
+        return self.layers(root)[layer].mlp
+
+    def mlp_down_proj(self, root, layer: int):
+        """The MLP's down projection; its input holds the neuron activations [batch, pos, d_mlp]."""
+        raise NotImplementedError
+
+    def embeddings(self, root) -> list:
+        """Embedding modules whose outputs sum to the residual stream's start."""
+        raise NotImplementedError
+
+    def final_norm(self, root):
+        raise NotImplementedError
+
+    def unembed(self, root):
+        return root.lm_head
+
+    # --- weights (fp32, family-independent layout) ------------------------------------
+    def W_O(self) -> torch.Tensor:
+        s = self.shape
+        mats = [self._linear_in_out(self.attn_out_proj(self.hf_model, i)) for i in range(s.n_layers)]
+        return torch.stack(mats).reshape(s.n_layers, s.n_heads, s.d_head, s.d_model)
+
+    def b_O(self) -> torch.Tensor:
+        return torch.stack([self._bias(self.attn_out_proj(self.hf_model, i))
+                            for i in range(self.shape.n_layers)])
+
+    def b_V(self) -> torch.Tensor | None:
+        """Value bias per query head [n_layers, n_heads, d_head], or None if the family has none."""
+        return None
+
+    def W_out(self, layer: int) -> torch.Tensor:
+        return self._linear_in_out(self.mlp_down_proj(self.hf_model, layer))
+
+    def b_out(self) -> torch.Tensor:
+        return torch.stack([self._bias(self.mlp_down_proj(self.hf_model, i))
+                            for i in range(self.shape.n_layers)])
+
+    def W_U(self) -> torch.Tensor:
+        return self.unembed(self.hf_model).weight.detach().float().T
+
+    def b_U(self) -> torch.Tensor:
+        b = self.unembed(self.hf_model).bias
+        return torch.zeros(self.shape.d_vocab) if b is None else b.detach().float()
+
+    def gamma_beta(self) -> tuple[torch.Tensor, torch.Tensor]:
+        norm = self.final_norm(self.hf_model)
+        gamma = norm.weight.detach().float()
+        beta = getattr(norm, "bias", None)
+        return gamma, torch.zeros_like(gamma) if beta is None else beta.detach().float()
+
+    def norm_eps(self) -> float:
+        norm = self.final_norm(self.hf_model)
+        for name in ("eps", "variance_epsilon"):
+            if hasattr(norm, name):
+                return float(getattr(norm, name))
+        raise UnsupportedModelError(f"cannot find the epsilon of {type(norm).__name__}")
+
+    # --- helpers ---------------------------------------------------------------------
+    def _read_shape(self) -> Shape:
+        raise NotImplementedError
+
+    def _is_parallel(self) -> bool:
+        return False
+
+    @staticmethod
+    def _linear_in_out(module) -> torch.Tensor:
+        """Weight as [in, out] for nn.Linear ([out, in]) and GPT-2's Conv1D ([in, out])."""
+        w = module.weight.detach().float()
+        return w if type(module).__name__ == "Conv1D" else w.T
+
+    @staticmethod
+    def _bias(module) -> torch.Tensor:
+        b = getattr(module, "bias", None)
+        n_out = module.weight.shape[1 if type(module).__name__ == "Conv1D" else 0]
+        return torch.zeros(n_out) if b is None else b.detach().float()
+
+
+class GPT2Adapter(Adapter):
+    family = "gpt2"
+    model_types = ("gpt2",)
+    norm = "layernorm"
+    embedding_names = ("token", "position")
+
+    def layers(self, root):
+        return root.transformer.h
+
+    def attn_out_proj(self, root, layer):
+        return root.transformer.h[layer].attn.c_proj
+
+    def mlp_down_proj(self, root, layer):
+        return root.transformer.h[layer].mlp.c_proj
+
+    def embeddings(self, root):
+        return [root.transformer.wte, root.transformer.wpe]
+
+    def final_norm(self, root):
+        return root.transformer.ln_f
+
+    def b_V(self):
+        s = self.shape
+        biases = [h.attn.c_attn.bias.detach().float()[2 * s.d_model:] for h in self.hf_model.transformer.h]
+        return torch.stack(biases).reshape(s.n_layers, s.n_heads, s.d_head)
+
+    def _read_shape(self):
+        c = self.config
+        return Shape(n_layers=c.n_layer, n_heads=c.n_head, n_kv_heads=c.n_head,
+                     d_head=c.n_embd // c.n_head, d_model=c.n_embd,
+                     d_mlp=c.n_inner or 4 * c.n_embd, d_vocab=c.vocab_size, n_ctx=c.n_positions)
+
+
+class NeoXAdapter(Adapter):
+    family = "gpt_neox"
+    model_types = ("gpt_neox",)
+    norm = "layernorm"
+
+    def layers(self, root):
+        return root.gpt_neox.layers
+
+    def attn_out_proj(self, root, layer):
+        return root.gpt_neox.layers[layer].attention.dense
+
+    def mlp_down_proj(self, root, layer):
+        return root.gpt_neox.layers[layer].mlp.dense_4h_to_h
+
+    def embeddings(self, root):
+        return [root.gpt_neox.embed_in]
+
+    def final_norm(self, root):
+        return root.gpt_neox.final_layer_norm
+
+    def b_V(self):
+        s = self.shape
+        out = []
+        for layer in self.hf_model.gpt_neox.layers:
+            bias = layer.attention.query_key_value.bias
+            if bias is None:
+                return None
+            # query_key_value's output is laid out per head as [q | k | v], each d_head wide.
+            out.append(bias.detach().float().reshape(s.n_heads, 3, s.d_head)[:, 2])
+        return torch.stack(out)
+
+    def _is_parallel(self):
+        return bool(self.config.use_parallel_residual)
+
+    def _read_shape(self):
+        c = self.config
+        d_head = c.hidden_size // c.num_attention_heads
+        return Shape(n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
+                     n_kv_heads=c.num_attention_heads, d_head=d_head, d_model=c.hidden_size,
+                     d_mlp=c.intermediate_size, d_vocab=c.vocab_size,
+                     n_ctx=c.max_position_embeddings)
+
+
+class LlamaAdapter(Adapter):
+    """Llama family: RMSNorm, grouped-query attention, gated MLP (also Mistral, Qwen2)."""
+
+    family = "llama"
+    model_types = ("llama", "mistral", "qwen2")
+    norm = "rmsnorm"
+
+    def layers(self, root):
+        return root.model.layers
+
+    def attn_out_proj(self, root, layer):
+        return root.model.layers[layer].self_attn.o_proj
+
+    def mlp_down_proj(self, root, layer):
+        return root.model.layers[layer].mlp.down_proj
+
+    def embeddings(self, root):
+        return [root.model.embed_tokens]
+
+    def final_norm(self, root):
+        return root.model.norm
+
+    def b_V(self):
+        s = self.shape
+        out = []
+        for layer in self.hf_model.model.layers:
+            bias = layer.self_attn.v_proj.bias
+            if bias is None:
+                return None
+            per_kv = bias.detach().float().reshape(s.n_kv_heads, s.d_head)
+            # query head h reads kv head h // (n_heads / n_kv_heads)
+            out.append(per_kv.repeat_interleave(s.n_heads // s.n_kv_heads, dim=0))
+        return torch.stack(out)
+
+    def _read_shape(self):
+        c = self.config
+        attn = self.hf_model.model.layers[0].self_attn
+        return Shape(n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
+                     n_kv_heads=c.num_key_value_heads, d_head=attn.head_dim,
+                     d_model=c.hidden_size, d_mlp=c.intermediate_size, d_vocab=c.vocab_size,
+                     n_ctx=c.max_position_embeddings)
+
+
+ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, NeoXAdapter, LlamaAdapter)
+
+
+def supported_model_types() -> list[str]:
+    return [t for a in ADAPTERS for t in a.model_types]
+
+
+def adapter_for(hf_model: torch.nn.Module) -> Adapter:
+    """The adapter for a loaded `transformers` causal LM, or a clear error."""
+    model_type = getattr(getattr(hf_model, "config", None), "model_type", None)
+    for cls in ADAPTERS:
+        if model_type in cls.model_types:
+            return cls(hf_model)
+    raise UnsupportedModelError(
+        f"no adapter for model_type {model_type!r} ({type(hf_model).__name__}); "
+        f"supported: {', '.join(supported_model_types())}"
+    )

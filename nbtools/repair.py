@@ -1,0 +1,140 @@
+"""Self-repair decomposition (R&N) and compensation (Hydra) from projected activations.
+
+Pure functions over `effects.Dots`: no model, no nnsight. See SPEC §3–4 and
+`results.Measurement` for the definitions of every output.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .components import AttnLayer, Head, MLPLayer, Neurons
+from .effects import Dots, Projection
+from .models.adapters import Shape
+
+
+def component_masks(components, shape: Shape):
+    """Bool masks of the ablated set: heads [L, H], MLP layers [L], neurons [L, M]."""
+    heads = torch.zeros(shape.n_layers, shape.n_heads, dtype=torch.bool)
+    mlps = torch.zeros(shape.n_layers, dtype=torch.bool)
+    neurons = torch.zeros(shape.n_layers, shape.d_mlp, dtype=torch.bool)
+    for c in components:
+        if isinstance(c, Head):
+            heads[c.layer, c.head] = True
+        elif isinstance(c, AttnLayer):
+            heads[c.layer] = True
+        elif isinstance(c, MLPLayer):
+            mlps[c.layer] = True
+        elif isinstance(c, Neurons):
+            neurons[c.layer, list(c.neurons)] = True
+    neurons[mlps] = False  # a whole ablated MLP layer already covers its neurons
+    return heads, mlps, neurons
+
+
+def downstream_masks(components, shape: Shape, parallel: bool):
+    """Attention and MLP layers downstream of the earliest ablated component ([L] bool each).
+
+    Attention ablated at m: attention j > m, MLP j ≥ m (j > m in parallel blocks).
+    MLP (or neurons) ablated at m: attention and MLP j > m.
+    """
+    layers = torch.arange(shape.n_layers)
+    attn_layers = [c.layer for c in components if isinstance(c, Head | AttnLayer)]
+    mlp_layers = [c.layer for c in components if isinstance(c, MLPLayer | Neurons)]
+    m_attn = min(attn_layers, default=shape.n_layers)
+    m_mlp = min(mlp_layers, default=shape.n_layers)
+    if m_attn <= m_mlp:
+        first_mlp = m_attn + 1 if parallel else m_attn
+        return layers > m_attn, layers >= first_mlp
+    return layers > m_mlp, layers > m_mlp
+
+
+def decompose(components, clean: Dots, ablated: Dots, embed: torch.Tensor, proj: Projection,
+              shape: Shape, parallel: bool, scale: str) -> dict[str, torch.Tensor]:
+    """Every Measurement field for one ablation, averaged over the K ablated runs.
+
+    clean: Dots with one run (G=1); ablated: Dots with K runs (one per resample source);
+    embed [N, E] unscaled embedding dots. scale: "clean" (frozen s) or "recomputed" (s').
+    """
+    head_set, mlp_set, neuron_set = component_masks(components, shape)
+    s = clean.scale[0]                                     # [N]
+    s_abl = ablated.scale                                  # [K, N]
+    s_used = s.expand_as(s_abl) if scale == "clean" else s_abl
+
+    def per_site(x, sc, trailing):  # divide [.., N, *trailing] by a scale [.., N]
+        return x / sc.reshape(*sc.shape, *([1] * trailing))
+
+    head_c, head_a = per_site(clean.head[0], s, 2), per_site(ablated.head, s_used, 2)
+    mlp_c, mlp_a = per_site(clean.mlp[0], s, 1), per_site(ablated.mlp, s_used, 1)
+    bias_c, bias_a = per_site(proj.attn_bias, s, 1), per_site(proj.attn_bias, s_used, 1)
+    attn_c = head_c.sum(-1) + bias_c
+    attn_a = head_a.sum(-1) + bias_a
+    out = {}
+    if clean.neuron is not None:
+        out["neuron_de_clean"] = per_site(clean.neuron[0], s, 2)
+        neuron_a = per_site(ablated.neuron, s_used, 2)
+        out["neuron_de_ablated"] = neuron_a.mean(0)
+
+    def ablated_sum(heads, mlps, neurons):
+        total = (heads * head_set).sum((-1, -2)) + (mlps * mlp_set).sum(-1)
+        if neuron_set.any():
+            total = total + (neurons * neuron_set).sum((-1, -2))
+        return total
+
+    has_neurons = clean.neuron is not None
+    direct_c = ablated_sum(head_c, mlp_c, out["neuron_de_clean"] if has_neurons else None)
+    direct_a = ablated_sum(head_a, mlp_a, neuron_a if has_neurons else None)
+
+    logit_c = clean.resid[0] / s + proj.unembed_bias
+    logit_a = ablated.resid / s_abl + proj.unembed_bias
+    delta = logit_a - logit_c
+    self_repair = delta - (direct_a - direct_c)
+
+    head_free = (head_a - head_c) * ~head_set              # [K, N, L, H]
+    mlp_free = (mlp_a - mlp_c) * ~mlp_set                  # [K, N, L]
+    if neuron_set.any():
+        mlp_free = mlp_free - ((neuron_a - out["neuron_de_clean"]) * neuron_set).sum(-1)
+    sr_heads = head_free.sum((-1, -2))
+    sr_mlp = mlp_free.sum(-1)
+    attn_down, mlp_down = downstream_masks(components, shape, parallel)
+    compensation = ((head_free.sum(-1) + bias_a - bias_c) * attn_down).sum(-1) \
+        + (mlp_free * mlp_down).sum(-1)
+
+    out.update(
+        logit_clean=logit_c,
+        logit_ablated=logit_a.mean(0),
+        scale_clean=s,
+        scale_ablated=s_abl.mean(0),
+        head_de_clean=head_c,
+        head_de_ablated=head_a.mean(0),
+        attn_de_clean=attn_c,
+        attn_de_ablated=attn_a.mean(0),
+        mlp_de_clean=mlp_c,
+        mlp_de_ablated=mlp_a.mean(0),
+        attn_bias_de=bias_c,
+        mlp_bias_de=per_site(proj.mlp_bias, s, 1),
+        embed_de=per_site(embed, s, 1),
+        unembed_bias=proj.unembed_bias,
+        direct_effect=direct_c,
+        direct_effect_ablated=direct_a.mean(0),
+        delta_logit=delta.mean(0),
+        self_repair=self_repair.mean(0),
+        self_repair_prime=(delta + direct_c).mean(0),
+        sr_heads=sr_heads.mean(0),
+        sr_mlp=sr_mlp.mean(0),
+        sr_ln=(self_repair - sr_heads - sr_mlp).mean(0),
+        sr_ln_closed=((1 - s_abl / s) * (logit_a - proj.unembed_bias)).mean(0),
+        delta_unembed=direct_c,
+        delta_ablate=-delta.mean(0),
+        compensation=compensation.mean(0),
+    )
+    return out
+
+
+def completeness_gap(dots: Dots, embed: torch.Tensor, proj: Projection) -> torch.Tensor:
+    """|Σ_c (o_c · u) − r · u| per run and site [G, N]: zero when the dots account for r.
+
+    (MLP dots are of the whole MLP output, so its bias is already included.) Used to check that every intervention really reached the model: if a write were
+    silently dropped, the saved (ablated) activations would not sum to the final residual.
+    """
+    total = dots.head.sum((-1, -2)) + dots.mlp.sum(-1) + proj.attn_bias.sum(-1) + embed.sum(-1)
+    return (total - dots.resid).abs()

@@ -1,0 +1,113 @@
+"""The nnsight trace bodies: one clean run and one batched ablated run.
+
+These are the only functions that open a tracing context. They read and write
+activations and save the few tensors the algebra needs; all maths lives elsewhere.
+Reads follow execution order inside each layer: z (attention output projection input),
+neuron activations (MLP down projection input), MLP output, block output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Activations:
+    """Saved activations of one run over `rows` batch rows, for layers `first_layer..`.
+
+    z[l]         [rows, pos, n_heads, d_head]  input of the attention output projection
+    mlp_out[l]   [rows, pos, d_model]          MLP output
+    neurons[l]   [rows, pos, d_mlp]            MLP neuron activations (if requested)
+    block_out[l] [rows, pos, d_model]          residual stream after block l (clean runs)
+    embeddings   list of [rows, pos, d_model]  (clean runs)
+    resid_final  [rows, pos, d_model]          input of the final norm
+    Lists are indexed by layer - first_layer.
+    """
+
+    first_layer: int
+    z: list[torch.Tensor] = field(default_factory=list)
+    mlp_out: list[torch.Tensor] = field(default_factory=list)
+    neurons: list[torch.Tensor] = field(default_factory=list)
+    block_out: list[torch.Tensor] = field(default_factory=list)
+    embeddings: list[torch.Tensor] = field(default_factory=list)
+    resid_final: torch.Tensor | None = None
+
+
+@dataclass
+class LayerEdit:
+    """Replacements for one layer of an ablated run (masks are bool, broadcast over rows)."""
+
+    head_mask: torch.Tensor | None = None    # [rows, pos, n_heads]
+    head_value: torch.Tensor | None = None   # [rows, pos, n_heads, d_head]
+    neuron_mask: torch.Tensor | None = None  # [rows, pos, d_mlp]
+    neuron_value: torch.Tensor | None = None  # [rows, pos, d_mlp]
+    mlp_mask: torch.Tensor | None = None     # [rows, pos]
+    mlp_value: torch.Tensor | None = None    # [rows, pos, d_model]
+
+
+def _inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def run_clean(lm, adapter, input_ids, attention_mask, neurons: bool) -> Activations:
+    """Trace the unmodified model and save every activation the measurements use."""
+    s = adapter.shape
+    acts = Activations(first_layer=0)
+    with torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1):
+        for module in adapter.embeddings(lm):
+            acts.embeddings.append(module.output.save())
+        layers = adapter.layers(lm)
+        for layer in range(s.n_layers):
+            acts.z.append(adapter.attn_out_proj(lm, layer).input.save())
+            if neurons:
+                acts.neurons.append(adapter.mlp_down_proj(lm, layer).input.save())
+            acts.mlp_out.append(adapter.mlp(lm, layer).output.save())
+            acts.block_out.append(layers[layer].output.save())
+        acts.resid_final = adapter.final_norm(lm).input.save()
+    acts.z = [z.reshape(*z.shape[:2], s.n_heads, s.d_head) for z in acts.z]
+    # position embeddings come out as [1, pos, d_model]: give every embedding the batch axis
+    acts.embeddings = [e.expand(input_ids.shape[0], -1, -1) for e in acts.embeddings]
+    return acts
+
+
+def run_ablated(lm, adapter, input_ids, attention_mask, edits: dict[int, LayerEdit],
+                prefix: list[torch.Tensor] | None, neurons: bool) -> Activations:
+    """Trace the model with `edits` applied and save activations from the first edited layer on.
+
+    `prefix`, if given, holds the clean block outputs of every layer before the first
+    edited one ([rows, pos, d_model] each): those layers are skipped and their cached
+    outputs used instead (an ablation cannot change anything upstream of itself).
+    """
+    s = adapter.shape
+    start = min(edits)
+    acts = Activations(first_layer=start)
+    with torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1):
+        layers = adapter.layers(lm)
+        if prefix is not None:
+            for layer in range(start):
+                layers[layer].skip(prefix[layer])
+        for layer in range(start, s.n_layers):
+            edit = edits.get(layer)
+            proj = adapter.attn_out_proj(lm, layer)
+            z = proj.input
+            if edit is not None and edit.head_mask is not None:
+                z4 = z.reshape(*z.shape[:2], s.n_heads, s.d_head)
+                z4 = torch.where(edit.head_mask[..., None], edit.head_value.to(z.dtype), z4)
+                proj.input = z4.reshape(z.shape)
+                z = proj.input
+            acts.z.append(z.save())
+            if edit is not None and edit.neuron_mask is not None:
+                down = adapter.mlp_down_proj(lm, layer)
+                down.input = torch.where(edit.neuron_mask, edit.neuron_value.to(z.dtype), down.input)
+            if neurons:
+                acts.neurons.append(adapter.mlp_down_proj(lm, layer).input.save())
+            mlp = adapter.mlp(lm, layer)
+            if edit is not None and edit.mlp_mask is not None:
+                mlp.output = torch.where(edit.mlp_mask[..., None], edit.mlp_value.to(z.dtype),
+                                         mlp.output)
+            acts.mlp_out.append(mlp.output.save())
+        acts.resid_final = adapter.final_norm(lm).input.save()
+    acts.z = [z.reshape(*z.shape[:2], s.n_heads, s.d_head) for z in acts.z]
+    return acts

@@ -1,0 +1,677 @@
+"""Independent plain-PyTorch reference for the self-repair measurements of SPEC.md.
+
+Written from ``/work/shared/SPEC.md`` and the installed ``transformers`` sources only: it uses
+``torch`` forward hooks / forward pre-hooks, never nnsight, and never imports ``nbtools``.
+Speed is irrelevant here; every step is meant to be obviously correct.
+
+Supported model classes: ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM`` (parallel and sequential
+residual) and ``LlamaForCausalLM`` (incl. grouped-query attention and ``attention_bias``).
+
+Component vectors (d_model space) that make up the final residual stream ``r`` at one position:
+
+* embeddings: GPT-2 ``wte`` and ``wpe`` outputs; NeoX ``embed_in``; Llama ``embed_tokens``;
+* per layer l and head h: ``(z_h - b_V[h]) @ W_O[h]`` (fold) or ``z_h @ W_O[h]`` (no fold), where
+  ``z`` is the input of the attention output projection viewed as ``[B, T, H, d_head]``;
+* per layer: the attention constant ``b_O (+ sum_h b_V[h] @ W_O[h] when folding)``;
+* per layer: the MLP module output (= sum over neurons ``act_n * W_out[n]`` + MLP out bias).
+
+Direct effect with a frozen scale ``s*``: ``DE = center(o) / s* . W_U_hat[:, y]`` where
+``W_U_hat = diag(gamma) W_U`` with the vocabulary mean removed from every row, and center removes
+the d_model mean (LayerNorm only; RMSNorm has no centring).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+from transformers.pytorch_utils import Conv1D
+
+__all__ = ["make_gpt2", "make_llama", "make_neox", "reference_measure"]
+
+# ----------------------------------------------------------------------------------------------
+# Small random-initialised models
+# ----------------------------------------------------------------------------------------------
+
+N_LAYER = 4
+N_HEAD = 4
+D_MODEL = 64
+D_MLP = 256
+VOCAB = 512
+N_POS = 128
+
+
+def _randomise(model: nn.Module, seed: int) -> nn.Module:
+    """Give every parameter non-trivial random values (norm gains near 1, biases non-zero)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.split(".")[-2] if "." in name else name
+            is_norm = "norm" in leaf or leaf.startswith("ln")
+            if is_norm and name.endswith("weight"):
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.2 * torch.randn_like(p))
+            elif leaf in ("wte", "wpe", "embed_in", "embed_tokens"):
+                p.copy_(0.5 * torch.randn_like(p))
+            else:
+                p.copy_(0.15 * torch.randn_like(p))
+    return model.float().eval()
+
+
+def make_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+    """A 4-layer GPT-2 with random weights (tied unembedding), fp32, eval mode, no dropout."""
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=N_POS,
+        n_embd=D_MODEL,
+        n_layer=N_LAYER,
+        n_head=N_HEAD,
+        n_inner=D_MLP,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return _randomise(GPT2LMHeadModel(config), seed)
+
+
+def make_neox(parallel: bool = True, seed: int = 0) -> GPTNeoXForCausalLM:
+    """A 4-layer GPT-NeoX (Pythia-style) with random weights, fp32, eval mode, no dropout."""
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(
+        vocab_size=VOCAB,
+        hidden_size=D_MODEL,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        intermediate_size=D_MLP,
+        max_position_embeddings=N_POS,
+        use_parallel_residual=parallel,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
+    return _randomise(GPTNeoXForCausalLM(config), seed)
+
+
+def make_llama(gqa: bool = True, bias: bool = False, seed: int = 0) -> LlamaForCausalLM:
+    """A 4-layer Llama with random weights; ``gqa`` -> 2 kv heads for 4 query heads; ``bias`` ->
+    ``attention_bias`` and ``mlp_bias`` (so a value bias and an MLP out bias exist)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=D_MODEL,
+        intermediate_size=D_MLP,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        num_key_value_heads=2 if gqa else N_HEAD,
+        max_position_embeddings=N_POS,
+        attention_bias=bias,
+        mlp_bias=bias,
+        attention_dropout=0.0,
+    )
+    return _randomise(LlamaForCausalLM(config), seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Architecture description: module paths and weights, read from the transformers source
+# ----------------------------------------------------------------------------------------------
+
+
+def _in_out_weight(module: nn.Module) -> torch.Tensor:
+    """Weight as a matrix ``[in_features, out_features]`` so that ``y = x @ W + b``."""
+    if isinstance(module, Conv1D):  # GPT-2's Conv1D stores [in, out]
+        return module.weight.detach()
+    if isinstance(module, nn.Linear):  # nn.Linear stores [out, in]
+        return module.weight.detach().T
+    raise TypeError(f"unexpected projection module {type(module)}")
+
+
+def _bias_or_zeros(module: nn.Module, size: int) -> torch.Tensor:
+    b = getattr(module, "bias", None)
+    if b is None:
+        return torch.zeros(size)
+    return b.detach()
+
+
+class _Arch:
+    """Everything the reference needs to know about one model, as plain attributes."""
+
+    def __init__(self, model: nn.Module):
+        if isinstance(model, GPT2LMHeadModel):
+            tf = model.transformer
+            blocks = list(tf.h)
+            self.embeds = [tf.wte, tf.wpe]
+            self.final_norm = tf.ln_f
+            self.attn_proj = [b.attn.c_proj for b in blocks]
+            self.mlp = [b.mlp for b in blocks]
+            self.mlp_down = [b.mlp.c_proj for b in blocks]
+            self.head_dim = blocks[0].attn.head_dim
+            self.parallel = False
+            d = model.config.n_embd
+            n_heads = d // self.head_dim
+            # c_attn output is [q | k | v], each d wide; v splits into heads of head_dim.
+            self.value_bias = [
+                b.attn.c_attn.bias.detach()[2 * d : 3 * d].reshape(n_heads, self.head_dim)
+                for b in blocks
+            ]
+        elif isinstance(model, GPTNeoXForCausalLM):
+            base = model.gpt_neox
+            blocks = list(base.layers)
+            self.embeds = [base.embed_in]
+            self.final_norm = base.final_layer_norm
+            self.attn_proj = [b.attention.dense for b in blocks]
+            self.mlp = [b.mlp for b in blocks]
+            self.mlp_down = [b.mlp.dense_4h_to_h for b in blocks]
+            self.head_dim = blocks[0].attention.head_size
+            self.parallel = bool(model.config.use_parallel_residual)
+            hd = self.head_dim
+            self.value_bias = []
+            for b in blocks:
+                qkv_bias = b.attention.query_key_value.bias
+                n_heads = b.attention.dense.in_features // hd
+                if qkv_bias is None:
+                    self.value_bias.append(torch.zeros(n_heads, hd))
+                else:
+                    # qkv output is viewed as [.., H, 3*hd] and chunked into q, k, v per head.
+                    per_head = qkv_bias.detach().reshape(n_heads, 3 * hd)
+                    self.value_bias.append(per_head[:, 2 * hd : 3 * hd])
+        elif isinstance(model, LlamaForCausalLM):
+            base = model.model
+            blocks = list(base.layers)
+            self.embeds = [base.embed_tokens]
+            self.final_norm = base.norm
+            self.attn_proj = [b.self_attn.o_proj for b in blocks]
+            self.mlp = [b.mlp for b in blocks]
+            self.mlp_down = [b.mlp.down_proj for b in blocks]
+            self.head_dim = blocks[0].self_attn.head_dim
+            self.parallel = False
+            hd = self.head_dim
+            self.value_bias = []
+            for b in blocks:
+                n_heads = b.self_attn.o_proj.in_features // hd
+                v_bias = b.self_attn.v_proj.bias
+                if v_bias is None:
+                    self.value_bias.append(torch.zeros(n_heads, hd))
+                else:
+                    n_kv = v_bias.shape[0] // hd
+                    n_rep = n_heads // n_kv
+                    # repeat_kv maps query head h to kv head h // n_rep.
+                    kv = v_bias.detach().reshape(n_kv, hd)
+                    self.value_bias.append(kv.repeat_interleave(n_rep, dim=0))
+        else:
+            raise TypeError(f"reference does not support {type(model).__name__}")
+
+        self.n_layers = len(self.attn_proj)
+        self.is_rms = not isinstance(self.final_norm, nn.LayerNorm)
+        eps = getattr(self.final_norm, "eps", None)
+        if eps is None:
+            eps = self.final_norm.variance_epsilon
+        self.norm_eps = float(eps)
+
+        f64 = torch.float64
+        w_o = [_in_out_weight(p).to(f64) for p in self.attn_proj]  # [H*hd, d]
+        self.d_model = w_o[0].shape[1]
+        self.n_heads = w_o[0].shape[0] // self.head_dim
+        # W_O[l][h] : [hd, d]
+        self.W_O = [w.reshape(self.n_heads, self.head_dim, self.d_model) for w in w_o]
+        self.b_O = [_bias_or_zeros(p, self.d_model).to(f64) for p in self.attn_proj]
+        self.b_V = [v.to(f64) for v in self.value_bias]
+        self.W_out = [_in_out_weight(p).to(f64) for p in self.mlp_down]  # [M, d]
+        self.d_mlp = self.W_out[0].shape[0]
+        self.b_out = [_bias_or_zeros(p, self.d_model).to(f64) for p in self.mlp_down]
+
+        # Unembedding: logits = final_norm(r) @ W_U + b_U, all three heads are nn.Linear.
+        lm_head = model.get_output_embeddings()
+        W_U = lm_head.weight.detach().to(f64).T  # [d, V]
+        vocab = W_U.shape[1]
+        b_U = _bias_or_zeros(lm_head, vocab).to(f64)
+        gamma = self.final_norm.weight.detach().to(f64)
+        W_U_hat = gamma[:, None] * W_U
+        b_U_hat = b_U.clone()
+        beta = getattr(self.final_norm, "bias", None)
+        if beta is not None:
+            b_U_hat = b_U_hat + beta.detach().to(f64) @ W_U
+        # Centre over the vocabulary.
+        self.W_U_hat = W_U_hat - W_U_hat.mean(dim=1, keepdim=True)
+        self.b_U_hat = b_U_hat - b_U_hat.mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# One forward pass with recording (and optional editing) hooks
+# ----------------------------------------------------------------------------------------------
+
+
+def _forward(model, arch: _Arch, ids, mask, edits=None) -> dict:
+    """Run the model once. ``edits`` maps ``(site, layer)`` -> function(tensor) -> tensor, sites
+    ``"z"`` (attention-projection input), ``"act"`` (MLP down-projection input), ``"mlp_out"``
+    (MLP module output). Records every site after editing, plus embeddings, the attention
+    projection outputs, the final-norm input and the logits. All hooks are removed afterwards."""
+    edits = edits or {}
+    L = arch.n_layers
+    rec = {
+        "z": [None] * L,
+        "attn_out": [None] * L,
+        "act": [None] * L,
+        "mlp_out": [None] * L,
+        "embed": [None] * len(arch.embeds),
+        "resid": None,
+    }
+
+    def pre_hook(site, layer):
+        def hook(module, args):
+            x = args[0]
+            if (site, layer) in edits:
+                x = edits[(site, layer)](x)
+            rec[site][layer] = x.detach().clone()
+            return (x, *args[1:])
+
+        return hook
+
+    def out_hook(site, layer):
+        def hook(module, args, output):
+            if (site, layer) in edits:
+                output = edits[(site, layer)](output)
+            rec[site][layer] = output.detach().clone()
+            return output
+
+        return hook
+
+    def norm_hook(module, args):
+        rec["resid"] = args[0].detach().clone()
+
+    handles = []
+    try:
+        for i, emb in enumerate(arch.embeds):
+            handles.append(emb.register_forward_hook(out_hook("embed", i)))
+        for layer in range(L):
+            handles.append(arch.attn_proj[layer].register_forward_pre_hook(pre_hook("z", layer)))
+            handles.append(arch.attn_proj[layer].register_forward_hook(out_hook("attn_out", layer)))
+            handles.append(arch.mlp_down[layer].register_forward_pre_hook(pre_hook("act", layer)))
+            handles.append(arch.mlp[layer].register_forward_hook(out_hook("mlp_out", layer)))
+        handles.append(arch.final_norm.register_forward_pre_hook(norm_hook))
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask)
+    finally:
+        for h in handles:
+            h.remove()
+    rec["logits"] = out.logits.detach().clone()
+    B, T = ids.shape
+    for i, e in enumerate(rec["embed"]):  # GPT-2's wpe output is [1, T, d]
+        rec["embed"][i] = e.expand(B, T, e.shape[-1])
+    for layer in range(L):
+        rec["z"][layer] = rec["z"][layer].reshape(B, T, arch.n_heads, arch.head_dim)
+    return rec
+
+
+# ----------------------------------------------------------------------------------------------
+# Ablation plan
+# ----------------------------------------------------------------------------------------------
+
+
+def _last_real(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last non-padding token (padding on the right)."""
+    lengths = mask.long().sum(dim=1)
+    for b in range(mask.shape[0]):
+        n = int(lengths[b])
+        assert n >= 1, "a row has no real token"
+        assert bool(mask[b, :n].all()) and not bool(mask[b, n:].any()), "padding must be on the right"
+    return lengths - 1
+
+
+def _position_mask(positions, mask: torch.Tensor) -> torch.Tensor:
+    B, T = mask.shape
+    pos = torch.zeros(B, T, dtype=torch.bool)
+    if positions == "all":
+        pos[:] = True
+    elif positions == "final":
+        last = _last_real(mask)
+        pos[torch.arange(B), last] = True
+    else:
+        for p in positions:
+            pos[:, int(p)] = True
+    return pos
+
+
+def _parse_targets(ablation_targets, arch: _Arch):
+    """Return (heads: dict layer -> set of heads, mlps: set of layers, neurons: dict layer -> set)."""
+    heads: dict[int, set[int]] = {}
+    mlps: set[int] = set()
+    neurons: dict[int, set[int]] = {}
+    for t in ablation_targets:
+        kind = t[0]
+        layer = int(t[1])
+        if kind == "head":
+            heads.setdefault(layer, set()).add(int(t[2]))
+        elif kind == "attn":
+            heads.setdefault(layer, set()).update(range(arch.n_heads))
+        elif kind == "mlp":
+            mlps.add(layer)
+        elif kind == "neurons":
+            neurons.setdefault(layer, set()).update(int(n) for n in t[2])
+        else:
+            raise ValueError(f"unknown ablation target {t!r}")
+    # Neurons of an MLP layer whose whole output is ablated are already covered by that layer.
+    neurons = {layer: ns for layer, ns in neurons.items() if layer not in mlps and ns}
+    return heads, mlps, neurons
+
+
+def _replacement(site, layer, method, arch, B, T, fold, positions, mask, src, ref):
+    """Full ``[B, T, ...]`` tensor of replacement values for one site (used where ablated)."""
+    if method == "zero":
+        if site == "z":
+            if fold:  # the slice becomes b_V[h] so the folded head component is exactly 0
+                bv = arch.value_bias[layer].to(torch.float32)
+                return bv.expand(B, T, arch.n_heads, arch.head_dim).clone()
+            return torch.zeros(B, T, arch.n_heads, arch.head_dim)
+        width = arch.d_mlp if site == "act" else arch.d_model
+        return torch.zeros(B, T, width)
+    if method == "mean":
+        acts, ref_mask = ref
+        a = acts[site][layer]
+        mean = a[ref_mask.bool()].mean(dim=0)  # over all non-padding reference tokens
+        return mean.expand(B, T, *mean.shape).clone()
+    if method == "resample":
+        acts, src_mask = src
+        a = acts[site][layer]
+        assert a.shape[0] == B, "source batch must have one row per input row"
+        if positions == "final":
+            rep = torch.zeros(B, T, *a.shape[2:])
+            last = _last_real(mask)
+            src_last = _last_real(src_mask)
+            for b in range(B):
+                rep[b, last[b]] = a[b, src_last[b]]
+            return rep
+        assert a.shape[1] == T, "resample sources must have the same length as the input"
+        return a.clone()
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _make_edits(method, arch, ids, mask, positions, fold, heads, mlps, neurons, src, ref):
+    B, T = ids.shape
+    pos = _position_mask(positions, mask)
+    edits = {}
+
+    def rep_for(site, layer):
+        return _replacement(site, layer, method, arch, B, T, fold, positions, mask, src, ref)
+
+    for layer, hs in heads.items():
+        rep = rep_for("z", layer)
+        idx = sorted(hs)
+
+        def edit_z(x, rep=rep, idx=idx):
+            z = x.reshape(B, T, arch.n_heads, arch.head_dim).clone()
+            for h in idx:
+                z[:, :, h, :] = torch.where(pos[:, :, None], rep[:, :, h, :], z[:, :, h, :])
+            return z.reshape(x.shape)
+
+        edits[("z", layer)] = edit_z
+    for layer in mlps:
+        rep = rep_for("mlp_out", layer)
+
+        def edit_mlp(x, rep=rep):
+            return torch.where(pos[:, :, None], rep, x)
+
+        edits[("mlp_out", layer)] = edit_mlp
+    for layer, ns in neurons.items():
+        rep = rep_for("act", layer)
+        idx = sorted(ns)
+
+        def edit_act(x, rep=rep, idx=idx):
+            a = x.clone()
+            for n in idx:
+                a[:, :, n] = torch.where(pos, rep[:, :, n], a[:, :, n])
+            return a
+
+        edits[("act", layer)] = edit_act
+    return edits
+
+
+# ----------------------------------------------------------------------------------------------
+# Decomposition at measured sites
+# ----------------------------------------------------------------------------------------------
+
+
+def _direct_effect(vec: torch.Tensor, s: torch.Tensor, u: torch.Tensor, is_rms: bool):
+    """``vec [N, ..., d]``, ``s [N]``, ``u [N, d]`` (= W_U_hat[:, y]) -> ``[N, ...]``."""
+    if not is_rms:
+        vec = vec - vec.mean(dim=-1, keepdim=True)
+    extra = vec.dim() - 2
+    s = s.reshape(-1, *([1] * extra))
+    u = u.reshape(u.shape[0], *([1] * extra), u.shape[1])
+    return (vec * u).sum(dim=-1) / s
+
+
+def _scale(resid: torch.Tensor, arch: _Arch) -> torch.Tensor:
+    r = resid.to(torch.float64)
+    if arch.is_rms:
+        return torch.sqrt((r * r).mean(dim=-1) + arch.norm_eps)
+    return torch.sqrt(r.var(dim=-1, unbiased=False) + arch.norm_eps)
+
+
+def _site_vectors(rec, arch: _Arch, sb, st, fold: bool) -> dict:
+    """Component vectors (float64, d_model) at the measured sites ``(sb, st)``."""
+    f64 = torch.float64
+    heads, attn, mlp, neur = [], [], [], []
+    for layer in range(arch.n_layers):
+        z = rec["z"][layer][sb, st].to(f64)  # [N, H, hd]
+        if fold:
+            z = z - arch.b_V[layer]
+        heads.append(torch.einsum("nhk,hkd->nhd", z, arch.W_O[layer]))
+        attn.append(rec["attn_out"][layer][sb, st].to(f64))
+        mlp.append(rec["mlp_out"][layer][sb, st].to(f64))
+        neur.append(rec["act"][layer][sb, st].to(f64))  # [N, M]; vectors act_n * W_out[n]
+    return {
+        "heads": torch.stack(heads, dim=1),  # [N, L, H, d]
+        "attn": torch.stack(attn, dim=1),  # [N, L, d]
+        "mlp": torch.stack(mlp, dim=1),  # [N, L, d]
+        "act": torch.stack(neur, dim=1),  # [N, L, M] (neuron n's vector is act_n * W_out[n])
+        "embed": torch.stack([e[sb, st].to(f64) for e in rec["embed"]], dim=1),  # [N, E, d]
+        "resid": rec["resid"][sb, st].to(f64),
+    }
+
+
+def _attn_constant(arch: _Arch, fold: bool) -> torch.Tensor:
+    """``[L, d]``: b_O, plus sum_h b_V[h] @ W_O[h] when value biases are folded."""
+    consts = []
+    for layer in range(arch.n_layers):
+        c = arch.b_O[layer].clone()
+        if fold:
+            c = c + torch.einsum("hk,hkd->d", arch.b_V[layer], arch.W_O[layer])
+        consts.append(c)
+    return torch.stack(consts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def reference_measure(
+    model,
+    input_ids,
+    attention_mask,
+    targets,
+    ablation_targets,
+    method,
+    positions="all",
+    fold_value_biases=True,
+    scale="clean",
+    source_ids=None,
+    source_mask=None,
+    mean_ids=None,
+    mean_mask=None,
+) -> dict[str, torch.Tensor]:
+    """Clean run + ablated run of the same input; DE decomposition and self-repair terms at every
+    measured site (``targets >= 0``, flattened row-major). See the module docstring."""
+    if scale not in ("clean", "recomputed"):
+        raise ValueError(f"unknown scale convention {scale!r}")
+    model.eval()
+    arch = _Arch(model)
+    fold = bool(fold_value_biases)
+    ids = torch.as_tensor(input_ids).long()
+    mask = torch.ones_like(ids) if attention_mask is None else torch.as_tensor(attention_mask)
+    mask = mask.long()
+    targets = torch.as_tensor(targets).long()
+    assert targets.shape == ids.shape
+
+    heads_abl, mlps_abl, neurons_abl = _parse_targets(ablation_targets, arch)
+
+    # Clean activations needed by the replacement values.
+    src = ref = None
+    if method == "resample":
+        assert source_ids is not None, "resample ablation needs source_ids"
+        s_ids = torch.as_tensor(source_ids).long()
+        s_mask = torch.ones_like(s_ids) if source_mask is None else torch.as_tensor(source_mask)
+        src = (_forward(model, arch, s_ids, s_mask.long()), s_mask.long())
+    elif method == "mean":
+        assert mean_ids is not None, "mean ablation needs mean_ids"
+        m_ids = torch.as_tensor(mean_ids).long()
+        m_mask = torch.ones_like(m_ids) if mean_mask is None else torch.as_tensor(mean_mask)
+        ref = (_forward(model, arch, m_ids, m_mask.long()), m_mask.long())
+
+    clean = _forward(model, arch, ids, mask)
+    edits = _make_edits(
+        method, arch, ids, mask, positions, fold, heads_abl, mlps_abl, neurons_abl, src, ref
+    )
+    abl = _forward(model, arch, ids, mask, edits)
+
+    # Measured sites.
+    sb, st = (targets >= 0).nonzero(as_tuple=True)
+    y = targets[sb, st]
+    u = arch.W_U_hat[:, y].T  # [N, d]
+    b_hat = arch.b_U_hat[y]  # [N]
+
+    def centred_logit(rec):
+        lg = rec["logits"][sb, st].to(torch.float64)  # [N, V]
+        return lg[torch.arange(len(y)), y] - lg.mean(dim=-1)
+
+    logit_clean = centred_logit(clean)
+    logit_abl = centred_logit(abl)
+
+    vc = _site_vectors(clean, arch, sb, st, fold)
+    va = _site_vectors(abl, arch, sb, st, fold)
+    s = _scale(vc["resid"], arch)
+    s_abl = _scale(va["resid"], arch)
+    s_star = s if scale == "clean" else s_abl
+
+    def de_pair(key):
+        return (
+            _direct_effect(vc[key], s, u, arch.is_rms),
+            _direct_effect(va[key], s_star, u, arch.is_rms),
+        )
+
+    head_c, head_a = de_pair("heads")
+    attn_c, attn_a = de_pair("attn")
+    mlp_c, mlp_a = de_pair("mlp")
+    # Neuron n's vector is act_n * W_out[n]; DE is linear in the vector, so
+    # DE(act_n * W_out[n]) = act_n * DE(W_out[n]) (saves materialising [N, L, M, d]).
+    w_out = torch.stack(arch.W_out)  # [L, M, d]
+    N = len(y)
+    unit_c = _direct_effect(w_out[None].expand(N, -1, -1, -1), s, u, arch.is_rms)  # [N, L, M]
+    unit_a = _direct_effect(w_out[None].expand(N, -1, -1, -1), s_star, u, arch.is_rms)
+    neur_c = vc["act"] * unit_c
+    neur_a = va["act"] * unit_a
+    embed_de = _direct_effect(vc["embed"], s, u, arch.is_rms)
+
+    L = arch.n_layers
+    const = _attn_constant(arch, fold)  # [L, d]
+    attn_bias_de = _direct_effect(const[None].expand(N, L, -1), s, u, arch.is_rms)
+    b_out = torch.stack(arch.b_out)  # [L, d]
+    mlp_bias_de = _direct_effect(b_out[None].expand(N, L, -1), s, u, arch.is_rms)
+
+    # Deltas.
+    d_head = head_a - head_c  # [N, L, H]
+    d_attn = attn_a - attn_c  # [N, L]
+    d_mlp = mlp_a - mlp_c  # [N, L]
+    d_neur = neur_a - neur_c  # [N, L, M]
+
+    head_sel = torch.zeros(L, arch.n_heads, dtype=torch.bool)
+    for layer, hs in heads_abl.items():
+        for h in hs:
+            head_sel[layer, h] = True
+    mlp_sel = torch.zeros(L, dtype=torch.bool)
+    for layer in mlps_abl:
+        mlp_sel[layer] = True
+    neur_sel = torch.zeros(L, arch.d_mlp, dtype=torch.bool)
+    for layer, ns in neurons_abl.items():
+        for n in ns:
+            neur_sel[layer, n] = True
+
+    def ablated_sum(h_de, m_de, n_de):
+        return (
+            (h_de * head_sel).sum(dim=(1, 2))
+            + (m_de * mlp_sel).sum(dim=1)
+            + (n_de * neur_sel).sum(dim=(1, 2))
+        )
+
+    direct_effect = ablated_sum(head_c, mlp_c, neur_c)
+    direct_effect_abl = ablated_sum(head_a, mlp_a, neur_a)
+
+    delta_logit = logit_abl - logit_clean
+    self_repair = delta_logit - (direct_effect_abl - direct_effect)
+    self_repair_prime = delta_logit + direct_effect
+    sr_heads = (d_head * ~head_sel).sum(dim=(1, 2))
+    mlp_layer_delta = d_mlp - (d_neur * neur_sel).sum(dim=2)  # neurons' own change removed
+    sr_mlp = (mlp_layer_delta * ~mlp_sel).sum(dim=1)
+    sr_ln = self_repair - sr_heads - sr_mlp
+    sr_ln_closed = (1.0 - s_abl / s) * (logit_abl - b_hat)
+
+    # Hydra compensation: sum of layer-level ΔDE downstream of the earliest ablated component.
+    attn_layers = sorted(heads_abl)
+    mlp_layers = sorted(mlps_abl | set(neurons_abl))
+    first_attn = attn_layers[0] if attn_layers else None
+    first_mlp = mlp_layers[0] if mlp_layers else None
+    if first_attn is not None and (first_mlp is None or first_attn <= first_mlp):
+        m, earliest = first_attn, "attn"
+    else:
+        m, earliest = first_mlp, "mlp"
+    attn_down = torch.zeros(L, dtype=torch.bool)
+    mlp_down = torch.zeros(L, dtype=torch.bool)
+    for j in range(L):
+        attn_down[j] = j > m
+        if earliest == "attn" and not arch.parallel:
+            mlp_down[j] = j >= m
+        else:
+            mlp_down[j] = j > m
+    compensation = (d_attn * attn_down).sum(dim=1) + (d_mlp * mlp_down).sum(dim=1)
+
+    return {
+        "logit_clean": logit_clean,
+        "logit_ablated": logit_abl,
+        "scale_clean": s,
+        "scale_ablated": s_abl,
+        "head_de_clean": head_c,
+        "head_de_ablated": head_a,
+        "attn_de_clean": attn_c,
+        "attn_de_ablated": attn_a,
+        "attn_bias_de": attn_bias_de,
+        "mlp_de_clean": mlp_c,
+        "mlp_de_ablated": mlp_a,
+        "neuron_de_clean": neur_c,
+        "neuron_de_ablated": neur_a,
+        "mlp_bias_de": mlp_bias_de,
+        "embed_de": embed_de,
+        "unembed_bias": b_hat,
+        "direct_effect": direct_effect,
+        "direct_effect_ablated": direct_effect_abl,
+        "delta_logit": delta_logit,
+        "self_repair": self_repair,
+        "self_repair_prime": self_repair_prime,
+        "sr_heads": sr_heads,
+        "sr_mlp": sr_mlp,
+        "sr_ln": sr_ln,
+        "sr_ln_closed": sr_ln_closed,
+        "delta_unembed": direct_effect.clone(),
+        "delta_ablate": -delta_logit,
+        "compensation": compensation,
+    }
+
