@@ -107,11 +107,18 @@ def read_text(raw: bytes) -> str:
 
 
 def strip_tags(tokens: Iterable[str], separator: str) -> list[str]:
-    """Drop the ``<separator>TAG`` suffix of each tagged token (``"dog/nn"`` -> ``"dog"``)."""
+    """Drop the ``<separator>TAG`` suffix of each tagged token (``"dog/nn"`` -> ``"dog"``).
+
+    Tokens that are only a tag (an empty word, as in ``"_NN"``) are dropped; untagged
+    tokens are kept as they are.
+    """
     words = []
     for token in tokens:
         word, sep, _tag = token.rpartition(separator)
-        words.append(word if sep and word else token)
+        if not sep:
+            words.append(token)
+        elif word:
+            words.append(word)
     return words
 
 

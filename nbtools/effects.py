@@ -5,7 +5,8 @@ For a target token y the folded, centred unembedding direction is
 d_model, so that ``o · u = center(o) · Ŵ_U[:, y]`` for any component vector o. A component's
 direct effect with frozen scale s* is then ``DE = o · u / s*`` and the centred logit is
 ``ℓ̂(y) = r · u / s + b̂_U[y]`` (r the final norm's input, s its own scale).
-All algebra is fp32, whatever dtype the model runs in.
+All algebra is float64 (activations are gathered at the measured sites first, so this is
+cheap), whatever dtype the model runs in.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .tracing import Activations
 
 @dataclass
 class Weights:
-    """The model weights the algebra needs, fp32, family-independent (see models.adapters)."""
+    """The model weights the algebra needs, float64, family-independent (see models.adapters)."""
 
     W_U: torch.Tensor        # [d_model, d_vocab] folded diag(γ) W_U, centred over vocab if `centred`
     b_U: torch.Tensor        # [d_vocab] folded β·W_U + b_U, centred likewise
@@ -34,16 +35,18 @@ class Weights:
 
     @classmethod
     def from_adapter(cls, adapter, centred: bool = True) -> Weights:
-        gamma, beta = adapter.gamma_beta()
-        W_U, b_U = adapter.W_U(), adapter.b_U()
+        gamma, beta = (x.double() for x in adapter.gamma_beta())
+        W_U, b_U = adapter.W_U().double(), adapter.b_U().double()
         W_hat = gamma[:, None] * W_U
         b_hat = beta @ W_U + b_U
         if centred:
             W_hat = W_hat - W_hat.mean(dim=1, keepdim=True)
             b_hat = b_hat - b_hat.mean()
-        return cls(W_U=W_hat, b_U=b_hat, W_O=adapter.W_O(), b_O=adapter.b_O(), b_V=adapter.b_V(),
-                   W_out=[adapter.W_out(i) for i in range(adapter.shape.n_layers)],
-                   b_out=adapter.b_out(), norm=adapter.norm, eps=adapter.norm_eps(),
+        b_V = adapter.b_V()
+        return cls(W_U=W_hat, b_U=b_hat, W_O=adapter.W_O().double(), b_O=adapter.b_O().double(),
+                   b_V=None if b_V is None else b_V.double(),
+                   W_out=[adapter.W_out(i).double() for i in range(adapter.shape.n_layers)],
+                   b_out=adapter.b_out().double(), norm=adapter.norm, eps=adapter.norm_eps(),
                    centred=centred)
 
     def attn_bias(self, fold_value_biases: bool) -> torch.Tensor:
@@ -54,8 +57,8 @@ class Weights:
 
 
 def norm_scale(resid: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    """Final-norm scale s(r) [...] of residual vectors [..., d_model], in fp32."""
-    r = resid.float()
+    """Final-norm scale s(r) [...] of residual vectors [..., d_model], in float64."""
+    r = resid.double()
     if norm == "rmsnorm":
         return torch.sqrt(r.pow(2).mean(-1) + eps)
     return torch.sqrt(r.var(-1, unbiased=False) + eps)
@@ -115,7 +118,7 @@ class Dots:
 
 def _at_sites(x: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Gather [G, B, T, ...] at sites → [G, N, ...]."""
-    return x[:, rows, pos].float()
+    return x[:, rows, pos].double()
 
 
 def dot_components(acts: Activations, n_runs: int, rows: torch.Tensor, pos: torch.Tensor,
@@ -158,7 +161,7 @@ def dot_components(acts: Activations, n_runs: int, rows: torch.Tensor, pos: torc
 
 def embedding_dots(acts: Activations, rows, pos, proj: Projection) -> torch.Tensor:
     """Unscaled direct effects of the embedding components [N, E] (clean run)."""
-    return torch.stack([torch.einsum("nd,nd->n", e[rows, pos].float(), proj.u)
+    return torch.stack([torch.einsum("nd,nd->n", e[rows, pos].double(), proj.u)
                         for e in acts.embeddings], dim=-1)
 
 
@@ -167,7 +170,7 @@ def full_logits(resid: torch.Tensor, weights: Weights) -> torch.Tensor:
 
     Centred over the vocabulary if the weights are; softmax is unaffected by that.
     """
-    r = resid.float()
+    r = resid.double()
     if weights.norm == "layernorm":
         r = r - r.mean(-1, keepdim=True)
     return r / norm_scale(resid, weights.norm, weights.eps)[..., None] @ weights.W_U + weights.b_U

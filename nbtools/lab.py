@@ -292,5 +292,6 @@ def _describe(x) -> str:
 
 def _warn_if_no_effect(m: Measurement) -> None:
     if m.delta_logit.abs().max() == 0 and m.head_delta_de.abs().max() == 0:
-        warnings.warn(f"ablating {m.label} changed nothing (its replacement equals the clean "
-                      "activation at every ablated position)", stacklevel=3)
+        warnings.warn(f"ablating {m.label} changed nothing at the measured sites (the "
+                      "replacement equals the clean activation, or every ablated position comes "
+                      "after every measured one)", stacklevel=3)

@@ -323,22 +323,26 @@ def _last_real(mask: torch.Tensor) -> torch.Tensor:
     for b in range(mask.shape[0]):
         n = int(lengths[b])
         assert n >= 1, "a row has no real token"
-        assert bool(mask[b, :n].all()) and not bool(mask[b, n:].any()), "padding must be on the right"
+        assert bool(mask[b, :n].all()) and not bool(mask[b, n:].any()), (
+            "padding must be on the right"
+        )
     return lengths - 1
 
 
 def _position_mask(positions, mask: torch.Tensor) -> torch.Tensor:
     B, T = mask.shape
     pos = torch.zeros(B, T, dtype=torch.bool)
-    if positions == "all":
+    if isinstance(positions, str) and positions == "all":
         pos[:] = True
-    elif positions == "final":
+    elif isinstance(positions, str) and positions == "final":
         last = _last_real(mask)
         pos[torch.arange(B), last] = True
     else:
         for p in positions:
             pos[:, int(p)] = True
-    return pos
+    # Padding (on the right) is never seen by a real token under causal attention, so ablating
+    # there could not change any result; restrict to real tokens to keep things explicit.
+    return pos & mask.bool()
 
 
 def _parse_targets(ablation_targets, arch: _Arch):
@@ -383,15 +387,23 @@ def _replacement(site, layer, method, arch, B, T, fold, positions, mask, src, re
         acts, src_mask = src
         a = acts[site][layer]
         assert a.shape[0] == B, "source batch must have one row per input row"
-        if positions == "final":
+        if isinstance(positions, str) and positions == "final":
             rep = torch.zeros(B, T, *a.shape[2:])
             last = _last_real(mask)
             src_last = _last_real(src_mask)
             for b in range(B):
                 rep[b, last[b]] = a[b, src_last[b]]
             return rep
-        assert a.shape[1] == T, "resample sources must have the same length as the input"
-        return a.clone()
+        # Same position index; the source may be longer than the input (extra tail unused).
+        pos = _position_mask(positions, mask)
+        src_real = torch.zeros(B, T, dtype=torch.bool)
+        width = min(T, a.shape[1])
+        src_real[:, :width] = src_mask[:, :width].bool()
+        if bool((pos & ~src_real).any()):
+            raise ValueError("resample would take an activation from a source padding position")
+        rep = torch.zeros(B, T, *a.shape[2:])
+        rep[:, :width] = a[:, :width]
+        return rep
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -625,7 +637,8 @@ def reference_measure(
     sr_ln = self_repair - sr_heads - sr_mlp
     sr_ln_closed = (1.0 - s_abl / s) * (logit_abl - b_hat)
 
-    # Hydra compensation: sum of layer-level ΔDE downstream of the earliest ablated component.
+    # Hydra compensation: ΔDE of the components downstream of the earliest ablated one, the
+    # ablated components themselves left out (their change is the direct loss, not repair).
     attn_layers = sorted(heads_abl)
     mlp_layers = sorted(mlps_abl | set(neurons_abl))
     first_attn = attn_layers[0] if attn_layers else None
@@ -642,7 +655,9 @@ def reference_measure(
             mlp_down[j] = j >= m
         else:
             mlp_down[j] = j > m
-    compensation = (d_attn * attn_down).sum(dim=1) + (d_mlp * mlp_down).sum(dim=1)
+    d_attn_free = d_attn - (d_head * head_sel).sum(dim=2)
+    d_mlp_free = mlp_layer_delta * ~mlp_sel
+    compensation = (d_attn_free * attn_down).sum(dim=1) + (d_mlp_free * mlp_down).sum(dim=1)
 
     return {
         "logit_clean": logit_clean,
@@ -674,4 +689,3 @@ def reference_measure(
         "delta_ablate": -delta_logit,
         "compensation": compensation,
     }
-

@@ -4,6 +4,7 @@ the nnsight engine."""
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
@@ -16,6 +17,15 @@ from reference import make_gpt2, make_llama, make_neox, reference_measure  # noq
 
 TOL = 1e-4
 FAMILIES = ["gpt2", "neox_par", "neox_seq", "llama_gqa", "llama_bias"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: intra-op threading only adds overhead (and thrashes on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +68,17 @@ ABLATIONS = {
 _CACHE: dict = {}
 
 
-def _run(model, targets, method, **kw):
+def _run(model, targets, method, measure=None, **kw):
     """reference_measure on the shared batch; results cached (tests only read them)."""
-    key = (id(model), repr(targets), method, repr(sorted(kw.items())))
+    measure = TARGETS if measure is None else measure
+    key = (id(model), repr(targets), method, repr(sorted(kw.items())), id(measure))
     if key not in _CACHE:
         extra = {}
         if method == "resample":
             extra = {"source_ids": SRC, "source_mask": SRC_MASK}
         elif method == "mean":
             extra = {"mean_ids": REF, "mean_mask": REF_MASK}
-        _CACHE[key] = reference_measure(model, IDS, MASK, TARGETS, targets, method, **extra, **kw)
+        _CACHE[key] = reference_measure(model, IDS, MASK, measure, targets, method, **extra, **kw)
     return _CACHE[key]
 
 
@@ -102,8 +113,9 @@ def test_completeness_clean(models, family, fold):
     ("ablation", "fold"), [("head", True), ("head", False), ("mlp", True), ("neurons", False)]
 )
 def test_completeness_ablated_recomputed(models, family, fold, ablation):
-    r = _run(models[family], ABLATIONS[ablation], "resample", fold_value_biases=fold,
-             scale="recomputed")
+    r = _run(
+        models[family], ABLATIONS[ablation], "resample", fold_value_biases=fold, scale="recomputed"
+    )
     ratio = r["scale_clean"] / r["scale_ablated"]  # constants are stored at the clean scale
     total = (
         r["head_de_ablated"].sum(dim=(1, 2))
@@ -132,8 +144,7 @@ def test_sr_ln_closed_form(models, family, method, ablation):
 
 @pytest.mark.parametrize(
     ("family", "positions"),
-    [(f, "all") for f in FAMILIES]
-    + [("gpt2", [2, 3]), ("neox_seq", "final"), ("llama_bias", [0, 4])],
+    [(f, "all") for f in FAMILIES] + [("gpt2", [2, 3]), ("neox_seq", [1]), ("llama_bias", [0, 4])],
 )
 def test_upstream_heads_unchanged_and_logits_move(models, family, positions):
     layer, head = 2, 1
@@ -147,6 +158,35 @@ def test_upstream_heads_unchanged_and_logits_move(models, family, positions):
     # the intervention changed something at the ablated sites
     assert d_head[:, layer, head].abs().max() > 1e-4
     assert (r["logit_ablated"] - r["logit_clean"]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox_par", "llama_bias"])
+@pytest.mark.parametrize("scale", ["clean", "recomputed"])
+def test_hydra_final_position(models, family, scale):
+    """Hydra set-up: attention layer ablated at the final token only, measured on the clean
+    run's maximum-likelihood token there."""
+    model = models[family]
+    last = MASK.sum(dim=1) - 1
+    rows = torch.arange(IDS.shape[0])
+    with torch.no_grad():
+        logits = model(input_ids=IDS, attention_mask=MASK).logits
+    measure = torch.full_like(IDS, -1)
+    measure[rows, last] = logits[rows, last].argmax(dim=-1)
+    r = _run(model, [("attn", 1)], "resample", measure=measure, positions="final", scale=scale)
+    assert r["logit_clean"].shape == (IDS.shape[0],)
+    _close(r["logit_clean"], logits[rows, last].max(-1).values - logits[rows, last].mean(-1))
+    # layer 0 is upstream: its output is unchanged, only the scale may differ
+    ratio = r["scale_clean"] / r["scale_ablated"] if scale == "recomputed" else 1.0
+    _close(r["attn_de_ablated"][:, 0], r["attn_de_clean"][:, 0] * ratio, 1e-6)
+    assert (r["attn_de_ablated"] - r["attn_de_clean"])[:, 1].abs().max() > 1e-4
+    if scale == "clean":
+        _close(r["sr_ln"], r["sr_ln_closed"])
+        _close(r["compensation"], r["sr_heads"] + r["sr_mlp"])
+    else:  # the constants' DE changes with the recomputed scale and counts in the layer ΔDE
+        d_attn = r["attn_de_ablated"] - r["attn_de_clean"]
+        d_mlp = r["mlp_de_ablated"] - r["mlp_de_clean"]
+        mlp_from = 2 if family == "neox_par" else 1
+        _close(r["compensation"], d_attn[:, 2:].sum(1) + d_mlp[:, mlp_from:].sum(1))
 
 
 def test_final_positions_only_touch_final(models):
@@ -218,3 +258,108 @@ def test_shapes(models):
     assert r["logit_clean"].shape == (N,)
     r = _run(models["llama_gqa"], ABLATIONS["neurons"], "mean")
     assert r["embed_de"].shape == (N, 1)
+
+
+def test_resample_from_itself_changes_nothing(models):
+    model = models["neox_seq"]
+    r = reference_measure(
+        model,
+        IDS,
+        MASK,
+        TARGETS,
+        [("attn", 1), ("mlp", 2)],
+        "resample",
+        source_ids=IDS,
+        source_mask=MASK,
+    )
+    assert r["delta_logit"].abs().max() <= 1e-6
+    assert r["self_repair"].abs().max() <= 1e-6
+
+
+def test_resample_source_lengths(models):
+    model = models["gpt2"]
+    longer = torch.cat([SRC, SRC[:, :3]], dim=1)  # extra tail is simply unused
+    a = reference_measure(
+        model,
+        IDS,
+        MASK,
+        TARGETS,
+        [("head", 1, 2)],
+        "resample",
+        source_ids=longer,
+        source_mask=torch.ones_like(longer),
+    )
+    b = reference_measure(
+        model,
+        IDS,
+        MASK,
+        TARGETS,
+        [("head", 1, 2)],
+        "resample",
+        source_ids=SRC[:, :10],
+        source_mask=torch.ones_like(SRC[:, :10]),
+    )
+    _close(a["delta_logit"], b["delta_logit"], 1e-5)  # fp32 noise from the longer source run
+    short_mask = torch.ones_like(SRC)
+    short_mask[0, 6:] = 0  # row 0 of the input is real up to position 9
+    with pytest.raises(ValueError, match="padding"):
+        reference_measure(
+            model,
+            IDS,
+            MASK,
+            TARGETS,
+            [("head", 1, 2)],
+            "resample",
+            source_ids=SRC,
+            source_mask=short_mask,
+        )
+
+
+def _logits(model):
+    with torch.no_grad():
+        lg = model(input_ids=IDS, attention_mask=MASK).logits.double()
+    sb, st = (TARGETS >= 0).nonzero(as_tuple=True)
+    y = TARGETS[sb, st]
+    lg = lg[sb, st]
+    return lg[torch.arange(len(y)), y] - lg.mean(-1)
+
+
+def test_zero_ablation_equals_weight_surgery(models):
+    """Hooks vs editing weights on a copy: an independent check of where the hooks act."""
+    gpt2 = models["gpt2"]
+    d, hd, layer, head = 64, 16, 1, 2
+    cols = slice(head * hd, (head + 1) * hd)
+    # fold=False: z_h = 0  <=>  the head's rows of c_proj (Conv1D weight is [in, out]) are 0
+    surgery = copy.deepcopy(gpt2)
+    with torch.no_grad():
+        surgery.transformer.h[layer].attn.c_proj.weight[cols, :] = 0
+    r = _run(gpt2, [("head", layer, head)], "zero", fold_value_biases=False)
+    _close(r["logit_ablated"], _logits(surgery))
+    # fold=True: z_h = b_V[h]  <=>  the head's value weights are 0 (v = b_V at every token)
+    surgery = copy.deepcopy(gpt2)
+    with torch.no_grad():
+        v_cols = slice(2 * d + head * hd, 2 * d + (head + 1) * hd)
+        surgery.transformer.h[layer].attn.c_attn.weight[:, v_cols] = 0
+    r = _run(gpt2, [("head", layer, head)], "zero", fold_value_biases=True)
+    _close(r["logit_ablated"], _logits(surgery))
+    # Llama GQA with value bias: query head 3 shares kv head 1; o_proj is nn.Linear [out, in]
+    llama = models["llama_bias"]
+    surgery = copy.deepcopy(llama)
+    with torch.no_grad():
+        surgery.model.layers[layer].self_attn.o_proj.weight[:, 3 * hd : 4 * hd] = 0
+    r = _run(llama, [("head", layer, 3)], "zero", fold_value_biases=False)
+    _close(r["logit_ablated"], _logits(surgery))
+    # whole MLP output zero  <=>  down projection weight and bias zero
+    neox = models["neox_par"]
+    surgery = copy.deepcopy(neox)
+    with torch.no_grad():
+        surgery.gpt_neox.layers[2].mlp.dense_4h_to_h.weight.zero_()
+        surgery.gpt_neox.layers[2].mlp.dense_4h_to_h.bias.zero_()
+    r = _run(neox, [("mlp", 2)], "zero")
+    _close(r["logit_ablated"], _logits(surgery))
+    # neurons zero  <=>  their columns of the down projection are zero
+    surgery = copy.deepcopy(neox)
+    with torch.no_grad():
+        surgery.gpt_neox.layers[2].mlp.dense_4h_to_h.weight[:, [3, 17, 200]] = 0
+    r = _run(neox, [("neurons", 2, [3, 17, 200])], "zero")
+    _close(r["logit_ablated"], _logits(surgery))

@@ -1,0 +1,66 @@
+"""Shared fixtures: random-initialised models of every family, wrapped as nbtools Labs."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+import nbtools
+from reference import make_gpt2, make_llama, make_neox
+
+FAMILIES = {
+    "gpt2": make_gpt2,
+    "neox": lambda: make_neox(parallel=True),
+    "neox_seq": lambda: make_neox(parallel=False),
+    "llama_gqa_vbias": lambda: make_llama(gqa=True, bias=True),
+    "llama": lambda: make_llama(gqa=False, bias=False),
+}
+
+
+def word_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer whose tokens are "w0".."w{n-1}" (token id = the number)."""
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0", pad_token="w0")
+
+
+def make_lab(family: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nbtools.load(FAMILIES[family](), tokenizer=word_tokenizer(), name=family)
+
+
+@pytest.fixture(scope="session")
+def labs():
+    """One Lab per family, built once per test session."""
+    return {family: make_lab(family) for family in FAMILIES}
+
+
+def ragged_batch(seed: int = 0, lengths=(12, 9, 11)) -> list[list[int]]:
+    """Prompts of different lengths (so padding is exercised), as token-id lists."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, 512, (n,), generator=gen).tolist() for n in lengths]
+
+
+def padded(prompts: list[list[int]]):
+    """Right-padded ids and mask [B, T] for the reference implementation."""
+    width = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, : len(p)] = torch.tensor(p)
+        mask[i, : len(p)] = 1
+    return ids, mask
+
+
+def next_token_targets(ids, mask):
+    """Reference-style targets [B, T]: the next token where one exists, else -1."""
+    targets = torch.full_like(ids, -1)
+    lengths = mask.sum(1)
+    for b, n in enumerate(lengths.tolist()):
+        targets[b, : n - 1] = ids[b, 1:n]
+    return targets
