@@ -239,8 +239,10 @@ def iter_text_files(
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            files = [(f, f"{path.name}/{f.relative_to(path).as_posix()}") for f in
-                     sorted(path.rglob("*.txt"))]
+            files = [
+                (f, f"{path.name}/{f.relative_to(path).as_posix()}")
+                for f in sorted(path.rglob("*.txt"))
+            ]
         elif path.is_file():
             files = [(path, path.as_posix())]
         else:

@@ -53,6 +53,7 @@ class Lab:
         self.name = name
         self._weights: dict[bool, Weights] = {}
         self._clean_cache: OrderedDict = OrderedDict()
+        self._effects_cache: OrderedDict = OrderedDict()
 
     def __repr__(self) -> str:
         s = self.shape
@@ -164,11 +165,8 @@ class Lab:
             logits = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
             sites.target_ids = logits.argmax(-1)
         repl = self._replacement(plan, batch, clean, fold_value_biases, neurons)
-        proj = project_targets(weights, sites.target_ids, fold_value_biases, neurons)
-        clean_dots = dot_components(clean, 1, sites.rows, sites.positions, proj, weights,
-                                    fold_value_biases)
-        embed = embedding_dots(clean, sites.rows, sites.positions, proj)
-        self._check_complete(clean_dots, embed, proj, "clean run")
+        proj, clean_dots, embed = self._clean_effects(batch, clean, sites, weights,
+                                                      fold_value_biases, neurons)
 
         settings = dict(
             model=self.name, family=self.adapter.family, method=method,
@@ -212,6 +210,23 @@ class Lab:
         return results
 
     # --- helpers ----------------------------------------------------------------------
+    def _clean_effects(self, batch, clean, sites, weights, fold_value_biases, neurons):
+        """Target projections and the clean run's direct effects, cached with the clean run."""
+        key = (batch.key(), sites.rows.numpy().tobytes(), sites.positions.numpy().tobytes(),
+               sites.target_ids.numpy().tobytes(), fold_value_biases, weights.centred, neurons)
+        cached = self._effects_cache.get(key)
+        if cached is not None and cached[0] is clean:
+            return cached[1]
+        proj = project_targets(weights, sites.target_ids, fold_value_biases, neurons)
+        clean_dots = dot_components(clean, 1, sites.rows, sites.positions, proj, weights,
+                                    fold_value_biases)
+        embed = embedding_dots(clean, sites.rows, sites.positions, proj)
+        self._check_complete(clean_dots, embed, proj, "clean run")
+        self._effects_cache[key] = (clean, (proj, clean_dots, embed))
+        while len(self._effects_cache) > _CACHE_SIZE:
+            self._effects_cache.popitem(last=False)
+        return proj, clean_dots, embed
+
     def _plan_replacement(self, method, batch, pos_mask, positions, sources, n_sources,
                           reference, seed) -> dict:
         """Validate and tokenise what the replacement values will come from (no forward pass)."""

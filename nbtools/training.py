@@ -30,7 +30,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .corpus import CORPORA, Document, heldout_score, iter_documents, split_documents
+from .corpus import (
+    CORPORA,
+    DEFAULT_MAX_CHARS,
+    Document,
+    default_data_dir,
+    heldout_score,
+    iter_documents,
+    split_documents,
+)
 
 __all__ = [
     "ARTIFACT_FILES",
@@ -254,9 +262,7 @@ def unigram_loss(train_stream: np.ndarray, tokenizer, documents: Sequence[Docume
     vocab = len(tokenizer)
     counts = np.bincount(train_stream, minlength=vocab).astype(np.float64) + 1.0
     log_probs = np.log(counts / counts.sum())
-    targets = np.concatenate(
-        [row[1:].numpy() for row in _document_rows(tokenizer, documents, 128)]
-    )
+    targets = np.concatenate([row[1:].numpy() for row in _document_rows(tokenizer, documents, 128)])
     return float(-log_probs[targets].mean())
 
 
@@ -354,9 +360,7 @@ def _save_atomically(obj, folder: Path) -> None:
 # --------------------------------------------------------------------------- training
 
 
-def _heldout_subset(
-    heldout: Sequence[Document], tokenizer, target_tokens: int
-) -> list[Document]:
+def _heldout_subset(heldout: Sequence[Document], tokenizer, target_tokens: int) -> list[Document]:
     """A fixed, quick-to-evaluate subset: held-out documents in hash order up to a budget."""
     chosen, tokens = [], 0
     for doc in sorted(heldout, key=lambda d: heldout_score(d.id)):
@@ -394,8 +398,6 @@ def train_tiny(
     started = time.time()
 
     if documents is None:
-        from .corpus import default_data_dir
-
         data_root = Path(data_dir) if data_dir is not None else default_data_dir()
         documents = list(iter_documents(data_root))
         data_info = {
@@ -407,8 +409,10 @@ def train_tiny(
         }
     else:
         documents = list(documents)
-        data_info = {"source": "documents passed to train_tiny", "corpora": sorted(
-            {doc.corpus for doc in documents})}
+        data_info = {
+            "source": "documents passed to train_tiny",
+            "corpora": sorted({doc.corpus for doc in documents}),
+        }
     train_docs, heldout_docs = split_documents(documents, config.heldout_fraction)
     if not train_docs or not heldout_docs:
         raise ValueError(
@@ -442,8 +446,10 @@ def train_tiny(
         _save_atomically(tokenizer, out)
         stream = encode_documents(tokenizer, train_docs)
         _atomic_save_npy(stream, tokens_path)
-        log(f"tokenizer: {len(tokenizer)} tokens, {len(stream):,} training tokens "
-            f"({time.time() - tick:.0f} s)")
+        log(
+            f"tokenizer: {len(tokenizer)} tokens, {len(stream):,} training tokens "
+            f"({time.time() - tick:.0f} s)"
+        )
 
     eot = tokenizer.convert_tokens_to_ids(EOT)
     model = _build_model(config, len(tokenizer), eot)
@@ -457,8 +463,10 @@ def train_tiny(
         curve, recent = checkpoint["curve"], checkpoint["recent"]
 
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {n_params:,} parameters; {config.total_steps} steps of "
-        f"{config.batch_size}x{config.seq_len} tokens, warm-up {config.effective_warmup}")
+    log(
+        f"model: {n_params:,} parameters; {config.total_steps} steps of "
+        f"{config.batch_size}x{config.seq_len} tokens, warm-up {config.effective_warmup}"
+    )
     model.train()
     tokens_per_step = config.batch_size * config.seq_len
     interval_start, interval_losses = time.time(), []
@@ -480,14 +488,22 @@ def train_tiny(
             elapsed += seconds
             mean = sum(interval_losses) / len(interval_losses)
             curve.append([step, round(mean, 4)])
-            log(f"step {step}/{config.total_steps} | tokens {step * tokens_per_step:,} | "
+            log(
+                f"step {step}/{config.total_steps} | tokens {step * tokens_per_step:,} | "
                 f"{len(interval_losses) * tokens_per_step / seconds:,.0f} tok/s | "
-                f"loss {mean:.4f} | lr {config.lr_at(step - 1):.2e}")
+                f"loss {mean:.4f} | lr {config.lr_at(step - 1):.2e}"
+            )
             interval_start, interval_losses = time.time(), []
         if step % checkpoint_every == 0 or step == config.total_steps:
-            state = {"config": settings, "step": step, "elapsed": elapsed, "curve": curve,
-                     "recent": recent, "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict()}
+            state = {
+                "config": settings,
+                "step": step,
+                "elapsed": elapsed,
+                "curve": curve,
+                "recent": recent,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+            }
             _atomic_torch_save(state, checkpoint_path)
 
     model.eval()
@@ -501,9 +517,11 @@ def train_tiny(
     subset = _heldout_subset(heldout_docs, tokenizer, config.subset_tokens)
     subset_loss, subset_tokens = heldout_loss(shipped, tokenizer, subset, config.seq_len)
     baseline = unigram_loss(stream, tokenizer, heldout_docs)
-    log(f"held-out loss {shipped_loss:.4f} ({config.save_dtype} weights), {fp32_loss:.4f} "
+    log(
+        f"held-out loss {shipped_loss:.4f} ({config.save_dtype} weights), {fp32_loss:.4f} "
         f"(float32), unigram baseline {baseline:.4f}; {heldout_tokens:,} tokens "
-        f"({time.time() - tick:.0f} s)")
+        f"({time.time() - tick:.0f} s)"
+    )
 
     import tokenizers
     import transformers
@@ -516,37 +534,53 @@ def train_tiny(
         "weights_dtype": config.save_dtype,
         "vocab_size": len(tokenizer),
         "special_tokens": [EOT],
-        "recipe": {**settings, "optimizer": "AdamW", "eps": 1e-8, "dropout": 0.0,
-                   "weight_decay_on": "parameters with 2 or more dimensions",
-                   "schedule": "linear warm-up, cosine decay to min_lr",
-                   "effective_warmup_steps": config.effective_warmup},
+        "recipe": {
+            **settings,
+            "optimizer": "AdamW",
+            "eps": 1e-8,
+            "dropout": 0.0,
+            "weight_decay_on": "parameters with 2 or more dimensions",
+            "schedule": "linear warm-up, cosine decay to min_lr",
+            "effective_warmup_steps": config.effective_warmup,
+        },
         "seed": config.seed,
         "steps": step,
         "tokens_seen": step * tokens_per_step,
         "epochs": round(batches.epochs_at(step), 3),
-        "data": {**data_info,
-                 "train_documents": len(train_docs), "heldout_documents": len(heldout_docs),
-                 "train_tokens": int(len(stream)), "heldout_tokens": heldout_tokens,
-                 "split": "held out when sha256('nbtools-heldout-v1:' + id) / 2**256 < "
-                          f"{config.heldout_fraction}"},
+        "data": {
+            **data_info,
+            "train_documents": len(train_docs),
+            "heldout_documents": len(heldout_docs),
+            "train_tokens": int(len(stream)),
+            "heldout_tokens": heldout_tokens,
+            "split": "held out when sha256('nbtools-heldout-v1:' + id) / 2**256 < "
+            f"{config.heldout_fraction}",
+        },
         "train_loss": round(sum(recent) / len(recent), 4),
         "train_loss_window_steps": len(recent),
         "heldout_loss": round(shipped_loss, 4),
         "heldout_loss_float32": round(fp32_loss, 4),
         "unigram_heldout_loss": round(baseline, 4),
-        "heldout_subset": {"ids": [doc.id for doc in subset], "tokens": subset_tokens,
-                           "loss": round(subset_loss, 4)},
+        "heldout_subset": {
+            "ids": [doc.id for doc in subset],
+            "tokens": subset_tokens,
+            "loss": round(subset_loss, 4),
+        },
         "loss_curve": curve,
         "tokens_per_second": round(step * tokens_per_step / max(elapsed, 1e-9)),
         "training_seconds": round(elapsed),
         "wall_seconds_this_session": round(time.time() - started),
         "threads": torch.get_num_threads(),
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "transformers": transformers.__version__,
-                        "tokenizers": tokenizers.__version__, "machine": platform.machine()},
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+            "machine": platform.machine(),
+        },
         "samples": greedy_samples(shipped, tokenizer, SAMPLE_PROMPTS),
         "reproduce": f"nbtools train-tiny --out {out.name} --tokens {config.max_tokens} "
-                     f"--seed {config.seed} --threads {torch.get_num_threads()}",
+        f"--seed {config.seed} --threads {torch.get_num_threads()}",
         "sha256": {name: sha256_file(out / name) for name in HASHED_FILES},
     }
     _atomic_write_text(out / "MODEL_CARD.md", render_model_card(card))
@@ -563,62 +597,63 @@ def render_model_card(card: dict) -> str:
         for s in card["samples"]
     )
     corpora = ", ".join(data["corpora"])
-    return f"""# Model card: `{card['name']}`
+    return f"""# Model card: `{card["name"]}`
 
 A small GPT-2-style language model trained from scratch by `nbtools train-tiny`, shipped so
 that the toolkit's notebooks and tests run offline. It is a research toy, not a useful
-language model: it has seen {card['tokens_seen']:,} tokens of English.
+language model: it has seen {card["tokens_seen"]:,} tokens of English.
 
 ## Model
-- `transformers.GPT2LMHeadModel`: {recipe['n_layer']} layers, {recipe['n_head']} heads,
-  d_model {recipe['n_embd']}, context {recipe['n_positions']}, no dropout, tied embeddings;
-  {card['parameters']:,} parameters, weights stored as {card['weights_dtype']}.
-- Tokenizer: byte-level BPE trained on the training documents, {card['vocab_size']:,} tokens;
+- `transformers.GPT2LMHeadModel`: {recipe["n_layer"]} layers, {recipe["n_head"]} heads,
+  d_model {recipe["n_embd"]}, context {recipe["n_positions"]}, no dropout, tied embeddings;
+  {card["parameters"]:,} parameters, weights stored as {card["weights_dtype"]}.
+- Tokenizer: byte-level BPE trained on the training documents, {card["vocab_size"]:,} tokens;
   `<|endoftext|>` separates documents and is the bos/eos/pad token.
 
 ## Data
-{data['source']}: {corpora}. Tagged corpora (Brown, MASC) had their part-of-speech tags
-stripped and were detokenised; documents longer than 32,000 characters were cut into parts.
-{data['train_documents']:,} training documents ({data['train_tokens']:,} tokens) and
-{data['heldout_documents']:,} held-out documents ({data['heldout_tokens']:,} tokens); the split
-is by a hash of each document id: {data['split']}.
+{data["source"]}: {corpora}. Tagged corpora (Brown, MASC) had their part-of-speech tags
+stripped and were detokenised; documents longer than {DEFAULT_MAX_CHARS:,} characters were cut
+into parts.
+{data["train_documents"]:,} training documents ({data["train_tokens"]:,} tokens) and
+{data["heldout_documents"]:,} held-out documents ({data["heldout_tokens"]:,} tokens); the split
+is by a hash of each document id: {data["split"]}.
 
 ## Recipe
-AdamW (betas {tuple(recipe['betas'])}, weight decay {recipe['weight_decay']} on matrices),
-learning rate {recipe['lr']} with {recipe['effective_warmup_steps']} warm-up steps then cosine
-decay to {recipe['min_lr']}, batches of {recipe['batch_size']} × {recipe['seq_len']} tokens,
-gradient clipping {recipe['grad_clip']}, seed {card['seed']}; {card['steps']:,} steps,
-{card['tokens_seen']:,} tokens ({card['epochs']} epochs), {card['threads']} CPU threads,
-{card['training_seconds']:,} s of training at {card['tokens_per_second']:,} tokens/s.
+AdamW (betas {tuple(recipe["betas"])}, weight decay {recipe["weight_decay"]} on matrices),
+learning rate {recipe["lr"]} with {recipe["effective_warmup_steps"]} warm-up steps then cosine
+decay to {recipe["min_lr"]}, batches of {recipe["batch_size"]} × {recipe["seq_len"]} tokens,
+gradient clipping {recipe["grad_clip"]}, seed {card["seed"]}; {card["steps"]:,} steps,
+{card["tokens_seen"]:,} tokens ({card["epochs"]} epochs), {card["threads"]} CPU threads,
+{card["training_seconds"]:,} s of training at {card["tokens_per_second"]:,} tokens/s.
 
 ## Results (nats per token)
 | measure | loss |
 |---|---|
-| training loss (mean of the last {card['train_loss_window_steps']} steps) | {card['train_loss']} |
-| held-out loss, shipped {card['weights_dtype']} weights | {card['heldout_loss']} |
-| held-out loss, float32 weights before saving | {card['heldout_loss_float32']} |
-| unigram baseline on the held-out set | {card['unigram_heldout_loss']} |
-| held-out subset ({len(card['heldout_subset']['ids'])} documents, \
-{card['heldout_subset']['tokens']:,} tokens; used by the tests) | {card['heldout_subset']['loss']} |
+| training loss (mean of the last {card["train_loss_window_steps"]} steps) | {card["train_loss"]} |
+| held-out loss, shipped {card["weights_dtype"]} weights | {card["heldout_loss"]} |
+| held-out loss, float32 weights before saving | {card["heldout_loss_float32"]} |
+| unigram baseline on the held-out set | {card["unigram_heldout_loss"]} |
+| held-out subset ({len(card["heldout_subset"]["ids"])} documents, \
+{card["heldout_subset"]["tokens"]:,} tokens; used by the tests) | {card["heldout_subset"]["loss"]} |
 
 Held-out loss: every held-out document, preceded by `<|endoftext|>`, cut into rows of
-{recipe['seq_len']} predicted tokens; the mean over all predicted tokens.
+{recipe["seq_len"]} predicted tokens; the mean over all predicted tokens.
 
 ## Greedy continuations
 {samples}
 
 ## Reproduce
 ```
-{card['reproduce']}
+{card["reproduce"]}
 ```
 then copy {", ".join(f"`{name}`" for name in ARTIFACT_FILES)} into `nbtools/embedded/tiny/`.
 Same seed, data and thread count give the same data order and initialisation; floating-point
 results can differ slightly between machines and library versions
-(here: torch {card['environment']['torch']}, transformers
-{card['environment']['transformers']}, tokenizers {card['environment']['tokenizers']}).
+(here: torch {card["environment"]["torch"]}, transformers
+{card["environment"]["transformers"]}, tokenizers {card["environment"]["tokenizers"]}).
 
 ## Files
-SHA-256 of `model.safetensors`: `{card['sha256']['model.safetensors']}`
+SHA-256 of `model.safetensors`: `{card["sha256"]["model.safetensors"]}`
 (all checked files are listed in `card.json`).
 """
 
@@ -628,12 +663,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nbtools train-tiny", description="Train the small embedded GPT-2 model."
     )
-    parser.add_argument("--out", required=True, help="output folder (resumes if it has a "
-                        "checkpoint from the same settings)")
-    parser.add_argument("--data", default=None, help="shared data folder (default: "
-                        "$NBTOOLS_DATA or ../shared/data)")
-    parser.add_argument("--tokens", type=int, default=TrainConfig.max_tokens,
-                        help="training tokens (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output folder (resumes if it has a checkpoint from the same settings)",
+    )
+    parser.add_argument(
+        "--data", default=None, help="shared data folder (default: $NBTOOLS_DATA or ../shared/data)"
+    )
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=TrainConfig.max_tokens,
+        help="training tokens (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -641,8 +684,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
-    train_tiny(args.out, data_dir=args.data, max_tokens=args.tokens, seed=args.seed,
-               threads=args.threads, log=log)
+    train_tiny(
+        args.out,
+        data_dir=args.data,
+        max_tokens=args.tokens,
+        seed=args.seed,
+        threads=args.threads,
+        log=log,
+    )
     return 0
 
 

@@ -6,11 +6,11 @@ import warnings
 
 import pytest
 import torch
+from reference import make_gpt2, make_llama, make_neox
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import nbtools
-from reference import make_gpt2, make_llama, make_neox
 
 FAMILIES = {
     "gpt2": make_gpt2,
