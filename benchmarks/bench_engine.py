@@ -16,7 +16,7 @@ import argparse
 import statistics
 
 import torch
-from common import gpt2_small_lab, median_time
+from common import gpt2_small_lab, paired_ratio
 
 from nbtools import Head
 
@@ -30,20 +30,20 @@ def bench(lab, n_tokens: int, repeats: int) -> None:
             lab.hf_model(input_ids=ids)
 
     lab.clean_run(lab.tokenize(ids))  # cached from here on, as in the Explorer
-    forward = median_time(plain, repeats)
-    per_layer = {layer: median_time(lambda layer=layer: lab.measure(ids, Head(layer, 0)), repeats)
-                 for layer in range(12)}
-    print(f"\n{n_tokens} tokens: plain forward {forward * 1e3:.1f} ms")
-    for layer in (0, 5, 11):
-        print(f"  (a) one head ablation in layer {layer:2d}: {per_layer[layer] * 1e3:7.1f} ms"
-              f"  ratio {per_layer[layer] / forward:.2f}")
-    mean_ratio = statistics.mean(per_layer.values()) / forward
-    print(f"  (a) mean over layers: ratio {mean_ratio:.2f}   (target ≤ 1.3)")
-    reps = max(1, repeats // 2)
-    sweep = median_time(lambda: lab.measure_many(ids, heads), reps)
-    forwards = median_time(lambda: [plain() for _ in heads], reps)
-    print(f"  (b) all 144 heads: {sweep:.2f} s vs 144 forwards {forwards:.2f} s"
-          f"  ratio {sweep / forwards:.2f}   (target ≤ 0.6)")
+    print(f"\n{n_tokens} tokens")
+    ratios = []
+    for layer in range(12):
+        ratio, t_measure, t_plain = paired_ratio(lambda layer=layer: lab.measure(ids, Head(layer, 0)),
+                                                 plain, repeats)
+        ratios.append(ratio)
+        if layer in (0, 5, 11):
+            print(f"  (a) one head ablation in layer {layer:2d}: {t_measure * 1e3:7.1f} ms vs "
+                  f"plain forward {t_plain * 1e3:7.1f} ms  ratio {ratio:.2f}")
+    print(f"  (a) mean over layers: ratio {statistics.mean(ratios):.2f}   (target ≤ 1.3)")
+    ratio, t_sweep, t_plain = paired_ratio(lambda: lab.measure_many(ids, heads),
+                                           lambda: [plain() for _ in heads], max(1, repeats // 2))
+    print(f"  (b) all 144 heads: {t_sweep:.2f} s vs 144 forwards {t_plain:.2f} s"
+          f"  ratio {ratio:.2f}   (target ≤ 0.6)")
 
 
 def main() -> None:

@@ -27,12 +27,22 @@ def gpt2_small_lab(seed: int = 0):
         return nbtools.load(model, tokenizer=tokenizer, name="gpt2-small-random")
 
 
-def median_time(fn, repeats: int) -> float:
-    """Median wall time of fn() in seconds over `repeats` calls (after one warm-up call)."""
-    fn()
-    times = []
+def paired_ratio(measured, baseline, repeats: int) -> tuple[float, float, float]:
+    """Median of time(measured)/time(baseline) over `repeats` interleaved pairs.
+
+    Interleaving makes the ratio robust to load drifting on a shared machine. Returns
+    (median ratio, median measured seconds, median baseline seconds); one warm-up each.
+    """
+    measured(), baseline()
+    ratios, a_times, b_times = [], [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        measured()
+        a = time.perf_counter() - start
+        start = time.perf_counter()
+        baseline()
+        b = time.perf_counter() - start
+        ratios.append(a / b)
+        a_times.append(a)
+        b_times.append(b)
+    return statistics.median(ratios), statistics.median(a_times), statistics.median(b_times)
