@@ -381,11 +381,13 @@ def train_tiny(
     documents: Iterable[Document] | None = None,
     log_every: int = 50,
     checkpoint_every: int = 200,
+    name: str = "tiny",
     **overrides,
 ) -> dict:
     """Train the embedded model's recipe and write a loadable model folder to ``out_dir``.
 
-    ``documents`` replaces the shared corpora (e.g. a few documents for a quick test);
+    ``name`` is the model's name in its card. ``documents`` replaces the shared corpora
+    (e.g. a few documents for a quick test);
     ``overrides`` set other :class:`TrainConfig` fields (``vocab_size=400, n_layer=1`` ...).
     Returns the card (also written to ``card.json``).
     """
@@ -395,7 +397,6 @@ def train_tiny(
     out = Path(out_dir)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    started = time.time()
 
     if documents is None:
         data_root = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -517,10 +518,11 @@ def train_tiny(
     subset = _heldout_subset(heldout_docs, tokenizer, config.subset_tokens)
     subset_loss, subset_tokens = heldout_loss(shipped, tokenizer, subset, config.seq_len)
     baseline = unigram_loss(stream, tokenizer, heldout_docs)
+    evaluation_seconds = time.time() - tick
     log(
         f"held-out loss {shipped_loss:.4f} ({config.save_dtype} weights), {fp32_loss:.4f} "
         f"(float32), unigram baseline {baseline:.4f}; {heldout_tokens:,} tokens "
-        f"({time.time() - tick:.0f} s)"
+        f"({evaluation_seconds:.0f} s)"
     )
 
     import tokenizers
@@ -528,7 +530,7 @@ def train_tiny(
 
     card = {
         "card_version": CARD_VERSION,
-        "name": out.name,
+        "name": name,
         "architecture": "GPT2LMHeadModel",
         "parameters": n_params,
         "weights_dtype": config.save_dtype,
@@ -553,7 +555,8 @@ def train_tiny(
             "heldout_documents": len(heldout_docs),
             "train_tokens": int(len(stream)),
             "heldout_tokens": heldout_tokens,
-            "split": "held out when sha256('nbtools-heldout-v1:' + id) / 2**256 < "
+            "split": "held out when the first 8 bytes of sha256('nbtools-heldout-v1:' + id), "
+            "read as a big-endian integer and divided by 2**64, are below "
             f"{config.heldout_fraction}",
         },
         "train_loss": round(sum(recent) / len(recent), 4),
@@ -569,7 +572,7 @@ def train_tiny(
         "loss_curve": curve,
         "tokens_per_second": round(step * tokens_per_step / max(elapsed, 1e-9)),
         "training_seconds": round(elapsed),
-        "wall_seconds_this_session": round(time.time() - started),
+        "evaluation_seconds": round(evaluation_seconds),
         "threads": torch.get_num_threads(),
         "environment": {
             "python": platform.python_version(),
@@ -579,9 +582,9 @@ def train_tiny(
             "machine": platform.machine(),
         },
         "samples": greedy_samples(shipped, tokenizer, SAMPLE_PROMPTS),
-        "reproduce": f"nbtools train-tiny --out {out.name} --tokens {config.max_tokens} "
-        f"--seed {config.seed} --threads {torch.get_num_threads()}",
-        "sha256": {name: sha256_file(out / name) for name in HASHED_FILES},
+        "reproduce": f"nbtools train-tiny --out {out.name if out.is_absolute() else out.as_posix()}"
+        f" --tokens {config.max_tokens} --seed {config.seed} --threads {torch.get_num_threads()}",
+        "sha256": {file: sha256_file(out / file) for file in HASHED_FILES},
     }
     _atomic_write_text(out / "MODEL_CARD.md", render_model_card(card))
     _atomic_write_text(out / "card.json", json.dumps(card, indent=1) + "\n")
