@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     figs.add_argument("--out", required=True, metavar="DIR", help="output folder")
     figs.add_argument("--formats", type=_csv, default=["pdf", "svg", "png"],
                       metavar="pdf,svg,png", help="file formats (default: all three)")
+    figs.add_argument("--dpi", type=_positive_int, default=300, help="PNG resolution (default: 300)")
 
     show = sub.add_parser("show", help="print a result file's settings and summary",
                           description="Print a result file's settings and a summary table.")
@@ -191,6 +192,10 @@ def _load_lab(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     return nbtools.load(args.model, dtype=args.dtype, device=args.device)
 
 
@@ -271,7 +276,7 @@ def cmd_figures(args) -> int:
     if bad:
         raise UsageError(f"--formats: unsupported {bad}; choose from {', '.join(FORMATS)}")
     results = [load_result(path) for path in args.results]
-    written = render_all(results, args.out, formats=tuple(args.formats))
+    written = render_all(results, args.out, formats=tuple(args.formats), dpi=args.dpi)
     print(f"wrote {len(written)} files to {args.out}")
     return 0
 

@@ -42,32 +42,42 @@ def fake_data(tmp_path):
     """A data folder with two small corpora in NLTK's layout."""
     corpora = tmp_path / "corpora"
     corpora.mkdir()
-    _write_zip(corpora / "brown.zip", {
-        "brown/": "",
-        "brown/README": "About the corpus.",
-        "brown/cats.txt": "ca01 news",
-        "brown/ca01": "\n\n\tThe/at jury/nn said/vbd ``/`` no/at ''/'' ./.\n"
-                      "\tIt/pps did/dod n't/* 1/2/cd ./.\n\n\n\tNew/jj paragraph/nn ./.\n",
-    })
-    _write_zip(corpora / "webtext.zip", {
-        "webtext/README": "About.",
-        "webtext/grail.txt": "SCENE 1:\r\nKING ARTHUR: Whoa there!\r\n\r\n\r\n\r\nEnd.\n",
-    })
+    _write_zip(
+        corpora / "brown.zip",
+        {
+            "brown/": "",
+            "brown/README": "About the corpus.",
+            "brown/cats.txt": "ca01 news",
+            "brown/ca01": "\n\n\tThe/at jury/nn said/vbd ``/`` no/at ''/'' ./.\n"
+            "\tIt/pps did/dod n't/* 1/2/cd ./.\n\n\n\tNew/jj paragraph/nn ./.\n",
+        },
+    )
+    _write_zip(
+        corpora / "webtext.zip",
+        {
+            "webtext/README": "About.",
+            "webtext/grail.txt": "SCENE 1:\r\nKING ARTHUR: Whoa there!\r\n\r\n\r\n\r\nEnd.\n",
+        },
+    )
     return tmp_path
 
 
 def test_strip_tags():
     assert strip_tags(["The/at", "1/2/cd", "Atlanta's/np$", "bare"], "/") == [
-        "The", "1/2", "Atlanta's", "bare"]
-    assert strip_tags(["I_PRP", "n't_RB", "a_b_NN", "__NN", "_UH"], "_") == [
-        "I", "n't", "a_b", "_"]
+        "The",
+        "1/2",
+        "Atlanta's",
+        "bare",
+    ]
+    assert strip_tags(["I_PRP", "n't_RB", "a_b_NN", "__NN", "_UH"], "_") == ["I", "n't", "a_b", "_"]
 
 
 def test_detokenize():
     words = ["``", "Only", "a", "handful", "''", ",", "the", "jury", "said", "."]
     assert detokenize(words) == '"Only a handful", the jury said.'
     assert detokenize(["I", "do", "n't", "know", "(", "yet", ")", "Jr.", "."]) == (
-        "I don't know (yet) Jr.")
+        "I don't know (yet) Jr."
+    )
     assert detokenize(['"', "Hi", "!", '"', "she", "said", ".", ".", "."]) == '"Hi!" she said...'
 
 
@@ -90,8 +100,10 @@ def test_long_documents_are_cut_into_parts(tmp_path):
     path.write_text("".join(f"Line number {i} of a long file.\n" for i in range(100)))
     parts = list(iter_text_files([path], max_chars=500))
     assert len(parts) > 1
-    assert [doc.id for doc in parts][:2] == [f"{tmp_path.as_posix()}/long#000",
-                                              f"{tmp_path.as_posix()}/long#001"]
+    assert [doc.id for doc in parts][:2] == [
+        f"{tmp_path.as_posix()}/long#000",
+        f"{tmp_path.as_posix()}/long#001",
+    ]
     assert all(len(doc.text) <= 500 for doc in parts)
     assert "\n".join(doc.text for doc in parts) == path.read_text().strip()
 
@@ -140,10 +152,10 @@ def test_shared_corpora(data_dir):
     assert {doc.corpus for doc in docs} == set(corpus.CORPORA)
     by_id = {doc.id: doc for doc in docs}
     assert by_id["brown/ca01"].text.startswith(
-        "The Fulton County Grand Jury said Friday an investigation of Atlanta's")
+        "The Fulton County Grand Jury said Friday an investigation of Atlanta's"
+    )
     tagged = [doc for doc in docs if doc.corpus in ("brown", "masc_tagged")]
-    assert not any("/at " in doc.text or "_NN " in doc.text or "_DT " in doc.text
-                   for doc in tagged)
+    assert not any("/at " in doc.text or "_NN " in doc.text or "_DT " in doc.text for doc in tagged)
     assert not any(doc.id.lower().endswith(("readme", "cats", "categories")) for doc in docs)
     train, heldout = split_documents(docs)
     assert 0.02 < len(heldout) / len(docs) < 0.04

@@ -1,0 +1,287 @@
+"""Hydra-paper figures (McGrath et al. 2023) from a `LayerSweepResult` or a `Measurement`.
+
+F1/F3 `layer_de`, F2a/b `delta_by_layer`, F2c `ablate_vs_unembed`, F2d `unembed_ablate_agreement`,
+F7 `compensation_vs_unembed`, F8 `compensation_split`, and `mlp_erasure` (late MLPs as
+erasers). Each returns a matplotlib Figure with its caption and settings attached
+(see `nbtools.figures.save`).
+"""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import numpy as np
+import torch
+
+from .style import COLORS, annotate, figure, styled
+
+KIND_NAMES = {"attn": "attention", "mlp": "MLP"}
+
+
+def _scale_text(scale: str) -> str:
+    return {"clean": "ablated DEs at the clean norm scale s",
+            "recomputed": "ablated DEs at each run's own norm scale s′"}[scale]
+
+
+def _layer_colors(layers):
+    cmap = mpl.colormaps["viridis"]
+    n = max(1, max(layers))
+    return cmap, mpl.colors.Normalize(0, n), [cmap(x / n) for x in layers]
+
+
+def _colorbar(fig, ax, cmap, norm, label="ablated layer"):
+    sm = mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
+    bar = fig.colorbar(sm, ax=ax, pad=0.02, fraction=0.05)
+    bar.set_label(label)
+    bar.ax.tick_params(labelsize=5)
+    bar.ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+    return bar
+
+
+def _int_x(*axes) -> None:
+    for ax in axes:
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().double().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+# --- F1 / F3 ------------------------------------------------------------------------------
+@styled
+def layer_de(source, prompt: int = 0, ablation: str | None = None, scale: str = "clean",
+             mean_ablation=None):
+    """F1/F3: per-layer DE on the top token, clean vs each resample vs their mean.
+
+    source: a `Measurement` of one layer ablation (its sites are taken as resamples of one
+    prompt, e.g. from `nbtools.sweeps.layers.hydra_sources`; a single site draws just the
+    ablated line) or a `LayerSweepResult` (prompt index, ablation label such as "attn3";
+    per-source lines where the sweep kept examples). mean_ablation: optionally a
+    `Measurement` of the same ablation with method="mean", drawn as a dashed line.
+    """
+    from ..results import Measurement
+
+    if isinstance(source, Measurement):
+        comps = source.components
+        ablated = [(("attn" if type(c).__name__ in ("AttnLayer", "Head") else "mlp"), c.layer)
+                   for c in comps]
+        clean = {"attn": _np(source.attn_de_clean.mean(0)), "mlp": _np(source.mlp_de_clean.mean(0))}
+        each = {"attn": _np(source.attn_de_ablated), "mlp": _np(source.mlp_de_ablated)}
+        mean = {k: v.mean(0) for k, v in each.items()}
+        settings = dict(source.settings)
+        scale = settings.get("scale", scale)
+        title = f"{source.label} ablated"
+        if each["attn"].shape[0] == 1:
+            each = None
+        who = f"{source.n_sites} resample(s)"
+    else:
+        res = source
+        ablation = ablation or _default_ablation(res)
+        a = res.ablations.index(ablation)
+        kind = "attn" if ablation.startswith("attn") else "mlp"
+        ablated = [(kind, int(ablation[len(kind):]))]
+        clean = {k: _np(res.state[f"{k}_de_clean"][prompt]) for k in ("attn", "mlp")}
+        mean = {k: _np(res.state[f"{scale}/{k}_de_ablated"][prompt, a]) for k in ("attn", "mlp")}
+        each = None
+        key = f"examples/{scale}/attn_de_ablated"
+        if key in res.state and prompt < res.state[key].shape[0] and \
+                torch.isfinite(res.state[key][prompt]).all():
+            each = {k: _np(res.state[f"examples/{scale}/{k}_de_ablated"][prompt, :, a])
+                    for k in ("attn", "mlp")}
+        settings = dict(res.settings)
+        token = res.target_tokens[prompt] if res.target_tokens else None
+        title = f"{ablation} ablated · prompt {prompt}" + (f" → {token!r}" if token else "")
+        who = f"{res.settings['n_sources']} resamples"
+    fig, axes = figure(1, 2, height=1.9, sharey=True)
+    layers = np.arange(len(clean["attn"]))
+    for ax, kind in zip(axes, ("attn", "mlp"), strict=True):
+        for k, layer in ablated:
+            if k == kind:
+                ax.axvspan(layer - 0.4, layer + 0.4, color=COLORS["grey"], alpha=0.25, lw=0)
+        if each is not None:
+            for i, row in enumerate(each[kind]):
+                ax.plot(layers, row, color=COLORS["sky"], lw=0.5, alpha=0.6,
+                        label="each resample" if i == 0 else None)
+        ax.plot(layers, mean[kind], color=COLORS["blue"], lw=1.2, marker="o", ms=2,
+                label="resample (mean)")
+        if mean_ablation is not None:
+            values = getattr(mean_ablation, f"{kind}_de_ablated").mean(0)
+            ax.plot(layers, _np(values), color=COLORS["orange"], lw=1.0, ls="--", marker="^",
+                    ms=2, label="mean ablation")
+        ax.plot(layers, clean[kind], color=COLORS["black"], lw=1.2, marker="s", ms=2,
+                label="clean")
+        ax.axhline(0, color="#cccccc", lw=0.5, zorder=0)
+        ax.set_title(f"{KIND_NAMES[kind]} layers")
+        ax.set_xlabel("layer")
+        _int_x(ax)
+    axes[0].set_ylabel("direct effect on top token (logit)")
+    axes[1].legend(loc="best")
+    fig.suptitle(title, fontsize=7)
+    annotate(fig, f"{settings.get('model', '?')} · resample at final position ({who}) · "
+             f"{_scale_text(scale)} · shaded: ablated layer", settings)
+    return fig
+
+
+def _default_ablation(res) -> str:
+    attn = [a for a in res.ablations if a.startswith("attn")]
+    pool = attn or res.ablations
+    return pool[len(pool) // 2]
+
+
+# --- F2 -------------------------------------------------------------------------------------
+@styled
+def delta_by_layer(res, kind: str = "attn"):
+    """F2a/b: Δunembed and Δablate per ablated layer; prompts in grey, mean in colour."""
+    layers = res.layers_of(kind)
+    du, da = _np(res.get("delta_unembed", kind=kind)), _np(res.get("delta_ablate", kind=kind))
+    fig, axes = figure(1, 2, height=1.8, sharey=True)
+    for ax, values, name, color in ((axes[0], du, "Δunembed", COLORS["blue"]),
+                                    (axes[1], da, "Δablate", COLORS["red"])):
+        for row in values:
+            ax.plot(layers, row, color=COLORS["grey"], lw=0.3, alpha=0.35)
+        ax.plot(layers, values.mean(0), color=color, lw=1.4, marker="o", ms=2, label="mean")
+        ax.axhline(0, color="#cccccc", lw=0.5, zorder=0)
+        ax.set_title(f"{name} ({KIND_NAMES[kind]} layer)")
+        ax.set_xlabel("ablated layer")
+        _int_x(ax)
+        ax.legend(loc="best")
+    axes[0].set_ylabel("logit")
+    annotate(fig, f"{res.settings['model']} · resample ({res.settings['n_sources']} sources), "
+             f"final position · {int(res.done.sum())} prompts (grey), mean (colour)", res.settings)
+    return fig
+
+
+@styled
+def ablate_vs_unembed(res, kind: str = "attn"):
+    """F2c: Δablate vs Δunembed per prompt and layer, coloured by layer; y = x: no reaction."""
+    layers = res.layers_of(kind)
+    du, da = _np(res.get("delta_unembed", kind=kind)), _np(res.get("delta_ablate", kind=kind))
+    cmap, norm, _ = _layer_colors(layers)
+    fig, ax = figure(height=2.4)
+    for j, layer in enumerate(layers):
+        ax.scatter(du[:, j], da[:, j], s=4, color=cmap(norm(layer)), alpha=0.7, lw=0)
+    lim = _limits(du, da)
+    ax.plot(lim, lim, color=COLORS["black"], lw=0.7, ls="--", label="y = x (no downstream reaction)")
+    ax.set_xlabel("Δunembed (importance by unembedding)")
+    ax.set_ylabel("Δablate (importance by ablation)")
+    ax.legend(loc="upper left")
+    _colorbar(fig, ax, cmap, norm)
+    annotate(fig, f"{res.settings['model']} · {KIND_NAMES[kind]} layers, resample at final "
+             f"position · one point per prompt and layer", res.settings)
+    return fig
+
+
+@styled
+def unembed_ablate_agreement(res, kind: str = "attn"):
+    """F2d: per ablated layer, correlation of Δunembed with Δablate and share Δunembed > Δablate."""
+    layers = res.layers_of(kind)
+    idx = [res.index(kind, layer) for layer in layers]
+    corr = _np(res.stats["stat/corr_unembed_ablate"][idx])
+    share = _np(res.stats["stat/share_unembed_gt_ablate"][idx])
+    fig, axes = figure(2, 1, height=2.4, sharex=True)
+    axes[0].plot(layers, corr, color=COLORS["blue"], marker="o", ms=2)
+    axes[0].set_ylabel("Pearson r")
+    axes[0].set_title("correlation of Δunembed and Δablate")
+    axes[0].set_ylim(-1.05, 1.05)
+    axes[1].bar(layers, share, color=COLORS["orange"], width=0.7)
+    axes[1].axhline(0.5, color=COLORS["black"], lw=0.6, ls="--")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_ylabel("share of prompts")
+    axes[1].set_title("Δunembed > Δablate")
+    axes[1].set_xlabel(f"ablated {KIND_NAMES[kind]} layer")
+    _int_x(axes[1])
+    annotate(fig, f"{res.settings['model']} · across {int(res.done.sum())} prompts per layer",
+             res.settings)
+    return fig
+
+
+# --- F7 / F8 --------------------------------------------------------------------------------
+@styled
+def compensation_vs_unembed(res, kind: str = "attn", scale: str = "clean"):
+    """F7: compensatory effect CE vs Δunembed per ablated layer, regression lines; R² and slope."""
+    layers = res.layers_of(kind)
+    du = _np(res.get("delta_unembed", kind=kind))
+    ce = _np(res.get("compensation", scale, kind=kind))
+    reg = res.regression(kind, scale)
+    cmap, norm, _ = _layer_colors(layers)
+    fig, (ax, ax2) = figure(1, 2, height=2.0, width_ratios=[1.6, 1])
+    for j, layer in enumerate(layers):
+        color = cmap(norm(layer))
+        ax.scatter(du[:, j], ce[:, j], s=4, color=color, alpha=0.7, lw=0)
+        slope, icpt = float(reg["slope"][j]), float(reg["intercept"][j])
+        if np.isfinite(slope):
+            xs = np.array([np.nanmin(du[:, j]), np.nanmax(du[:, j])])
+            ax.plot(xs, slope * xs + icpt, color=color, lw=0.7)
+    lim = _limits(du, ce)
+    ax.plot(lim, lim, color=COLORS["black"], lw=0.7, ls="--", label="full repair (CE = Δunembed)")
+    ax.set_xlabel("Δunembed")
+    ax.set_ylabel("compensatory effect CE")
+    ax.legend(loc="upper left")
+    _colorbar(fig, ax, cmap, norm)
+    ax2.plot(layers, _np(reg["r2"]), color=COLORS["green"], marker="o", ms=2, label="R²")
+    ax2.plot(layers, _np(reg["slope"]), color=COLORS["red"], marker="s", ms=2, label="slope")
+    ax2.axhline(1, color="#cccccc", lw=0.5)
+    ax2.axhline(0, color="#cccccc", lw=0.5)
+    ax2.set_xlabel("ablated layer")
+    _int_x(ax2)
+    ax2.set_title("CE ~ Δunembed fit")
+    ax2.legend(loc="best")
+    annotate(fig, f"{res.settings['model']} · {KIND_NAMES[kind]} layers · least squares per "
+             f"layer across prompts · {_scale_text(scale)}", res.settings)
+    return fig
+
+
+@styled
+def compensation_split(res, kind: str = "attn", scale: str = "clean"):
+    """F8: mean ΔDE of downstream attention vs MLP layers (the parts of CE) per ablated layer."""
+    layers = np.array(res.layers_of(kind))
+    attn, mlp = (_np(x).mean(0) for x in res.compensation_split(scale, kind))
+    fig, ax = figure(height=1.9)
+    w = 0.38
+    ax.bar(layers - w / 2, attn, width=w, color=COLORS["blue"], label="downstream attention")
+    ax.bar(layers + w / 2, mlp, width=w, color=COLORS["orange"], label="downstream MLP")
+    ax.plot(layers, attn + mlp, color=COLORS["black"], marker="o", ms=2, lw=0.8, label="CE (sum)")
+    ax.axhline(0, color="#cccccc", lw=0.5)
+    ax.set_xlabel(f"ablated {KIND_NAMES[kind]} layer")
+    _int_x(ax)
+    ax.set_ylabel("mean ΔDE on top token")
+    ax.legend(loc="best")
+    annotate(fig, f"{res.settings['model']} · mean over {int(res.done.sum())} prompts · "
+             f"{_scale_text(scale)}", res.settings)
+    return fig
+
+
+@styled
+def mlp_erasure(res, attn_layer: int | None = None, scale: str = "clean"):
+    """Late MLPs as erasers: each MLP layer's DE, clean vs with one attention layer ablated."""
+    attn_layers = res.layers_of("attn")
+    if not attn_layers:
+        raise ValueError("the sweep has no attention-layer ablations")
+    if attn_layer is None:
+        du = res.get("delta_unembed", kind="attn").mean(0)
+        attn_layer = attn_layers[int(du.argmax())]
+    a = res.index("attn", attn_layer)
+    clean = _np(res.get("mlp_de_clean")).mean(0)
+    ablated = _np(res.get("mlp_de_ablated", scale)[:, a]).mean(0)
+    layers = np.arange(len(clean))
+    fig, ax = figure(height=1.8)
+    w = 0.38
+    ax.bar(layers - w / 2, clean, width=w, color=COLORS["black"], label="clean")
+    ax.bar(layers + w / 2, ablated, width=w, color=COLORS["red"],
+           label=f"attn{attn_layer} ablated")
+    ax.axvspan(attn_layer - 0.5, attn_layer + 0.5, color=COLORS["grey"], alpha=0.2, lw=0)
+    ax.axhline(0, color="#cccccc", lw=0.5)
+    ax.set_xlabel("MLP layer")
+    _int_x(ax)
+    ax.set_ylabel("mean DE on top token")
+    ax.set_title("MLP erasure (negative DE) and its release")
+    ax.legend(loc="best")
+    annotate(fig, f"{res.settings['model']} · mean over {int(res.done.sum())} prompts · "
+             f"{_scale_text(scale)}", res.settings)
+    return fig
+
+
+def _limits(*arrays) -> list[float]:
+    lo = min(float(np.nanmin(a)) for a in arrays)
+    hi = max(float(np.nanmax(a)) for a in arrays)
+    pad = 0.05 * (hi - lo or 1)
+    return [lo - pad, hi + pad]

@@ -1,0 +1,308 @@
+"""Rushing & Nanda figures (self-repair of single heads) from `HeadSweepResult`s.
+
+`self_repair_vs_depth` (Fig. 1, several models on one axis), `de_vs_delta_logit` (zones),
+`noise` (per-token scatter), `ablation_comparison` (zero / mean / resample),
+`scale_ratio_hist` (s/s′), `breakdown` (DE, DE^abl, heads, MLP, LN per head) and the
+anti-erasure views `anti_erasure` (sparsity curves, top-5 share, clean-vs-ablated DE of top
+neurons, recurrence). Every figure names its statistic and site selection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.ticker import MaxNLocator
+
+from ..sweeps.heads import LABELS, STATISTICS
+from .style import COLORS, CYCLE, PART_COLORS, annotate, describe, figure, styled
+
+STAT_TEXT = {"mean": "mean", "median": "median", "ratio_of_means": "ratio of means",
+             "mean_clipped_ratio": "mean of clipped ratios", "mean_ratio": "mean of ratios"}
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().double().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _ylabel(quantity: str, statistic: str) -> str:
+    label = LABELS.get(quantity, quantity)
+    if statistic in ("ratio_of_means", "mean_clipped_ratio", "mean_ratio"):
+        return f"{label} / DE ({STAT_TEXT[statistic]})"
+    return f"{label} (logit, {STAT_TEXT[statistic]})"
+
+
+def _caption(res, selection, statistic, extra: str = "") -> str:
+    text = f"{describe(res.settings)} · {res.selection_text(selection)}; {STAT_TEXT[statistic]}"
+    if selection == "condensed":
+        text += " (selection conditions on a large clean DE)"
+    return text + (f" · {extra}" if extra else "")
+
+
+def _results(results) -> list:
+    return list(results) if isinstance(results, list | tuple) else [results]
+
+
+# --- Fig. 1 ---------------------------------------------------------------------------------
+@styled
+def self_repair_vs_depth(results, quantity: str = "self_repair", selection: str = "condensed",
+                         statistic: str = "mean"):
+    """Fig. 1: a head's self-repair vs relative depth; one point per head, per-layer mean line.
+
+    results: one HeadSweepResult or a list (several models on one axis, one colour each).
+    """
+    fig, ax = figure(height=2.1)
+    results = _results(results)
+    for i, res in enumerate(results):
+        values = _np(res.stat(quantity, selection, statistic))           # [L, H]
+        L = values.shape[0]
+        depth = np.arange(L) / max(1, L - 1)
+        color = CYCLE[i % len(CYCLE)]
+        xs = np.repeat(depth, values.shape[1])
+        ax.scatter(xs, values.reshape(-1), s=3, color=color, alpha=0.45, lw=0)
+        with np.errstate(all="ignore"):
+            layer_mean = np.nanmean(np.where(np.isfinite(values), values, np.nan), axis=1)
+        ax.plot(depth, layer_mean, color=color, lw=1.1, label=res.settings["model"])
+    ax.axhline(0, color="#bbbbbb", lw=0.5, zorder=0)
+    ax.set_xlabel("relative depth of the head (layer / (n_layers − 1))")
+    ax.set_ylabel(_ylabel(quantity, statistic))
+    ax.legend(loc="best", title="model (line: layer mean)", title_fontsize=5.5)
+    base = results[0]
+    extra = "methods: " + ", ".join(sorted({r.settings["method"] for r in results}))
+    annotate(fig, f"one point per head · {base.selection_text(selection)}; "
+             f"{STAT_TEXT[statistic]} · {extra}", _merged_settings(results))
+    return fig
+
+
+def _merged_settings(results) -> dict:
+    if len(results) == 1:
+        return results[0].settings
+    return {"models": [r.settings for r in results]}
+
+
+@styled
+def de_vs_delta_logit(res, selection: str = "condensed", statistic: str = "mean"):
+    """Per head: clean DE vs ΔL with y = −x; above: self-repaired, below: breakage."""
+    de = _np(res.stat("direct_effect", selection, statistic)).reshape(-1)
+    dl = _np(res.stat("delta_logit", selection, statistic)).reshape(-1)
+    layers = np.repeat(np.arange(res.n_layers), res.n_heads)
+    keep = np.isfinite(de) & np.isfinite(dl)
+    fig, ax = figure(height=2.4)
+    lo, hi = _limits(de[keep], -dl[keep], dl[keep])
+    xs = np.array([lo, hi])
+    ax.fill_between(xs, -xs, hi, color=COLORS["green"], alpha=0.08, lw=0)
+    ax.fill_between(xs, lo, -xs, color=COLORS["red"], alpha=0.08, lw=0)
+    ax.plot(xs, -xs, color=COLORS["black"], lw=0.7, ls="--", label="y = −x (no self-repair)")
+    sc = ax.scatter(de[keep], dl[keep], c=layers[keep], cmap="viridis", s=6, lw=0)
+    ax.text(0.97, 0.95, "self-repaired", transform=ax.transAxes, ha="right", va="top",
+            color=COLORS["green"], fontsize=6)
+    ax.text(0.03, 0.05, "breakage", transform=ax.transAxes, ha="left", va="bottom",
+            color=COLORS["red"], fontsize=6)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel(f"clean direct effect DE ({STAT_TEXT[statistic]})")
+    ax.set_ylabel(f"total effect ΔL ({STAT_TEXT[statistic]})")
+    ax.legend(loc="lower right")
+    bar = fig.colorbar(sc, ax=ax, pad=0.02, fraction=0.05)
+    bar.set_label("layer")
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    annotate(fig, _caption(res, selection, statistic, "one point per head"), res.settings)
+    return fig
+
+
+@styled
+def noise(res, head, max_points: int = 4000):
+    """Per-token scatter for one head: DE removed (DE − DE^abl) vs self-repair SR.
+
+    Lines: y = 0 (no repair), y = x (full repair; above it: over-correction).
+    """
+    tok = res.per_token(head)
+    x = _np(tok["direct_effect"] - tok["direct_effect_ablated"])
+    y = _np(tok["self_repair"])
+    if x.size > max_points:
+        pick = np.random.default_rng(0).choice(x.size, max_points, replace=False)
+        x, y = x[pick], y[pick]
+    fig, ax = figure(height=2.3)
+    ax.scatter(x, y, s=2, color=COLORS["blue"], alpha=0.4, lw=0)
+    lo, hi = _limits(x, y)
+    xs = np.array([lo, hi])
+    ax.plot(xs, xs, color=COLORS["red"], lw=0.7, ls="--", label="y = x (full repair)")
+    ax.axhline(0, color=COLORS["black"], lw=0.5)
+    ax.axvline(0, color="#cccccc", lw=0.5)
+    ax.set_xlabel("direct effect removed, DE − DE$^{abl}$ (logit)")
+    ax.set_ylabel("self-repair SR (logit)")
+    ax.set_title(f"{_head_label(head)}: per-token self-repair")
+    ax.legend(loc="upper left")
+    annotate(fig, f"{describe(res.settings)} · every token ({len(tok['row'])} sites"
+             f"{', ' + str(max_points) + ' shown' if len(tok['row']) > max_points else ''}) · "
+             "no averaging", res.settings)
+    return fig
+
+
+@styled
+def ablation_comparison(results, quantity: str = "self_repair", selection: str = "condensed",
+                        statistic: str = "mean"):
+    """Zero vs mean vs resample ablation: per-layer mean of a quantity over heads."""
+    results = _results(results)
+    fig, ax = figure(height=2.0)
+    styles = {"zero": (COLORS["red"], "o"), "mean": (COLORS["orange"], "s"),
+              "resample": (COLORS["blue"], "^")}
+    for res in results:
+        values = _np(res.stat(quantity, selection, statistic))
+        color, marker = styles.get(res.settings["method"], (COLORS["grey"], "x"))
+        with np.errstate(all="ignore"):
+            layer_mean = np.nanmean(values, axis=1)
+        layers = np.arange(values.shape[0])
+        ax.plot(layers, layer_mean, color=color, marker=marker, ms=3,
+                label=f"{res.settings['method']} ({res.settings['model']})")
+        ax.scatter(np.repeat(layers, values.shape[1]) + 0.08 * (marker == "s"),
+                   values.reshape(-1), s=2, color=color, alpha=0.3, lw=0)
+    ax.axhline(0, color="#bbbbbb", lw=0.5)
+    ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(_ylabel(quantity, statistic))
+    ax.legend(loc="best", title="ablation (line: layer mean)", title_fontsize=5.5)
+    annotate(fig, f"{results[0].selection_text(selection)}; {STAT_TEXT[statistic]} per head "
+             "(dots), mean over heads (line)", _merged_settings(results))
+    return fig
+
+
+@styled
+def scale_ratio_hist(res, heads=None, selection: str = "condensed", bins: int = 40):
+    """Histogram of the final-norm scale ratio s/s′ over the selected sites of some heads."""
+    heads = heads or res.heads
+    if selection == "condensed":
+        values = np.concatenate([_np(res.condensed(h)["scale_ratio"]) for h in heads])
+        what = f"{res.selection_text('condensed')} of {len(heads)} head(s)"
+    else:
+        values = np.concatenate([_np(res.per_token(h)["scale_ratio"]) for h in heads])
+        what = f"every token of {len(heads)} per-token head(s)"
+    fig, ax = figure(height=1.8)
+    ax.hist(values, bins=bins, color=COLORS["orange"], alpha=0.85)
+    ax.axvline(1, color=COLORS["black"], lw=0.7, ls="--")
+    ax.axvline(float(np.mean(values)), color=COLORS["red"], lw=0.8,
+               label=f"mean {np.mean(values):.3f}")
+    ax.set_xlabel("s / s′ (clean / ablated final-norm scale)")
+    ax.set_ylabel("sites")
+    ax.legend(loc="best")
+    annotate(fig, f"{describe(res.settings)} · {what} · s/s′ > 1: surviving logits scaled up",
+             res.settings)
+    return fig
+
+
+@styled
+def breakdown(res, heads=None, n: int = 6, selection: str = "condensed",
+              statistic: str = "mean"):
+    """Per-head bars: DE, DE^abl and the self-repair parts (heads, MLP, LN).
+
+    heads: which heads (default: the n with the largest condensed mean DE).
+    """
+    if heads is None:
+        de = res.stat("direct_effect", "condensed", "mean").nan_to_num(float("-inf"))
+        flat = de.reshape(-1).argsort(descending=True)[:n].tolist()
+        heads = [f"{i // res.n_heads}.{i % res.n_heads}" for i in flat]
+    parts = ("direct_effect", "direct_effect_ablated", "sr_heads", "sr_mlp", "sr_ln")
+    fig, ax = figure(height=2.0)
+    w = 0.8 / len(parts)
+    xs = np.arange(len(heads))
+    for j, q in enumerate(parts):
+        grid = res.stat(q, selection, statistic)
+        vals = [float(grid[_parse(h)]) for h in heads]
+        ax.bar(xs + (j - (len(parts) - 1) / 2) * w, vals, width=w, color=PART_COLORS[q],
+               label=LABELS[q])
+    ax.axhline(0, color="#bbbbbb", lw=0.5)
+    ax.set_xticks(xs, [_head_label(h) for h in heads], rotation=0)
+    ax.set_ylabel(_ylabel("self_repair", statistic).replace("SR", "value"))
+    ax.legend(loc="best", ncols=3)
+    annotate(fig, _caption(res, selection, statistic, "SR = SR_heads + SR_MLP + SR_LN"),
+             res.settings)
+    return fig
+
+
+# --- anti-erasure -------------------------------------------------------------------------
+@styled
+def anti_erasure(res, head, selection: str = "condensed", n_neurons: int = 15):
+    """Anti-erasure views for one head: sparsity curves, top-5 share, top-neuron DE scatter,
+    and how often each neuron is in the top 10."""
+    ae = res.anti_erasure(head, selection)
+    fig, axes = figure(2, 2, height=3.2)
+    ax = axes[0, 0]
+    curves = _np(ae["curves"])
+    ranks = np.arange(1, curves.shape[0] + 1)
+    for j, x in enumerate(ae["thresholds"]):
+        ax.plot(ranks, curves[:, j], marker="o", ms=1.5, color=CYCLE[j % len(CYCLE)],
+                label=f"> {x:g}% of DE")
+    ax.set_xlabel("N-th neuron by ΔDE")
+    ax.set_ylabel("fraction of tokens")
+    ax.set_title("sparsity of anti-erasure")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="upper right", fontsize=5)
+
+    ax = axes[0, 1]
+    names = ["ratio of\nmeans", "mean of\nclipped ratios"]
+    vals = [ae["top5_share_ratio_of_means"], ae["top5_share_mean_clipped_ratio"]]
+    ax.bar(names, vals, color=[COLORS["blue"], COLORS["sky"]], width=0.6)
+    ax.set_ylabel("share of SR$_{MLP}$")
+    ax.set_title("top-5 neurons' share")
+    finite = [v for v in vals if np.isfinite(v)]
+    ax.set_ylim(min(0.0, *finite, 0.0) * 1.2, max(1.0, *finite, 0.0) * 1.15)
+    for i, v in enumerate(vals):
+        ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=5.5)
+
+    ax = axes[1, 0]
+    if selection == "condensed":
+        clean = _np(ae["top_de_clean"][:, :5]).reshape(-1)
+        abl = clean + _np(ae["top_delta"][:, :5]).reshape(-1)
+        title = "top-5 neurons per token"
+    else:
+        order = np.argsort(-_np(ae["recurrence"]))[:n_neurons]
+        clean, abl = _np(ae["neuron_de_clean"])[order], _np(ae["neuron_de_ablated"])[order]
+        title = "most recurrent neurons (mean)"
+    ax.scatter(clean, abl, s=4, color=COLORS["purple"], alpha=0.6, lw=0)
+    lo, hi = _limits(clean, abl)
+    ax.plot([lo, hi], [lo, hi], color=COLORS["black"], lw=0.6, ls="--")
+    ax.axvline(0, color="#cccccc", lw=0.5)
+    ax.axhline(0, color="#cccccc", lw=0.5)
+    ax.set_xlabel("neuron DE, clean")
+    ax.set_ylabel("neuron DE, ablated")
+    ax.set_title(title)
+
+    ax = axes[1, 1]
+    rec = _np(ae["recurrence"])
+    order = np.argsort(-rec, kind="stable")[:n_neurons]
+    order = order[rec[order] > 0]
+    ax.bar(np.arange(len(order)), rec[order], color=COLORS["green"], width=0.7)
+    ax.set_xticks(np.arange(len(order)), [str(i) for i in order], rotation=90, fontsize=5)
+    ax.set_xlabel(f"neuron (layer {ae['layer']})")
+    ax.set_ylabel("share of tokens in top 10")
+    ax.set_title("recurrence in the top 10")
+    fig.suptitle(f"{_head_label(head)} → layer-{ae['layer']} MLP neurons", fontsize=7)
+    annotate(fig, f"{describe(res.settings)} · {ae['selection']} ({ae['n_sites']} sites); "
+             "ΔDE = DE$^{abl}$ − DE per neuron; curves over tokens with DE > 0", res.settings)
+    return fig
+
+
+# --- helpers --------------------------------------------------------------------------------
+def _parse(head) -> tuple[int, int]:
+    from ..components import parse_component
+
+    h = parse_component(head)
+    return h.layer, h.head
+
+
+def _head_label(head) -> str:
+    layer, h = _parse(head)
+    return f"L{layer}H{h}"
+
+
+def _limits(*arrays) -> tuple[float, float]:
+    vals = np.concatenate([np.asarray(a, dtype=float).reshape(-1) for a in arrays])
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return -1.0, 1.0
+    lo, hi = float(vals.min()), float(vals.max())
+    pad = 0.05 * (hi - lo or 1)
+    return lo - pad, hi + pad
+
+
+__all__ = ["STATISTICS", "ablation_comparison", "anti_erasure", "breakdown", "de_vs_delta_logit",
+           "noise", "scale_ratio_hist", "self_repair_vs_depth"]

@@ -1,0 +1,31 @@
+"""Jupyter widgets for self-repair: the live `Explorer` and the panels it is built from.
+
+    from nbtools.widgets import Explorer
+    Explorer(prompt="The Eiffel Tower is located in the city of")   # the embedded model
+
+Standalone panels (each also has `from_measurement(m)`): `HeadGrid`, `TokenStrip`,
+`TargetLogit`, `Waterfall`, `NormGauge`, `NeuronTable`, `LayerCurve`, `TopKPredictions`.
+All are anywidgets with plain-ESM front ends shipped in `static/` (no CDN); they work in
+JupyterLab 4 and Notebook 7.
+"""
+
+from .explorer import Explorer
+from .export import view_figure
+from .panels import measurement_view
+from .standalone import (
+    HeadGrid,
+    LayerCurve,
+    NeuronTable,
+    NormGauge,
+    TargetLogit,
+    TokenStrip,
+    TopKPredictions,
+    Waterfall,
+)
+from .worker import LatestWins
+
+__all__ = [
+    "Explorer", "HeadGrid", "LatestWins", "LayerCurve", "NeuronTable", "NormGauge",
+    "TargetLogit", "TokenStrip", "TopKPredictions", "Waterfall", "measurement_view",
+    "view_figure",
+]

@@ -1,0 +1,507 @@
+"""The live self-repair Explorer: one cell, every panel, one traced forward pass per click.
+
+    from nbtools.widgets import Explorer
+    ex = Explorer(prompt="The Eiffel Tower is located in the city of")   # the embedded model
+    ex                                   # click heads, layer labels, MLP cells, tokens
+    ex.ablate("3.1", "attn4"); ex.wait(); ex.measurement
+    ex.save("explorer.pdf")
+
+How it stays live: the browser writes the state traits (prompt, position, target, ablation,
+method, ...) and bumps `request_seq`; Python snapshots that state and hands it to one worker
+thread with latest-wins slots (nnsight is not thread-safe, so only that thread touches the
+model, and a burst of clicks never queues stale work). Each measurement is one
+`Lab.measure(..., measure_at=[position])` call — the clean run is cached per prompt — and
+its panels are sent back as one `view` dict. Errors land in `error`, never in a dead cell.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+import warnings
+from collections import OrderedDict
+
+import traitlets
+
+from ..batching import target_token_id
+from ..components import Head, MLPLayer, check_components, parse_components
+from ..errors import InvalidInputError, NbtoolsError
+from . import export, panels
+from .base import NbWidget
+from .worker import LatestWins
+
+INPUTS = ("prompt", "position", "target_mode", "target_text", "ablation", "method", "source",
+          "positions", "scale", "request_seq")
+DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
+_PRIORITY = {"measure": 0, "export": 1, "sweep": 2, "static": 3}
+
+
+def _as_lab(model, tokenizer=None):
+    """A Lab from a Lab, a name / folder / hub id, a transformers model (+ tokenizer) or None
+    (the embedded model "tiny")."""
+    from ..lab import Lab
+    from ..models import load
+
+    if isinstance(model, Lab):
+        return model
+    if model is None:
+        model = "tiny"
+    return load(model, tokenizer=tokenizer)
+
+
+class Explorer(NbWidget):
+    """Click heads, layers, MLPs and tokens; see self-repair update live.
+
+    model: a `Lab`, anything `nbtools.load` takes (default: the embedded "tiny" model) or a
+        transformers model with `tokenizer=`.
+    prompt: the text; position: the token whose next-token logit is measured (−1 = last).
+    target: "next" (actual next token), "top" (clean top prediction) or a single-token string.
+    ablate: components ablated together ("3.1", "attn3", "mlp5", Head(3, 1), ...).
+    method: "zero" | "mean" | "resample"; source: the resample source prompt (or the mean's
+        reference prompt; default: the prompt itself). positions: ablate at "all" positions
+        or only the "measured" one. scale: "clean" (R&N) or "recomputed" norm scale.
+    color_by: head-grid colours — "de" (clean direct effect), "sr" (self-repair of each
+        component ablated alone; a background sweep) or "delta" (ΔDE: who repaired).
+    static_fallback: keep a PNG of the last view in the notebook output (shown where no
+        kernel runs); static_delay: idle seconds before it is refreshed.
+    threads: torch CPU threads for the worker thread only (torch's thread count is per
+        thread, so the notebook's own setting is untouched). None: 1 for models under 200M
+        parameters (one prompt's matrices are small: more threads gain little and lose badly
+        when the cores are shared), else the notebook thread's count.
+
+    Python API: `ablate()`, `select()`, `set_target()`, `wait()`, `measurement` (the last
+    Measurement, None while nothing is ablated), `view`, `state`, `figure()`, `save()`,
+    `close()`. Every state trait can also be set directly (`ex.method = "mean"`).
+    """
+
+    _kind = traitlets.Unicode("explorer").tag(sync=True)
+    # state: written by the browser or by Python
+    prompt = traitlets.Unicode(DEFAULT_PROMPT).tag(sync=True)
+    position = traitlets.Int(-1).tag(sync=True)
+    target_mode = traitlets.Enum(("next", "top", "custom"), "top").tag(sync=True)
+    target_text = traitlets.Unicode("").tag(sync=True)
+    ablation = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
+    method = traitlets.Enum(("zero", "mean", "resample"), "zero").tag(sync=True)
+    source = traitlets.Unicode("").tag(sync=True)
+    positions = traitlets.Enum(("all", "measured"), "all").tag(sync=True)
+    scale = traitlets.Enum(("clean", "recomputed"), "clean").tag(sync=True)
+    color_by = traitlets.Enum(("de", "sr", "delta"), "de").tag(sync=True)
+    request_seq = traitlets.Int(0).tag(sync=True)
+    # results: written by Python only
+    model_name = traitlets.Unicode("").tag(sync=True)
+    tokens = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
+    view = traitlets.Dict().tag(sync=True)
+    sweep = traitlets.Dict().tag(sync=True)
+    busy = traitlets.Bool(False).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    done_seq = traitlets.Int(-1).tag(sync=True)
+
+    def __init__(self, model=None, prompt: str = DEFAULT_PROMPT, ablate=None, *, tokenizer=None,
+                 target: str | int = "top", position: int = -1, method: str = "zero",
+                 source: str = "", positions: str = "all", scale: str = "clean",
+                 color_by: str = "de", top_k: int = 10, n_neurons: int = 8,
+                 static_fallback: bool = True, static_delay: float = 1.5,
+                 threads: int | None = None):
+        self.lab = _as_lab(model, tokenizer)
+        # validate everything on this thread before the worker exists (no forward pass)
+        tokens = self.lab.to_str_tokens(prompt)
+        ablation = self._check_ablation(ablate)
+        mode, text = self._check_target(target)
+        position = self._check_position(position, len(tokens), mode)
+        if top_k < 1 or n_neurons < 1:
+            raise InvalidInputError("top_k and n_neurons must be at least 1")
+        if method == "resample":
+            if not source.strip():
+                raise InvalidInputError("method='resample' needs source='<a prompt at least as "
+                                        "long as the ablated positions>'")
+            self.lab.to_str_tokens(source)
+        self.top_k, self.n_neurons = int(top_k), int(n_neurons)
+        self.static_fallback, self.static_delay = bool(static_fallback), float(static_delay)
+        self.measurement = None
+        self.last_traceback = ""
+        self.last_export: tuple[str, bytes] | None = None
+        self._tokens_for = prompt
+        self._sweeps: OrderedDict = OrderedDict()
+        self._busy_lock = threading.Lock()
+        self._static_handle = None
+        self._static_png: bytes | None = None
+        self._submitted: dict | None = None
+        try:
+            super().__init__(prompt=prompt, position=position, target_mode=mode,
+                             target_text=text, ablation=ablation, method=method, source=source,
+                             positions=positions, scale=scale, color_by=color_by,
+                             tokens=tokens, model_name=self.lab.name)
+        except traitlets.TraitError as err:
+            raise InvalidInputError(str(err)) from None
+        self.threads = _threads(self.lab, threads)
+        self._worker = LatestWins("nbtools-explorer", on_change=self._refresh_busy,
+                                  on_error=self._failed, init=self._init_worker)
+        self.observe(self._on_state, names=list(INPUTS))
+        self.observe(self._on_color, names="color_by")
+        self._schedule()
+
+    # --- validation (main thread; raises InvalidInputError) ------------------------------
+    def _check_ablation(self, ablate) -> list[str]:
+        if ablate is None or (isinstance(ablate, list | tuple) and not ablate):
+            return []
+        comps = parse_components(ablate)
+        check_components(comps, self.lab.shape)
+        return [_ui_name(c) for c in comps]
+
+    def _check_target(self, target) -> tuple[str, str]:
+        if target in ("next", "top"):
+            return target, ""
+        target_token_id(target, self.lab.tokenizer, self.lab.shape.d_vocab)
+        return "custom", str(target) if isinstance(target, str) else \
+            self.lab.tokenizer.decode([int(target)])
+
+    @staticmethod
+    def _check_position(position: int, n: int, mode: str) -> int:
+        position = int(position)
+        if not -n <= position < n:
+            raise InvalidInputError(f"position {position} out of range; the prompt has "
+                                    f"positions 0..{n - 1} (−1 = last)")
+        if position < -1:
+            position += n
+        last = position in (-1, n - 1)
+        if mode == "next" and last:
+            raise InvalidInputError("target 'next' has no next token at the last position; "
+                                    "pick an earlier position or target='top'")
+        return position
+
+    def __repr__(self) -> str:
+        what = " + ".join(self.ablation) or "nothing"
+        return (f"Explorer({self.lab.name!r}, prompt={self.prompt!r}, ablated: {what}, "
+                f"method={self.method}, target={self.target_mode})")
+
+    # --- Python API -------------------------------------------------------------------
+    @property
+    def state(self) -> dict:
+        """The state the next measurement will use (a plain dict)."""
+        return {name: (list(v) if isinstance(v := getattr(self, name), list) else v)
+                for name in INPUTS}
+
+    def ablate(self, *components, add: bool = False) -> Explorer:
+        """Ablate these components together (replacing the current set unless add=True);
+        no argument clears the ablation."""
+        names = self._check_ablation(list(components)) if components else []
+        if add:
+            names = list(dict.fromkeys([*self.ablation, *names]))
+        self._update(ablation=names)
+        return self
+
+    def select(self, position: int) -> Explorer:
+        """Measure at token `position` (−1 = last)."""
+        n = len(self.tokens)
+        position = self._check_position(position, n, self.target_mode)
+        self._update(position=position)
+        return self
+
+    def set_target(self, target) -> Explorer:
+        """"next", "top" or a single-token string (e.g. " Paris")."""
+        mode, text = self._check_target(target)
+        self._check_position(self.position, len(self.tokens), mode)
+        self._update(target_mode=mode, target_text=text)
+        return self
+
+    def wait(self, timeout: float = 60.0) -> Explorer:
+        """Block until the current measurement (and a pending sweep or export) is done, and
+        bring the notebook's static image up to date. Raises TimeoutError after `timeout` s."""
+        end = time.monotonic() + timeout
+        if not self._worker.wait(timeout, kinds=("measure", "sweep", "export")):
+            raise TimeoutError(f"the Explorer was still busy after {timeout} s")
+        if "static" in self._worker.active():
+            self._schedule_static(0.0)
+            self._worker.wait(max(0.0, end - time.monotonic()), kinds=("static",))
+        return self
+
+    def figure(self, dpi: int = 100):
+        """The current view as a matplotlib Figure (same numbers as the panels)."""
+        if not self.view:
+            raise RuntimeError("nothing measured yet; call wait() first")
+        return export.view_figure(self.view, self.color_by, self.sweep, self.tokens, dpi=dpi)
+
+    def save(self, path, dpi: int = 150) -> str:
+        """Save the current view; the format (png, svg, pdf) comes from the file name."""
+        path = str(path)
+        fmt = path.rsplit(".", 1)[-1].lower()
+        data = export.figure_bytes(self.figure(dpi=dpi), fmt, dpi)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return path
+
+    def close(self):
+        """Stop the worker thread and close the widget."""
+        if getattr(self, "_worker", None) is not None:
+            self._worker.close()
+        super().close()
+
+    # --- display with a static fallback --------------------------------------------------
+    def _ipython_display_(self, **kwargs):
+        from IPython.display import display
+
+        data, metadata = self._repr_mimebundle_()
+        display(data, metadata=metadata, raw=True)
+        if self.static_fallback:
+            self._static_handle = display(self._static_bundle(), raw=True, display_id=True)
+            if self.view:
+                self._schedule_static(0.0)
+
+    def _static_bundle(self) -> dict:
+        label = "nbtools Explorer"
+        if self._static_png is None:
+            html = (f'<div class="nbtools-static"><i>{label}: the live view needs a running '
+                    "kernel; run the cell.</i></div>")
+            return {"text/plain": label, "text/html": html}
+        b64 = base64.b64encode(self._static_png).decode()
+        ablated = " + ".join(self.view.get("ablated_ui") or []) or "nothing"
+        alt = f"{label} (static image of the last view: ablated {ablated})"
+        html = (f'<div class="nbtools-static"><img alt="{alt}" style="max-width:100%" '
+                f'src="data:image/png;base64,{b64}"/></div>')
+        return {"text/plain": alt, "text/html": html, "image/png": b64}
+
+    def _schedule_static(self, delay: float | None = None) -> None:
+        if self.static_fallback and self._static_handle is not None and not self._worker.closed:
+            self._worker.submit("static", self._run_static, _PRIORITY["static"],
+                                self.static_delay if delay is None else delay)
+
+    def _run_static(self) -> None:
+        png = export.figure_bytes(self.figure(dpi=72), "png")
+        self._static_png = png
+        # sent with the kernel's latest parent message: JupyterLab routes display updates by
+        # display_id alone; nbclient only reads messages of the cell it is running
+        self._static_handle.update(self._static_bundle(), raw=True)
+
+    # --- scheduling --------------------------------------------------------------------
+    def _update(self, **changes) -> None:
+        with self.hold_trait_notifications():
+            for name, value in changes.items():
+                setattr(self, name, value)
+            self.request_seq += 1
+
+    def _on_state(self, _change) -> None:
+        self._schedule()
+
+    def _on_color(self, change) -> None:
+        if change["new"] == "sr" and self.view:
+            self._schedule_sweep(self.view.get("state", self.state), self.view.get("key"))
+
+    def _schedule(self) -> None:
+        state = self.state
+        if self._worker.closed or state == self._submitted:
+            return  # one message from the browser changes several traits: measure once
+        self._submitted = state
+        self._worker.submit("measure", lambda: self._run_measure(state), _PRIORITY["measure"])
+        self._worker.cancel("static")
+
+    def _schedule_sweep(self, state: dict, key: str | None, layer: int | None = None) -> None:
+        """Sweep every head and MLP layer ablated alone, one layer per job (so clicks can run
+        in between), filling `sweep` progressively; finished sweeps are cached per key."""
+        if key is None:
+            return
+        done = self._sweeps.get(key)
+        if layer is None:
+            if done is not None and self.sweep.get("key") != key:
+                self.sweep = done
+            layer = 0 if done is None else done["done"]
+        if layer >= self.lab.n_layers:
+            return
+        self._worker.submit("sweep", lambda: self._run_sweep(state, key, layer),
+                            _PRIORITY["sweep"])
+    def _refresh_busy(self) -> None:
+        with self._busy_lock:
+            busy = bool(self._worker.active(("measure", "sweep", "export")))
+            if busy != self.busy:
+                self.busy = busy
+
+    def _failed(self, kind: str, exc: Exception, text: str) -> None:
+        self.last_traceback = text
+        msg = str(exc) if isinstance(exc, NbtoolsError) else f"{type(exc).__name__}: {exc}"
+        what = {"measure": "", "sweep": "self-repair sweep: ", "export": "export: ",
+                "static": "static image: "}.get(kind, "")
+        self.error = what + msg
+
+    # --- jobs (worker thread only) --------------------------------------------------------
+    def _init_worker(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+    def _options(self, state: dict, n: int) -> tuple[int, dict]:
+        """Position and Lab.measure keyword arguments for a state (raises InvalidInputError)."""
+        pos = n - 1 if state["position"] < 0 else state["position"]
+        if not 0 <= pos < n:
+            raise InvalidInputError(f"position {pos} out of range 0..{n - 1}")
+        mode = state["target_mode"]
+        if mode == "next":
+            if pos == n - 1:
+                raise InvalidInputError("the last token has no next token: pick an earlier "
+                                        "token or target 'top prediction'")
+            target = "next"
+        elif mode == "top":
+            target = "top"
+        else:
+            target = self._custom_target(state["target_text"])
+        opts = dict(method=state["method"], target=target, measure_at=[pos],
+                    positions="all" if state["positions"] == "all" else [pos],
+                    scale=state["scale"])
+        source = state["source"].strip()
+        if state["method"] == "resample":
+            if not source:
+                raise InvalidInputError("resample needs a source prompt: type one in the "
+                                        "'source' box (at least as long as the prompt)")
+            opts["sources"] = [state["source"]]
+        elif state["method"] == "mean" and source:
+            opts["reference"] = [state["source"]]
+        return pos, opts
+
+    def _custom_target(self, text: str) -> int:
+        tok, d_vocab = self.lab.tokenizer, self.lab.shape.d_vocab
+        if not text:
+            raise InvalidInputError("type a target token in the box (e.g. ' Paris')")
+        try:
+            return target_token_id(text, tok, d_vocab)
+        except InvalidInputError:
+            if not text.startswith(" "):
+                try:  # most BPE words carry their leading space
+                    return target_token_id(" " + text, tok, d_vocab)
+                except InvalidInputError:
+                    pass
+            raise
+
+    def _decode(self, i: int) -> str:
+        return self.lab.tokenizer.decode([int(i)])
+
+    def _run_measure(self, state: dict) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._measure(state, t0)
+        finally:
+            self.done_seq = state["request_seq"]
+
+    def _measure(self, state: dict, t0: float) -> None:
+        lab = self.lab
+        if state["prompt"] != self._tokens_for or not self.tokens:
+            tokens = lab.to_str_tokens(state["prompt"])
+            self._tokens_for = state["prompt"]
+            self.tokens = tokens
+        n = len(self.tokens)
+        pos, opts = self._options(state, n)
+        names = state["ablation"]
+        comps = parse_components(names) if names else None
+        if comps is not None:
+            check_components(comps, lab.shape)
+        else:
+            # nothing ablated: any cheap ablation gives the clean-run fields (only those are
+            # shown); the last layer's first head at the measured position costs one layer
+            comps = (Head(lab.shape.n_layers - 1, 0),)
+            opts = {**opts, "method": "zero", "positions": [pos]}
+            opts.pop("sources", None)
+            opts.pop("reference", None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = lab.measure(state["prompt"], comps, neurons=True, logprobs=True,
+                            top_k=self.top_k, **opts)
+        view = panels.measurement_view(m, self._decode, 0, self.n_neurons)
+        if not names:
+            _clean_only(view)
+        key = _key(state, int(m.target_ids[0]), pos)
+        view.update(seq=state["request_seq"], state=state, position=pos, key=key,
+                    clean_only=not names, ablated_ui=list(names), n_layers=lab.n_layers,
+                    n_heads=lab.n_heads, model=lab.name,
+                    ms=round(1000 * (time.perf_counter() - t0), 1))
+        notes = [str(w.message) for w in caught if names]
+        self.measurement = m if names else None
+        self.error = ""
+        self.view = view
+        what = " + ".join(names) if names else "clean run"
+        self.status = f"{what} · {view['ms']:.0f} ms" + (f" · note: {notes[0]}" if notes else "")
+        if self.color_by == "sr":
+            self._schedule_sweep(state, key)
+        self._schedule_static()
+
+    def _run_sweep(self, state: dict, key: str, layer: int) -> None:
+        lab, n_layers, n_heads = self.lab, self.lab.n_layers, self.lab.n_heads
+        old = self._sweeps.get(key) or {"key": key, "done": 0, "n_layers": n_layers,
+                                         "heads": [[None] * n_heads for _ in range(n_layers)],
+                                         "mlp": [None] * n_layers}
+        if old["done"] > layer:
+            return
+        _, opts = self._options(state, len(self.tokens))
+        specs = [*(Head(layer, h) for h in range(n_heads)), MLPLayer(layer)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ms = lab.measure_many(state["prompt"], specs, **opts)
+        part = panels.sweep_grid(ms, 1, n_heads)
+        heads = [list(row) for row in old["heads"]]
+        heads[layer] = part["heads"][0]
+        mlp = list(old["mlp"])
+        mlp[layer] = part["mlp"][0]
+        sweep = {**old, "heads": heads, "mlp": mlp, "done": layer + 1}
+        self._sweeps[key] = sweep
+        self._sweeps.move_to_end(key)
+        while len(self._sweeps) > 16:
+            self._sweeps.popitem(last=False)
+        if self.view.get("key") == key:
+            self.sweep = sweep
+            if self.color_by == "sr":
+                self._schedule_sweep(state, key, layer + 1)
+
+    def _export(self, fmt: str) -> None:
+        data = export.figure_bytes(self.figure(dpi=150), fmt, 150)
+        label = "-".join(self.view.get("ablated_ui") or ["clean"])
+        filename = f"nbtools-explorer-{label}.{fmt}"
+        self.last_export = (filename, data)
+        self.send({"type": "export", "format": fmt, "filename": filename,
+                   "mime": export.FORMATS[fmt]}, buffers=[data])
+
+    def _on_custom_msg(self, widget, content, buffers) -> None:
+        if isinstance(content, dict) and content.get("type") == "export":
+            fmt = str(content.get("format", "png")).lower()
+            if fmt not in export.FORMATS:
+                self.error = f"export: unknown format {fmt!r}; choose png, svg or pdf"
+                return
+            self._worker.submit("export", lambda: self._export(fmt), _PRIORITY["export"])
+
+
+def _threads(lab, threads: int | None) -> int:
+    import torch
+
+    if threads is not None:
+        if int(threads) < 1:
+            raise InvalidInputError(f"threads must be at least 1, not {threads}")
+        return int(threads)
+    n_params = sum(p.numel() for p in lab.hf_model.parameters())
+    return 1 if n_params < 200_000_000 else torch.get_num_threads()
+
+
+def _ui_name(c) -> str:
+    """The grid's name for a component ("L3H1", "attn3", "mlp3", "mlp3:1,2")."""
+    return str(c)
+
+
+def _key(state: dict, target_id: int, pos: int) -> str:
+    """Identifies what a self-repair sweep depends on (everything but the ablation)."""
+    parts = [state["prompt"], pos, target_id, state["method"], state["source"],
+             state["positions"], state["scale"]]
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _clean_only(view: dict) -> None:
+    """Make a view show only the clean run (the ablated fields mirror the clean ones)."""
+    g = view["grid"]
+    g["de_ablated"], g["mlp_de_ablated"] = g["de"], g["mlp_de"]
+    g["delta"] = [[0.0] * len(row) for row in g["de"]]
+    g["mlp_delta"] = [0.0] * len(g["mlp_de"])
+    g["attn_delta"] = [0.0] * len(g["attn_de"])
+    lg = view["logit"]
+    lg["ablated"], lg["delta"], lg["p_ablated"] = lg["clean"], 0.0, lg["p_clean"]
+    ly = view["layers"]
+    ly["attn_ablated"], ly["mlp_ablated"] = ly["attn_clean"], ly["mlp_clean"]
+    ly["marked_attn"], ly["marked_mlp"] = [], []
+    view["topk"]["ablated"] = view["topk"]["clean"]
+    view["ablated"] = []

@@ -1,0 +1,258 @@
+"""The Explorer's current view as a matplotlib figure (PNG / SVG / PDF).
+
+`view_figure(view)` draws the same panel dicts the browser draws (built by `panels` from one
+Measurement), so the exported figure and the live widget always agree.
+
+    fig = explorer.figure()              # or view_figure(measurement_view(m, decode))
+    fig.savefig("explorer.pdf")
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+ABL = "#e4701e"
+CLEAN = "#6b7280"
+POS = "#3a9d5d"
+NEG = "#d1495b"
+TOTAL = "#4b5563"
+MODE_LABELS = {"de": "clean direct effect (logits)", "delta": "ΔDE under the ablation (logits)",
+               "sr": "self-repair when ablated alone (logits)"}
+
+
+def _arr(x) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in x], dtype=float) \
+        if x and isinstance(x[0], list) else np.array([np.nan if v is None else v for v in x],
+                                                      dtype=float)
+
+
+def _tok(t) -> str:
+    return repr(t) if t is not None else "?"
+
+
+def _grid(ax, view, color_by: str, sweep: dict | None):
+    g = view["grid"]
+    if color_by == "sr" and sweep and sweep.get("key") == view.get("key"):
+        heads, mlp = _arr(sweep["heads"]), _arr(sweep["mlp"])
+    elif color_by == "delta" and not view.get("clean_only"):
+        heads, mlp = _arr(g["delta"]), _arr(g["mlp_delta"])
+    else:
+        color_by = "de"
+        heads, mlp = _arr(g["de"]), _arr(g["mlp_de"])
+    n_layers, n_heads = heads.shape
+    ablated = set(view.get("ablated_ui") or [])
+    mask = np.zeros((n_layers, n_heads + 2), dtype=bool)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            mask[layer, head] = f"L{layer}H{head}" in ablated or f"attn{layer}" in ablated
+        mask[layer, n_heads + 1] = f"mlp{layer}" in ablated
+    full = np.full((n_layers, n_heads + 2), np.nan)
+    full[:, :n_heads] = heads
+    full[:, n_heads + 1] = mlp
+    # colour scale: the heads' range, as in the widget (MLP cells may clip)
+    head_vals = full[:, :n_heads][~mask[:, :n_heads]] if color_by == "delta" else heads
+    vmax = float(np.nanmax(np.abs(head_vals))) if np.isfinite(head_vals).any() else 0.0
+    if not vmax:
+        vmax = float(np.nanmax(np.abs(mlp))) if np.isfinite(mlp).any() else 1.0
+    vmax = vmax or 1.0
+    shown = np.where(mask & (color_by == "delta"), np.nan, full)
+    im = ax.imshow(shown, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="equal")
+    for (layer, col), hit in np.ndenumerate(mask):
+        if hit:
+            ax.add_patch(_rect(col, layer))
+            ax.text(col, layer, "×", ha="center", va="center", color=ABL, fontsize=10,
+                    fontweight="bold")
+    ax.set_xticks(list(range(n_heads)) + [n_heads + 1],
+                  [f"H{h}" for h in range(n_heads)] + ["MLP"], fontsize=7)
+    ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)], fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    clipped = bool(np.nanmax(np.abs(np.where(mask[:, n_heads + 1], np.nan, mlp)), initial=0) > vmax)
+    ax.set_title("heads × layers — " + MODE_LABELS[color_by]
+                 + (" · MLP cells clipped" if clipped else ""), fontsize=9, loc="left")
+    cb = ax.figure.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.08)
+    cb.ax.tick_params(labelsize=7)
+
+
+def _rect(col, row):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor=ABL, linewidth=2)
+
+
+def _waterfall(ax, wf):
+    steps = wf["steps"]
+    run, xs, heights, bottoms, colors = 0.0, [], [], [], []
+    for i, st in enumerate(steps):
+        v = st["value"] or 0.0
+        if st["total"]:
+            bottoms.append(0.0)
+            heights.append(v)
+            colors.append(TOTAL)
+        else:
+            bottoms.append(run)
+            heights.append(v)
+            colors.append(POS if v >= 0 else NEG)
+            run += v
+        xs.append(i)
+    ax.bar(xs, heights, bottom=bottoms, color=colors, width=0.62)
+    for x, hgt, b in zip(xs, heights, bottoms, strict=True):
+        y = b + hgt
+        ax.annotate(f"{hgt:+.3f}", (x, y), xytext=(0, 3 if hgt >= 0 else -10),
+                    textcoords="offset points", ha="center", fontsize=7)
+    ax.axhline(0, color="#888", linewidth=0.8)
+    ends = [b + hgt for b, hgt in zip(bottoms, heights, strict=True)] + bottoms + [0.0]
+    span = (max(ends) - min(ends)) or 1.0
+    ax.set_ylim(min(ends) - 0.14 * span, max(ends) + 0.14 * span)
+    ax.set_xticks(xs, [st["label"].replace(" ", "\n", 1) for st in steps], fontsize=7)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title("self-repair waterfall (logits)", fontsize=9, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _gauge(ax, gauge):
+    """A semicircular gauge of s/s′ (as in the widget) with the scales and SR_LN below it."""
+    from matplotlib.patches import Wedge
+
+    r = gauge["ratio"]
+    dev = abs(r - 1)
+    half = next((k for k in (0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5) if k >= dev * 1.15), dev * 1.2)
+    lo, hi = max(0.0, 1 - half), 1 + half
+
+    def angle(v):  # degrees: lo → 180, hi → 0
+        return 180 * (1 - (min(hi, max(lo, v)) - lo) / (hi - lo))
+
+    ax.add_patch(Wedge((0, 0), 1, 90, 180, width=0.16, color="#f3c9ce"))
+    ax.add_patch(Wedge((0, 0), 1, 0, 90, width=0.16, color="#c7e6d1"))
+    for v in (lo, 1, hi):
+        a = np.radians(angle(v))
+        ax.plot([0.8 * np.cos(a), 1.04 * np.cos(a)], [0.8 * np.sin(a), 1.04 * np.sin(a)],
+                color="#888", linewidth=1)
+        ax.text(1.2 * np.cos(a), 1.16 * np.sin(a) - (0.08 if v != 1 else 0), f"×{v:.3g}",
+                ha="center", va="center", fontsize=7, color="#666")
+    a = np.radians(angle(r))
+    ax.plot([0, 0.74 * np.cos(a)], [0, 0.74 * np.sin(a)], color="#222", linewidth=2.2,
+            solid_capstyle="round")
+    ax.plot([0], [0], "o", color="#222", markersize=5)
+    ax.text(0, -0.22, f"s/s′ = ×{r:.4f}", ha="center", fontsize=10, fontweight="bold")
+    ax.text(0, -0.48, f"clean s {gauge['s_clean']:.4f} · ablated s′ {gauge['s_ablated']:.4f}",
+            ha="center", fontsize=7.5, color="#444")
+    ax.text(0, -0.68, f"logit change from the norm alone: {gauge['sr_ln']:+.4f}", ha="center",
+            fontsize=7.5, fontweight="bold")
+    ax.set_xlim(-1.35, 1.35)
+    ax.set_ylim(-0.8, 1.3)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title("final-norm rescaling", fontsize=9, loc="left")
+
+
+def _layers(ax, layers, which: str):
+    clean, abl = _arr(layers[f"{which}_clean"]), _arr(layers[f"{which}_ablated"])
+    x = np.arange(len(clean))
+    for layer in layers[f"marked_{which}"]:
+        ax.axvspan(layer - 0.5, layer + 0.5, color=ABL, alpha=0.13, linewidth=0)
+    ax.plot(x, clean, "--o", color=CLEAN, markersize=3, linewidth=1.2, label="clean")
+    ax.plot(x, abl, "-o", color=ABL, markersize=3, linewidth=1.6, label="ablated")
+    ax.axhline(0, color="#888", linewidth=0.8)
+    ax.set_xticks(x)
+    ax.tick_params(labelsize=7)
+    name = "attention" if which == "attn" else "MLP"
+    ax.set_title(f"DE per {name} layer ({layers['scale']} scale)", fontsize=9, loc="left")
+    ax.set_xlabel("layer", fontsize=7)
+    ax.legend(fontsize=7, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _neurons(ax, neurons):
+    rows = neurons["rows"][:8]
+    if not rows:
+        ax.set_axis_off()
+        return
+    labels = [f"L{r['layer']}.{r['neuron']}" + (" AE" if r["anti_erasure"] else "") for r in rows]
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y + 0.2, [r["de_clean"] for r in rows], height=0.38, color=CLEAN, label="DE clean")
+    ax.barh(y - 0.2, [r["de_ablated"] for r in rows], height=0.38, color=ABL, label="DE ablated")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.axvline(0, color="#888", linewidth=0.8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.set_title("top neurons by ΔDE (AE = anti-erasure)", fontsize=9, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _topk(ax, topk):
+    clean, abl = topk["clean"][:6], topk["ablated"][:6]
+    n = max(len(clean), len(abl))
+    if not n:
+        ax.set_axis_off()
+        return
+    y = np.arange(n)[::-1]
+    ax.barh(y[: len(clean)], [-r["p"] for r in clean], color=CLEAN, height=0.6)
+    ax.barh(y[: len(abl)], [r["p"] for r in abl], color=ABL, height=0.6)
+    for yy, r in zip(y, clean, strict=False):
+        ax.text(-r["p"], yy, f"{r['token']!r} {100 * r['p']:.2g}% ", ha="right", va="center",
+                fontsize=7, fontweight="bold" if r["id"] == topk["target_id"] else "normal")
+    for yy, r in zip(y, abl, strict=False):
+        ax.text(r["p"], yy, f" {100 * r['p']:.2g}% {r['token']!r}", ha="left", va="center",
+                fontsize=7, fontweight="bold" if r["id"] == topk["target_id"] else "normal")
+    lim = max([r["p"] for r in clean + abl] + [1e-6]) * 2.6
+    ax.set_xlim(-lim, lim)
+    ax.axvline(0, color="#888", linewidth=0.8)
+    ax.set_yticks([])
+    ax.set_xticks([])
+    ax.set_title("top predictions: clean ◀ | ▶ ablated", fontsize=9, loc="left")
+    ax.spines[["top", "right", "left", "bottom"]].set_visible(False)
+
+
+def _empty(ax, text):
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, color="#888",
+            transform=ax.transAxes)
+
+
+def view_figure(view: dict, color_by: str = "de", sweep: dict | None = None, tokens=None,
+                dpi: int = 100):
+    """A matplotlib Figure of an Explorer view dict (see `panels.measurement_view`)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13.5, 7.6), dpi=dpi, layout="constrained")
+    gs = fig.add_gridspec(2, 4, height_ratios=[1.1, 1])
+    st = view.get("settings", {})
+    t = view["logit"]
+    ablated = " + ".join(view.get("ablated_ui") or []) or "nothing (clean run)"
+    prompt = "".join(tokens) if tokens else view.get("state", {}).get("prompt", "")
+    line1 = (f"{st.get('model', '')} — ablate {ablated} · method {st.get('method')} "
+             f"({st.get('sources')}) · positions {st.get('positions')} · scale {st.get('scale')}")
+    line2 = (f"prompt {prompt!r} · position {view.get('position')} · target {_tok(t['token'])}: "
+             f"logit {t['clean']:+.3f} → {t['ablated']:+.3f} (ΔL {t['delta']:+.3f})")
+    if t.get("p_clean") is not None:
+        line2 += f", p {100 * t['p_clean']:.2f}% → {100 * t['p_ablated']:.2f}%"
+    fig.suptitle(line1 + "\n" + line2, fontsize=9, x=0.01, ha="left")
+    _grid(fig.add_subplot(gs[0, 0:2]), view, color_by, sweep)
+    if view.get("clean_only"):
+        _empty(fig.add_subplot(gs[0, 2]), "nothing ablated")
+        _empty(fig.add_subplot(gs[0, 3]), "")
+        _empty(fig.add_subplot(gs[1, 2]), "")
+    else:
+        _waterfall(fig.add_subplot(gs[0, 2]), view["waterfall"])
+        _gauge(fig.add_subplot(gs[0, 3]), view["gauge"])
+        _neurons(fig.add_subplot(gs[1, 2]), view["neurons"])
+    sub = gs[1, 0:2].subgridspec(1, 2)
+    _layers(fig.add_subplot(sub[0, 0]), view["layers"], "attn")
+    _layers(fig.add_subplot(sub[0, 1]), view["layers"], "mlp")
+    _topk(fig.add_subplot(gs[1, 3]), view["topk"])
+    return fig
+
+
+def figure_bytes(fig, fmt: str = "png", dpi: int | None = None) -> bytes:
+    """Render a Figure to PNG / SVG / PDF bytes."""
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi)
+    return buf.getvalue()

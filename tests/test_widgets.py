@@ -1,0 +1,471 @@
+"""Python side of the widgets: traits, validation, callbacks, the worker, the Explorer's state
+machine and its numbers (checked against direct `Lab.measure` calls). No browser needed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import traitlets
+from conftest import make_lab
+
+import nbtools
+from nbtools.errors import InvalidInputError
+from nbtools.widgets import (
+    Explorer,
+    HeadGrid,
+    LatestWins,
+    LayerCurve,
+    NeuronTable,
+    NormGauge,
+    TargetLogit,
+    TokenStrip,
+    TopKPredictions,
+    Waterfall,
+    panels,
+)
+from nbtools.widgets.base import CSS, ESM, STATIC
+from nbtools.widgets.export import FORMATS, figure_bytes, view_figure
+
+PROMPT = "w5 w17 w301 w44 w9 w120 w77 w3"
+KW = dict(neurons=True, logprobs=True, top_k=10)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    return make_lab("gpt2")
+
+
+@pytest.fixture(scope="module")
+def measurement(lab):
+    return lab.measure(PROMPT, ["2.1", "mlp1"], target="top", measure_at=[7], **KW)
+
+
+@pytest.fixture
+def explorer(lab):
+    ex = Explorer(lab, prompt=PROMPT, static_fallback=False)
+    yield ex
+    ex.close()
+
+
+# --- the worker ------------------------------------------------------------------------------
+
+def test_worker_latest_wins_runs_first_and_last_of_a_burst():
+    ran, gate = [], threading.Event()
+    w = LatestWins()
+    w.submit("measure", lambda: (gate.wait(5), ran.append(0)))
+    time.sleep(0.05)  # job 0 is running and blocked
+    for i in range(1, 101):
+        w.submit("measure", lambda i=i: ran.append(i))
+    gate.set()
+    assert w.wait(5)
+    assert ran == [0, 100]
+    w.close()
+
+
+def test_worker_priorities_delays_and_errors():
+    order, errors = [], []
+    w = LatestWins(on_error=lambda kind, exc, text: errors.append((kind, str(exc))))
+    gate = threading.Event()
+    w.submit("block", lambda: gate.wait(5))
+    time.sleep(0.05)
+    w.submit("static", lambda: order.append("static"), priority=3)
+    w.submit("sweep", lambda: order.append("sweep"), priority=2)
+    w.submit("measure", lambda: order.append("measure"), priority=0)
+    w.submit("later", lambda: order.append("later"), priority=0, delay=0.3)
+    w.submit("boom", lambda: 1 / 0, priority=1)
+    gate.set()
+    assert w.wait(5)
+    assert order == ["measure", "sweep", "static", "later"]
+    assert errors == [("boom", "division by zero")]
+    w.submit("after", lambda: order.append("after"))  # the thread survived the error
+    assert w.wait(5) and order[-1] == "after"
+    w.close()
+    with pytest.raises(RuntimeError):
+        w.submit("x", lambda: None)
+
+
+def test_worker_wait_timeout_cancel_and_active():
+    w = LatestWins()
+    gate = threading.Event()
+    w.submit("a", lambda: gate.wait(5))
+    w.submit("b", lambda: None, delay=60)
+    time.sleep(0.05)
+    assert w.active() == {"a", "b"}
+    assert not w.wait(0.1, kinds=["a"])
+    w.cancel("b")
+    gate.set()
+    assert w.wait(5) and w.active() == set()
+    w.close()
+
+
+# --- panel data ------------------------------------------------------------------------------
+
+def test_waterfall_adds_up_to_delta_logit(measurement):
+    wf = panels.waterfall_data(measurement)
+    steps = {s["key"]: s["value"] for s in wf["steps"]}
+    parts = steps["de_lost"] + steps["sr_heads"] + steps["sr_mlp"] + steps["sr_ln"]
+    assert parts == pytest.approx(steps["delta_logit"], abs=1e-9)
+    assert steps["delta_logit"] == pytest.approx(float(measurement.delta_logit[0]))
+    assert wf["steps"][-1]["total"] and not wf["steps"][0]["total"]
+
+
+def test_panel_data_matches_measurement(measurement, lab):
+    m = measurement
+    g = panels.grid_data(m)
+    assert np.allclose(g["de"], m.head_de_clean[0].numpy())
+    assert np.allclose(g["delta"], m.head_delta_de[0].numpy())
+    assert np.allclose(g["mlp_delta"], m.mlp_delta_de[0].numpy())
+    gauge = panels.gauge_data(m)
+    assert gauge["ratio"] == pytest.approx(float(m.scale_ratio[0]))
+    assert gauge["sr_ln"] == pytest.approx(gauge["sr_ln_closed"], abs=1e-6)
+    lg = panels.logit_data(m)
+    assert lg["p_clean"] == pytest.approx(float(m.logprob_clean[0].exp()))
+    layers = panels.layer_data(m)
+    assert layers["marked_attn"] == [2] and layers["marked_mlp"] == [1]
+    neurons = panels.neuron_data(m, k=5)
+    assert [(r["layer"], r["neuron"]) for r in neurons["rows"]] == \
+        [(r["layer"], r["neuron"]) for r in m.top_neurons(5, site=0)]
+    assert neurons["n_total"] == lab.shape.n_layers * lab.shape.d_mlp
+    assert neurons["spark"][0] == pytest.approx(float(m.neuron_delta_de[0].max()))
+    assert neurons["spark"][-1] == pytest.approx(float(m.neuron_delta_de[0].min()))
+    topk = panels.topk_data(m, lambda i: f"w{i}")
+    assert [r["id"] for r in topk["clean"]] == m.topk_ids_clean[0].tolist()
+    assert topk["clean"][0]["id"] == topk["target_id"]  # target="top"
+
+
+def test_nums_makes_json_safe():
+    assert panels.nums(torch.tensor([1.0, float("nan"), float("inf")])) == [1.0, None, None]
+
+
+# --- standalone widgets ----------------------------------------------------------------------
+
+def test_headgrid_accepts_arrays_and_validates():
+    grid = HeadGrid(values=torch.randn(3, 4), mlp=np.zeros(3))
+    assert grid.shape == (3, 4) and grid.mlp == [0.0, 0.0, 0.0]
+    with pytest.raises(traitlets.TraitError, match="different lengths"):
+        HeadGrid(values=[[1, 2], [3]])
+    with pytest.raises(traitlets.TraitError, match="finite"):
+        HeadGrid(values=[[1.0, float("nan")]])
+    with pytest.raises(traitlets.TraitError, match="non-empty"):
+        HeadGrid(values=[])
+    with pytest.raises(traitlets.TraitError, match="one per layer"):
+        HeadGrid(values=np.ones((3, 4)), mlp=[1, 2])
+    with pytest.raises(traitlets.TraitError, match="positive"):
+        HeadGrid(values=np.ones((3, 4)), vmax=-1)
+    with pytest.raises(traitlets.TraitError, match="out of range"):
+        HeadGrid(values=np.ones((3, 4)), selected=["L3H0"])
+    with pytest.raises(traitlets.TraitError, match="no MLP column"):
+        HeadGrid(values=np.ones((3, 4)), selected=["mlp1"])
+    with pytest.raises(traitlets.TraitError, match="not a grid cell"):
+        HeadGrid(values=np.ones((3, 4)), selected=["head 1"])
+
+
+def test_headgrid_clicks_follow_the_explorer_rule():
+    events = []
+    grid = HeadGrid(values=np.ones((3, 4)), mlp=np.ones(3), on_click=events.append)
+    grid.click("L1H2")
+    assert grid.selected == ["L1H2"]
+    grid.click("mlp0", additive=True)
+    assert grid.selected == ["L1H2", "mlp0"]
+    grid.click("L1H2", additive=True)
+    assert grid.selected == ["mlp0"]
+    grid.click("mlp0")  # the only selection: a plain click clears it
+    assert grid.selected == []
+    # messages from the browser go through the same path; stale names are ignored
+    grid._on_custom_msg(grid, {"type": "click", "name": "attn2", "additive": False}, [])
+    grid._on_custom_msg(grid, {"type": "click", "name": "L9H9"}, [])
+    assert grid.selected == ["attn2"]
+    assert events[-1] == {"name": "attn2", "kind": "attn", "layer": 2, "head": None,
+                          "additive": False, "selected": ["attn2"]}
+    assert len(events) == 5
+    grid.on_click(events.append, remove=True)
+    grid.click("L0H0")
+    assert len(events) == 5
+    passive = HeadGrid(values=np.ones((2, 2)), selectable=False)
+    passive.click("L0H1")
+    assert passive.selected == []
+
+
+def test_tokenstrip():
+    events = []
+    strip = TokenStrip(["The", " cat"], on_click=events.append)
+    assert strip.selected == -1
+    strip._on_custom_msg(strip, {"type": "click", "position": 1}, [])
+    assert strip.selected == 1 and events == [{"position": 1, "token": " cat"}]
+    with pytest.raises(traitlets.TraitError, match="out of range"):
+        strip.selected = 2
+    strip._on_custom_msg(strip, {"type": "click", "position": 7}, [])  # ignored
+    assert strip.selected == 1
+
+
+def test_panel_widgets_from_measurement(measurement, lab):
+    m = measurement
+    assert Waterfall.from_measurement(m).data == panels.waterfall_data(m)
+    assert NormGauge.from_measurement(m).data == panels.gauge_data(m)
+    assert NeuronTable.from_measurement(m).data == panels.neuron_data(m)
+    assert LayerCurve.from_measurement(m).data == panels.layer_data(m)
+    assert TargetLogit.from_measurement(m).data == panels.logit_data(m)
+    topk = TopKPredictions.from_measurement(m, tokenizer=lab.tokenizer)
+    assert topk.data["clean"][0]["token"] == lab.tokenizer.decode([int(m.topk_ids_clean[0, 0])])
+    w = Waterfall(de_lost=0, sr_heads=0, sr_mlp=0, sr_ln=0)
+    w.show(m)
+    assert w.data == panels.waterfall_data(m)
+
+
+def test_panel_widgets_validate():
+    wf = Waterfall(de_lost=-1.0, sr_heads=0.25, sr_mlp=0.5, sr_ln=0.125)
+    assert wf.data["steps"][-1]["value"] == -0.125
+    with pytest.raises(traitlets.TraitError, match="de_lost"):
+        Waterfall(de_lost="a lot")
+    with pytest.raises(traitlets.TraitError, match="positive"):
+        NormGauge(s_clean=1.0, s_ablated=0.0)
+    assert NormGauge(s_clean=2.0, s_ablated=1.0).data["ratio"] == 2.0
+    with pytest.raises(traitlets.TraitError, match=r"\[0, 1\]"):
+        TargetLogit(token="x", clean=1, ablated=0, p_clean=1.5)
+    with pytest.raises(traitlets.TraitError, match="needs layer"):
+        NeuronTable(rows=[{"layer": 1}])
+    table = NeuronTable(rows=[{"layer": 1, "neuron": 2, "de_clean": -0.5, "de_ablated": -0.1}],
+                        distribution=[0.1, 0.4, -0.2])
+    assert table.data["rows"][0]["anti_erasure"] and table.data["spark"] == [0.4, 0.1, -0.2]
+    with pytest.raises(traitlets.TraitError, match="out of range"):
+        LayerCurve(attn_clean=[1, 2], attn_ablated=[1, 2], marked_attn=[5])
+    with pytest.raises(traitlets.TraitError, match="one per layer"):
+        LayerCurve(attn_clean=[1, 2], attn_ablated=[1])
+    with pytest.raises(traitlets.TraitError, match="outside"):
+        TopKPredictions(clean=[("a", 2.0)])
+    top = TopKPredictions(clean=[("a", 0.5), ("b", 0.2)], ablated=[("b", 0.4)], target="b")
+    assert top.data["target_id"] == top.data["ablated"][0]["id"]
+
+
+# --- the Explorer ----------------------------------------------------------------------------
+
+def _direct(lab, state_ablation, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return lab.measure(PROMPT, state_ablation, **KW, **kw)
+
+
+def test_explorer_validates_before_any_forward_pass(lab):
+    with pytest.raises(InvalidInputError, match="empty"):
+        Explorer(lab, prompt="")
+    with pytest.raises(InvalidInputError, match="out of range"):
+        Explorer(lab, prompt=PROMPT, ablate="9.0")
+    with pytest.raises(InvalidInputError, match="out of range"):
+        Explorer(lab, prompt=PROMPT, position=8)
+    with pytest.raises(InvalidInputError, match="no next token"):
+        Explorer(lab, prompt=PROMPT, target="next")
+    with pytest.raises(InvalidInputError, match="2 tokens"):
+        Explorer(lab, prompt=PROMPT, target="w1 w2")
+    with pytest.raises(InvalidInputError, match="method"):
+        Explorer(lab, prompt=PROMPT, method="gaussian")
+    with pytest.raises(InvalidInputError, match="needs source"):
+        Explorer(lab, prompt=PROMPT, method="resample")
+    with pytest.raises(InvalidInputError, match="threads"):
+        Explorer(lab, prompt=PROMPT, threads=0)
+
+
+def test_explorer_default_model_is_the_embedded_one(monkeypatch, lab):
+    seen = []
+
+    def fake_load(model="tiny", **kwargs):
+        seen.append(model)
+        return lab
+
+    monkeypatch.setattr(nbtools.models, "load", fake_load)
+    ex = Explorer(prompt=PROMPT, static_fallback=False)
+    ex.close()
+    assert seen == ["tiny"] and ex.lab is lab
+
+
+def test_explorer_clean_view_then_ablation_matches_lab_measure(explorer, lab):
+    ex = explorer.wait()
+    assert ex.error == "" and ex.measurement is None and ex.view["clean_only"]
+    assert ex.tokens == lab.to_str_tokens(PROMPT) and ex.view["position"] == 7
+    ref = _direct(lab, "0.1", target="top", measure_at=[7])
+    assert ex.view["logit"]["clean"] == pytest.approx(float(ref.logit_clean[0]), abs=1e-9)
+    assert ex.view["logit"]["delta"] == 0.0
+    assert np.allclose(ex.view["grid"]["de"], ref.head_de_clean[0].numpy())
+
+    ex.ablate("2.1", "mlp1").wait()
+    ref = _direct(lab, ["2.1", "mlp1"], target="top", measure_at=[7])
+    m = ex.measurement
+    assert m is not None and ex.view["ablated_ui"] == ["L2H1", "mlp1"]
+    for name in ("delta_logit", "self_repair", "sr_heads", "sr_mlp", "sr_ln", "logit_ablated"):
+        assert float(getattr(m, name)[0]) == pytest.approx(float(getattr(ref, name)[0]), abs=1e-9)
+    assert ex.view["logit"]["ablated"] == pytest.approx(float(ref.logit_ablated[0]), abs=1e-9)
+    assert ex.view["gauge"]["s_ablated"] == pytest.approx(float(ref.scale_ablated[0]), abs=1e-9)
+    assert ex.view["seq"] == ex.request_seq == ex.done_seq
+    assert not ex.busy
+
+
+def test_explorer_options_reach_lab_measure(explorer, lab):
+    ex = explorer.wait()
+    ex.select(3)
+    ex.set_target("next")
+    ex.method, ex.scale, ex.positions = "mean", "recomputed", "measured"
+    ex.ablate("attn1").wait()
+    ref = _direct(lab, "attn1", target="next", measure_at=[3], method="mean",
+                  scale="recomputed", positions=[3])
+    assert ex.error == ""
+    assert ex.view["logit"]["id"] == lab.tokenize(PROMPT).input_ids[0, 4].item()
+    assert float(ex.measurement.self_repair[0]) == pytest.approx(float(ref.self_repair[0]), abs=1e-9)
+    ex.method = "resample"
+    ex.wait()
+    assert "source prompt" in ex.error  # shown in the widget, nothing raised
+    ex.source = "w9 w8 w7 w6 w5 w4 w3 w2"
+    ex.wait()
+    ref = _direct(lab, "attn1", target="next", measure_at=[3], method="resample",
+                  sources=["w9 w8 w7 w6 w5 w4 w3 w2"], scale="recomputed", positions=[3])
+    assert ex.error == ""
+    assert float(ex.measurement.delta_logit[0]) == pytest.approx(float(ref.delta_logit[0]), abs=1e-9)
+    ex.set_target("w42")
+    ex.wait()
+    assert ex.view["logit"]["id"] == 42 and ex.state["target_mode"] == "custom"
+
+
+def test_explorer_errors_from_the_browser_land_in_the_widget(explorer):
+    ex = explorer.wait()
+    ex.ablation = ["bogus"]
+    ex.wait()
+    assert "cannot read 'bogus'" in ex.error and ex.done_seq == ex.request_seq
+    ex.ablation = ["L9H0"]
+    ex.wait()
+    assert "out of range" in ex.error
+    ex.ablation = ["L1H1"]
+    ex.wait()
+    assert ex.error == ""
+    ex.target_mode, ex.position = "next", -1
+    ex.wait()
+    assert "no next token" in ex.error
+    ex.prompt = ""
+    ex.wait()
+    assert "empty" in ex.error
+
+
+def test_explorer_burst_latest_wins(explorer, lab):
+    ex = explorer.wait()
+    before = ex._worker.completed.get("measure", 0)
+    rng = np.random.default_rng(0)
+    names = []
+    for _ in range(50):  # what 50 browser clicks do: one message each
+        name = f"L{rng.integers(4)}H{rng.integers(4)}"
+        names = [n for n in names if n != name] if name in names else [*names, name]
+        ex.set_state({"ablation": names, "request_seq": ex.request_seq + 1})
+    ex.wait()
+    ran = ex._worker.completed["measure"] - before
+    assert ran < 50, "a burst must not queue stale work"
+    assert ex.view["ablated_ui"] == names and ex.view["seq"] == ex.request_seq
+    ref = _direct(lab, names, target="top", measure_at=[7])
+    assert float(ex.measurement.delta_logit[0]) == pytest.approx(float(ref.delta_logit[0]), abs=1e-9)
+
+
+def test_explorer_sweep_colours_each_head_by_its_self_repair(explorer, lab):
+    ex = explorer.wait()
+    ex.color_by = "sr"
+    ex.wait()  # one job per layer; clicks can run in between
+    assert ex.sweep["key"] == ex.view["key"] and ex.sweep["done"] == lab.n_layers
+    ref = _direct(lab, "1.2", target="top", measure_at=[7])
+    assert ex.sweep["heads"][1][2] == pytest.approx(float(ref.self_repair[0]), abs=1e-9)
+    ref = _direct(lab, "mlp3", target="top", measure_at=[7])
+    assert ex.sweep["mlp"][3] == pytest.approx(float(ref.self_repair[0]), abs=1e-9)
+    ex.ablate("0.0").wait()  # same key: the cached sweep is kept
+    assert ex.sweep["key"] == ex.view["key"]
+
+
+def test_explorer_export_and_static_fallback(explorer, tmp_path):
+    ex = explorer.ablate("1.3").wait()
+    sent = []
+    ex.send = lambda content, buffers=None: sent.append((content, buffers))
+    ex._on_custom_msg(ex, {"type": "export", "format": "svg"}, [])
+    ex.wait()
+    assert sent[0][0]["filename"] == "nbtools-explorer-L1H3.svg"
+    assert sent[0][1][0].lstrip().startswith(b"<?xml")
+    ex._on_custom_msg(ex, {"type": "export", "format": "gif"}, [])
+    assert "unknown format" in ex.error
+    for fmt, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
+        path = ex.save(tmp_path / f"view.{fmt}")
+        assert open(path, "rb").read().startswith(magic)
+    with pytest.raises(ValueError, match="unknown format"):
+        ex.save(tmp_path / "view.bmp")
+
+    class Handle:
+        def __init__(self):
+            self.bundles = []
+
+        def update(self, bundle, raw=False):
+            self.bundles.append(bundle)
+
+    assert "text/html" in ex._static_bundle()  # placeholder before the first image
+    ex._static_handle = Handle()
+    ex.static_fallback, ex.static_delay = True, 60.0
+    ex.ablate("0.2").wait()  # wait() brings the static image up to date at once
+    bundle = ex._static_handle.bundles[-1]
+    assert bundle["image/png"] and "nbtools-static" in bundle["text/html"]
+    assert "ablated L0H2" in bundle["text/plain"]
+    assert "L0H2" in repr(ex)
+
+
+def test_view_figure_of_every_state(explorer, lab, measurement):
+    ex = explorer.wait()
+    fig = ex.figure()  # clean-only view
+    assert len(fig.axes) >= 6
+    view = panels.measurement_view(measurement, lambda i: f"w{i}")
+    view.update(ablated_ui=["L2H1", "mlp1"], position=7)
+    for mode in ("de", "delta", "sr"):
+        assert figure_bytes(view_figure(view, mode), "png").startswith(b"\x89PNG")
+    assert set(FORMATS) == {"png", "svg", "pdf"}
+
+
+# --- static assets ---------------------------------------------------------------------------
+
+def test_static_assets_are_self_contained():
+    assert ESM.count("export default") == 1
+    for needle in ("http://", "https://", "import(", "cdn"):
+        assert needle not in ESM.replace("http://www.w3.org/2000/svg", ""), needle
+    assert ".nbx-explorer" in CSS and ".nbtools-static" in CSS
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_static_module_parses(tmp_path):
+    path = tmp_path / "bundle.mjs"
+    path.write_text(ESM)
+    result = subprocess.run(["node", "--check", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in STATIC.iterdir()) == ["app.js", "core.js", "panels.js",
+                                                         "widgets.css"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_js_helpers_agree_with_python(tmp_path):
+    """The browser's click rule and number formatting, run in node (core.js has no DOM at
+    import time): the selection after a click sequence equals `standalone.toggle`'s."""
+    from nbtools.widgets.standalone import toggle
+
+    rng = np.random.default_rng(1)
+    clicks = [(f"L{rng.integers(3)}H{rng.integers(3)}", bool(rng.integers(2))) for _ in range(200)]
+    expected, states = [], []
+    for name, additive in clicks:
+        expected = toggle(expected, name, additive)
+        states.append(expected)
+    script = (STATIC / "core.js").read_text() + f"""
+const clicks = {json.dumps(clicks)};
+let sel = []; const states = [];
+for (const [name, additive] of clicks) {{ sel = toggleSelection(sel, name, additive); states.push(sel); }}
+console.log(JSON.stringify({{states, f: [fmt(-0.1234), fmt(0.5, 2), fmt(0), fmtP(0.4567), fmtP(2e-6)],
+                            t: ticks(-0.03, 0.11, 4)}}));
+"""
+    path = tmp_path / "check.mjs"
+    path.write_text(script)
+    out = json.loads(subprocess.run(["node", str(path)], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert out["states"] == states
+    assert out["f"] == ["\u22120.123", "+0.50", "\u00b10.000", "45.7%", "<0.001%"]
+    assert out["t"][0] <= 0 <= out["t"][-1] and 0 in out["t"]
