@@ -14,8 +14,18 @@ from .results import Measurement
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """`nbtools.Explorer` imports the widgets (the "lab" extra) only when first used."""
+    if name == "Explorer":
+        from .widgets import Explorer
+
+        return Explorer
+    raise AttributeError(f"module 'nbtools' has no attribute {name!r}")
+
+
 __all__ = [
-    "AttnLayer", "Head", "InterventionError", "InvalidInputError", "Lab", "MLPLayer",
+    "AttnLayer", "Explorer", "Head", "InterventionError", "InvalidInputError", "Lab", "MLPLayer",
     "Measurement", "NbtoolsError", "Neurons", "UnsupportedModelError", "load",
     "parse_components",
 ]
