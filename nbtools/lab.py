@@ -8,6 +8,7 @@ the cached clean residual stream (prefix reuse; upstream of an ablation nothing 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import OrderedDict
 from importlib.metadata import PackageNotFoundError, version
@@ -27,6 +28,7 @@ SCALES = ("clean", "recomputed")
 _CACHE_SIZE = 8
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     out = {}
     for pkg in ("nbtools", "torch", "transformers", "nnsight"):
@@ -175,7 +177,7 @@ class Lab:
             fold_value_biases=fold_value_biases, centred=centred,
             dtype=str(self.hf_model.dtype).replace("torch.", ""), seed=seed,
             sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = ΔL + DE",
-            versions=_versions())
+            versions=dict(_versions()))
         results: list[Measurement | None] = [None] * len(specs)
         for idxs, start in self._groups(specs, repl.n_sources * batch.size, max_rows):
             group = [specs[i] for i in idxs]
