@@ -1,6 +1,6 @@
 """Measurement-engine cost relative to plain transformers forwards (prints ratios).
 
-    python benchmarks/bench_engine.py [--repeats 5]
+    python benchmarks/bench_engine.py [--repeats 5] [--tokens 32 128] [--threads N]
 
 (a) one ablation's full measurement (clean run cached) ÷ one plain forward of the same
     prompt — target ≤ 1.3; reported for a head in the first, a middle and the last layer
@@ -49,10 +49,14 @@ def bench(lab, n_tokens: int, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tokens", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lab = gpt2_small_lab()
     print(f"torch threads: {torch.get_num_threads()}; model: {lab}")
-    for n_tokens in (32, 128):
+    for n_tokens in args.tokens:
         bench(lab, n_tokens, args.repeats)
 
 
