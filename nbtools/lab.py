@@ -29,7 +29,7 @@ _CACHE_SIZE = 8
 
 
 @functools.lru_cache(maxsize=1)
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     out = {}
     for pkg in ("nbtools", "torch", "transformers", "nnsight"):
         try:
@@ -177,7 +177,7 @@ class Lab:
             fold_value_biases=fold_value_biases, centred=centred,
             dtype=str(self.hf_model.dtype).replace("torch.", ""), seed=seed,
             sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = ΔL + DE",
-            versions=dict(_versions()))
+            versions=dict(package_versions()))
         results: list[Measurement | None] = [None] * len(specs)
         for idxs, start in self._groups(specs, repl.n_sources * batch.size, max_rows):
             group = [specs[i] for i in idxs]

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import tempfile
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from ..errors import InvalidInputError
+from ..lab import package_versions
 
 FORMAT_VERSION = 1
 META_KEY = "nbtools"
@@ -33,13 +33,7 @@ class ResultFileError(InvalidInputError):
 
 def versions() -> dict[str, str]:
     """Versions of the packages whose behaviour the numbers depend on."""
-    out = {}
-    for pkg in ("nbtools", "torch", "transformers", "nnsight"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
+    return dict(package_versions())
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
