@@ -255,6 +255,7 @@ def test_corpus_rows_from_texts_and_files(tmp_path):
     assert torch.equal(corpus_rows(tok, str(file), row_len=8, max_rows=2), rows[:2])
     with pytest.raises(InvalidInputError, match="fewer than"):
         corpus_rows(tok, ["w1 w2"], row_len=8)
+    assert corpus_rows(tok, "w7 " * 5000, row_len=8).shape == (625, 8)  # a long text, no path
 
 
 def test_corpus_rows_from_shared_corpora():

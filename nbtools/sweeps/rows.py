@@ -55,7 +55,15 @@ def iter_texts(corpus) -> Iterator[str]:
 
 
 def _looks_like_path(s: str) -> bool:
-    return "\n" not in s and len(s) < 4096 and (s.endswith(".txt") or Path(s).exists())
+    """A short one-line string naming a .txt file or an existing file / folder (else: a text)."""
+    if "\n" in s or len(s) > 1024:
+        return False
+    if s.endswith(".txt"):
+        return True
+    try:
+        return Path(s).exists()
+    except OSError:  # e.g. a name too long for the file system: a text
+        return False
 
 
 def corpus_rows(tokenizer, corpus, row_len: int = 128, max_rows: int | None = None,
@@ -86,7 +94,7 @@ def corpus_rows(tokenizer, corpus, row_len: int = 128, max_rows: int | None = No
     rows: list[list[int]] = []
     buf: list[int] = []
     for text in iter_texts(corpus):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         if eot is not None:
             ids = [*ids, eot]
         buf.extend(ids)

@@ -68,6 +68,7 @@ def write(path: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dic
             handle.write(blob)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -75,6 +76,12 @@ def write(path: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dic
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
