@@ -113,7 +113,7 @@ def test_render_all(sweeps, tmp_path):
     names = [name for name, _ in figures.figure_jobs([sweeps["heads"], sweeps["zero"],
                                                       sweeps["layers"]])]
     assert {"rn_fig1_models", "rn_ablation_comparison", "0_rn_anti_erasure_L2H0_condensed",
-            "0_rn_noise_L2H1", "2_hydra_f7_compensation_attn_recomputed",
+            "0_rn_noise_L2H1", "1_rn_breakdown", "2_hydra_f7_compensation_attn_recomputed",
             "2_hydra_f1_layer_de_mlp"} <= set(names)
     paths = figures.render_all(sweeps["zero"], tmp_path, formats=("svg",))
     assert sorted(p.name for p in paths) == sorted(

@@ -82,7 +82,8 @@ def _layer_figures(res, tag: str):
 def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
     """(file stem, zero-argument function drawing it) for every figure the results support.
 
-    Several head sweeps also get the multi-model Fig. 1 and, when their methods differ, the
+    With several results, stems start with the result's position ("0_", "1_", ...). Several
+    head sweeps also get the multi-model Fig. 1 and, when their methods differ, the
     ablation-type comparison.
     """
     from ..sweeps import HeadSweepResult, LayerSweepResult
@@ -91,7 +92,7 @@ def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
     jobs = []
     heads = [r for r in results if isinstance(r, HeadSweepResult)]
     for i, res in enumerate(results):
-        prefix = tag + (f"{i}_" if len(results) > 1 else "")
+        prefix = tag + (f"{i}_" if len(results) > 1 else "")  # "0_…", "1_…": the i-th result
         if isinstance(res, HeadSweepResult):
             jobs.extend(_head_figures(res, prefix))
         elif isinstance(res, LayerSweepResult):

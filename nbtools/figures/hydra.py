@@ -91,7 +91,7 @@ def layer_de(source, prompt: int = 0, ablation: str | None = None, scale: str = 
         token = res.target_tokens[prompt] if res.target_tokens else None
         title = f"{ablation} ablated · prompt {prompt}" + (f" → {token!r}" if token else "")
         who = f"{res.settings['n_sources']} resamples"
-    fig, axes = figure(1, 2, height=1.9, sharey=True)
+    fig, axes = figure(1, 2, height=1.9)
     layers = np.arange(len(clean["attn"]))
     for ax, kind in zip(axes, ("attn", "mlp"), strict=True):
         for k, layer in ablated:
@@ -223,7 +223,7 @@ def compensation_vs_unembed(res, kind: str = "attn", scale: str = "clean"):
     ax2.axhline(0, color="#cccccc", lw=0.5)
     ax2.set_xlabel("ablated layer")
     _int_x(ax2)
-    ax2.set_title("CE ~ Δunembed fit")
+    ax2.set_title("per-layer fit")
     ax2.legend(loc="best")
     annotate(fig, f"{res.settings['model']} · {KIND_NAMES[kind]} layers · least squares per "
              f"layer across prompts · {_scale_text(scale)}", res.settings)
@@ -252,13 +252,16 @@ def compensation_split(res, kind: str = "attn", scale: str = "clean"):
 
 @styled
 def mlp_erasure(res, attn_layer: int | None = None, scale: str = "clean"):
-    """Late MLPs as erasers: each MLP layer's DE, clean vs with one attention layer ablated."""
+    """Late MLPs as erasers: each MLP layer's DE, clean vs with one attention layer ablated.
+
+    attn_layer: default the attention layer with the largest mean |Δunembed|.
+    """
     attn_layers = res.layers_of("attn")
     if not attn_layers:
         raise ValueError("the sweep has no attention-layer ablations")
-    if attn_layer is None:
+    if attn_layer is None:  # the attention layer with the largest mean |Δunembed|
         du = res.get("delta_unembed", kind="attn").mean(0)
-        attn_layer = attn_layers[int(du.argmax())]
+        attn_layer = attn_layers[int(du.abs().argmax())]
     a = res.index("attn", attn_layer)
     clean = _np(res.get("mlp_de_clean")).mean(0)
     ablated = _np(res.get("mlp_de_ablated", scale)[:, a]).mean(0)

@@ -27,7 +27,7 @@ def _np(x) -> np.ndarray:
 def _ylabel(quantity: str, statistic: str) -> str:
     label = LABELS.get(quantity, quantity)
     if statistic in ("ratio_of_means", "mean_clipped_ratio", "mean_ratio"):
-        return f"{label} / DE ({STAT_TEXT[statistic]})"
+        return f"{label} / DE\n({STAT_TEXT[statistic]})"
     return f"{label} (logit, {STAT_TEXT[statistic]})"
 
 
@@ -87,7 +87,7 @@ def de_vs_delta_logit(res, selection: str = "condensed", statistic: str = "mean"
     layers = np.repeat(np.arange(res.n_layers), res.n_heads)
     keep = np.isfinite(de) & np.isfinite(dl)
     fig, ax = figure(height=2.4)
-    lo, hi = _limits(de[keep], -dl[keep], dl[keep])
+    lo, hi = _limits(de[keep], dl[keep], [0.0])
     xs = np.array([lo, hi])
     ax.fill_between(xs, -xs, hi, color=COLORS["green"], alpha=0.08, lw=0)
     ax.fill_between(xs, lo, -xs, color=COLORS["red"], alpha=0.08, lw=0)
@@ -212,7 +212,8 @@ def breakdown(res, heads=None, n: int = 6, selection: str = "condensed",
     ax.axhline(0, color="#bbbbbb", lw=0.5)
     ax.set_xticks(xs, [_head_label(h) for h in heads], rotation=0)
     ax.set_ylabel(_ylabel("self_repair", statistic).replace("SR", "value"))
-    ax.legend(loc="best", ncols=3)
+    fig.legend(loc="outside upper center", ncols=len(parts), handlelength=1.0,
+               columnspacing=0.8)
     annotate(fig, _caption(res, selection, statistic, "SR = SR_heads + SR_MLP + SR_LN"),
              res.settings)
     return fig

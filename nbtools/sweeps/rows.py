@@ -10,7 +10,7 @@ the BOS / end-of-text token followed by `row_len - 1` corpus tokens (Transformer
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -107,7 +107,3 @@ def corpus_rows(tokenizer, corpus, row_len: int = 128, max_rows: int | None = No
         raise InvalidInputError(f"the corpus has fewer than {body} tokens: not one full row")
     return torch.tensor(rows, dtype=torch.long)
 
-
-def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
-    for start in range(0, n, size):
-        yield start, min(n, start + size)
