@@ -15,28 +15,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import warnings
 
 import torch
+from common import gpt2_small_lab
 
 
 def build_lab(device: str):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    import nbtools
-
-    torch.manual_seed(0)
-    config = GPT2Config(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    model = GPT2LMHeadModel(config).eval()
-    vocab = {f"w{i}": i for i in range(config.vocab_size)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0", pad_token="w0")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nbtools.load(model, tokenizer=tokenizer, name="gpt2-small-random", device=device)
+    return gpt2_small_lab(device=device)
 
 
 def main() -> None:

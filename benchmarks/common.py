@@ -13,7 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 import nbtools
 
 
-def gpt2_small_lab(seed: int = 0):
+def gpt2_small_lab(seed: int = 0, device: str = "cpu"):
     """A randomly initialised GPT-2 small (12 layers × 12 heads, d_model 768, vocab 50257)."""
     torch.manual_seed(seed)
     config = GPT2Config(resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
@@ -24,7 +24,7 @@ def gpt2_small_lab(seed: int = 0):
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0", pad_token="w0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return nbtools.load(model, tokenizer=tokenizer, name="gpt2-small-random")
+        return nbtools.load(model, tokenizer=tokenizer, name="gpt2-small-random", device=device)
 
 
 def paired_ratio(measured, baseline, repeats: int) -> tuple[float, float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -11,6 +12,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import nbtools
+from nbtools.corpus import DataNotFoundError, default_data_dir
 
 FAMILIES = {
     "gpt2": make_gpt2,
@@ -32,6 +34,17 @@ def make_lab(family: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return nbtools.load(FAMILIES[family](), tokenizer=word_tokenizer(), name=family)
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The shared data folder; an error in CI, a skip elsewhere, when it is missing."""
+    try:
+        return default_data_dir()
+    except DataNotFoundError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the shared data folder: {exc}")
+        pytest.skip(f"shared data folder not found: {exc}")
 
 
 @pytest.fixture(scope="session")

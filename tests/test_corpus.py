@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
 
 import pytest
@@ -18,17 +17,6 @@ from nbtools.corpus import (
     split_documents,
     strip_tags,
 )
-
-
-@pytest.fixture(scope="module")
-def data_dir():
-    """The shared data folder; an error in CI, a skip elsewhere, when it is missing."""
-    try:
-        return default_data_dir()
-    except DataNotFoundError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the shared data folder: {exc}")
-        pytest.skip(f"shared data folder not found: {exc}")
 
 
 def _write_zip(path, members: dict[str, str]) -> None:

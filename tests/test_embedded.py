@@ -3,12 +3,11 @@ reproduces the held-out loss recorded in its card."""
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 
-from nbtools.corpus import DataNotFoundError, default_data_dir, iter_documents, split_documents
+from nbtools.corpus import iter_documents, split_documents
 from nbtools.embedded import (
     EMBEDDED_MODELS,
     EmbeddedModelError,
@@ -18,17 +17,6 @@ from nbtools.embedded import (
     read_card,
 )
 from nbtools.training import ARTIFACT_FILES, heldout_loss
-
-
-@pytest.fixture(scope="module")
-def data_dir():
-    """The shared data folder; an error in CI, a skip elsewhere, when it is missing."""
-    try:
-        return default_data_dir()
-    except DataNotFoundError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the shared data folder: {exc}")
-        pytest.skip(f"shared data folder not found: {exc}")
 
 
 @pytest.fixture(scope="module")
