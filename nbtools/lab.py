@@ -65,10 +65,12 @@ class Lab:
 
     @property
     def n_layers(self) -> int:
+        """Number of transformer blocks."""
         return self.shape.n_layers
 
     @property
     def n_heads(self) -> int:
+        """Attention heads per layer."""
         return self.shape.n_heads
 
     def weights(self, centred: bool = True) -> Weights:

@@ -77,3 +77,11 @@ def next_token_targets(ids, mask):
     for b, n in enumerate(lengths.tolist()):
         targets[b, : n - 1] = ids[b, 1:n]
     return targets
+
+
+@pytest.fixture(scope="session")
+def notebook_runs(tmp_path_factory):
+    """Executes each walkthrough notebook at most once per session (see notebook_runs.py)."""
+    from notebook_runs import NotebookRuns
+
+    return NotebookRuns(tmp_path_factory.mktemp("executed-notebooks"))

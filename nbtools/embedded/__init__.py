@@ -102,12 +102,15 @@ def load_from_dir(folder: str | os.PathLike, device="cpu", dtype=None, verify: b
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     folder = Path(folder)
     if not folder.is_dir():
         raise _error(folder, f"Model folder {folder} does not exist.")
     if verify:
         verify_dir(folder)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a small local load: no "Loading weights" bar
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=dtype or torch.float32, local_files_only=True
@@ -115,6 +118,9 @@ def load_from_dir(folder: str | os.PathLike, device="cpu", dtype=None, verify: b
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise _error(folder, f"Cannot load the model in {folder}: {exc}") from exc
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     return model.to(device).eval(), tokenizer
 
 

@@ -82,7 +82,7 @@ def _layer_figures(res, tag: str):
 def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
     """(file stem, zero-argument function drawing it) for every figure the results support.
 
-    With several results, stems start with the result's position ("0_", "1_", ...). Several
+    With several results, stems start with the result's position (`0_`, `1_`, ...). Several
     head sweeps also get the multi-model Fig. 1 and, when their methods differ, the
     ablation-type comparison.
     """
