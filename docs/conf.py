@@ -32,7 +32,7 @@ extensions = [
     "myst_nb",
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
-    "sphinx_mathjax_offline",  # MathJax ships with the site: no CDN when reading it
+    "sphinx-mathjax-offline",  # MathJax ships with the site: no CDN when reading it
     "sphinxarg.ext",
     "nbtools_docstrings",
 ]
@@ -42,7 +42,6 @@ exclude_patterns = ["_build", "_ext", "figures/README.md", "**/.ipynb_checkpoint
 default_role = "code"
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_default_options = {"members": True, "undoc-members": False}
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3

@@ -15,7 +15,8 @@ import re
 from docutils import nodes
 from docutils.parsers.rst import Directive
 
-KEY_LINE = re.compile(r"^[\w`\"'(*][^:]{0,60}?: ")
+# "name: ...", "`name`: ...", "on_click(event): ...", "sources (resample): ..."
+KEY_LINE = re.compile(r"^[`\"']?[\w./*()\-]+[`\"']?( \([^)]{0,40}\))?: ")
 PIPE_OUTSIDE_CODE = re.compile(r"(`[^`]*`)|\|")
 
 
@@ -39,13 +40,13 @@ def _paragraphs(lines: list[str]) -> list[list[str]]:
 def to_rest(lines: list[str]) -> list[str]:
     """Our plain-text docstring lines → reST lines."""
     out: list[str] = []
-    for block in _paragraphs(lines):
+    for i, block in enumerate(_paragraphs(lines)):
         if block[0].startswith(" "):  # an example: a literal block
             previous = [line for line in out if line.strip()]
             if not (previous and previous[-1].rstrip().endswith("::")):
                 out += ["::", ""]
             out += block + [""]
-        elif KEY_LINE.match(block[0]) and len(block) > 1:
+        elif i > 0 and KEY_LINE.match(block[0]) and len(block) > 1:  # not the summary
             items: list[str] = []
             for line in block:
                 if KEY_LINE.match(line) or not items:
@@ -59,6 +60,11 @@ def to_rest(lines: list[str]) -> list[str]:
 
 
 def _process(app, what, name, obj, options, lines: list[str]) -> None:
+    if what == "module" and obj.__doc__:
+        # autodoc dedents a module docstring's later lines together, which would flatten
+        # examples that are the only indented lines; start again from the raw text.
+        first, _, rest = obj.__doc__.partition("\n")
+        lines[:] = [first.strip(), *rest.rstrip().splitlines()]
     lines[:] = to_rest(lines)
 
 
