@@ -74,7 +74,7 @@ class Lab:
         return self.shape.n_heads
 
     def weights(self, centred: bool = True) -> Weights:
-        """Folded (and by default vocabulary-centred) fp32 weights, computed once."""
+        """Folded (and by default vocabulary-centred) float64 weights, computed once."""
         if centred not in self._weights:
             self._weights[centred] = Weights.from_adapter(self.adapter, centred=centred)
         return self._weights[centred]

@@ -35,7 +35,9 @@ class Measurement:
       delta_logit = ΔL = ℓ̂_abl − ℓ̂_clean; direct_effect / direct_effect_ablated = DE of the
       ablated components; self_repair = ΔL − (DE^abl − DE); sr_heads, sr_mlp (downstream
       heads and MLP layers, ablated components excluded); sr_ln = SR − sr_heads − sr_mlp
-      (the final-norm residual) and sr_ln_closed = (1 − s'/s)(ℓ̂_abl − b̂_U[y]);
+      (the final-norm residual) and sr_ln_closed = (1 − s'/s)(ℓ̂_abl − b̂_U[y]) (equal to
+      sr_ln with scale="clean"; with "recomputed", sr_ln keeps only the rescaling of the
+      embeddings and attention output biases);
       self_repair_prime = ΔL + DE (the variant that assumes DE^abl = 0).
     With logprobs=True: logprob_clean/_ablated [N] of the target (ablated: mean over sources),
       topk_ids/_probs_clean/_ablated [N, k] (ablated: of the source-averaged distribution).

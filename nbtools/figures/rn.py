@@ -91,7 +91,7 @@ def de_vs_delta_logit(res, selection: str = "condensed", statistic: str = "mean"
     xs = np.array([lo, hi])
     ax.fill_between(xs, -xs, hi, color=COLORS["green"], alpha=0.08, lw=0)
     ax.fill_between(xs, lo, -xs, color=COLORS["red"], alpha=0.08, lw=0)
-    ax.plot(xs, -xs, color=COLORS["black"], lw=0.7, ls="--", label="y = −x (no self-repair)")
+    ax.plot(xs, -xs, color=COLORS["black"], lw=0.7, ls="--", label="y = −x (ΔL = −DE: SR′ = 0)")
     sc = ax.scatter(de[keep], dl[keep], c=layers[keep], cmap="viridis", s=6, lw=0)
     ax.text(0.97, 0.95, "self-repaired", transform=ax.transAxes, ha="right", va="top",
             color=COLORS["green"], fontsize=6)

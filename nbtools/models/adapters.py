@@ -104,8 +104,10 @@ class Adapter:
         return self.unembed(self.hf_model).weight.detach().float().T
 
     def b_U(self) -> torch.Tensor:
-        b = self.unembed(self.hf_model).bias
-        return torch.zeros(self.shape.d_vocab) if b is None else b.detach().float()
+        unembed = self.unembed(self.hf_model)
+        if unembed.bias is None:
+            return torch.zeros(self.shape.d_vocab, device=unembed.weight.device)
+        return unembed.bias.detach().float()
 
     def gamma_beta(self) -> tuple[torch.Tensor, torch.Tensor]:
         norm = self.final_norm(self.hf_model)
@@ -137,7 +139,7 @@ class Adapter:
     def _bias(module) -> torch.Tensor:
         b = getattr(module, "bias", None)
         n_out = module.weight.shape[1 if type(module).__name__ == "Conv1D" else 0]
-        return torch.zeros(n_out) if b is None else b.detach().float()
+        return torch.zeros(n_out, device=module.weight.device) if b is None else b.detach().float()
 
 
 class GPT2Adapter(Adapter):

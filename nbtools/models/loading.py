@@ -94,5 +94,7 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
         tokenizer.pad_token = tokenizer.eos_token
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        lm = TransformersModel(hf_model, tokenizer=tokenizer)
+        # the revision travels with remote (NDIF) requests, so they run the same checkpoint
+        lm = TransformersModel(hf_model, tokenizer=tokenizer,
+                               **({"revision": revision} if revision else {}))
     return Lab(lm, adapter, label)

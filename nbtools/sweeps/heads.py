@@ -137,7 +137,8 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
         `nbtools.sweeps.rows.iter_texts`) cut into rows of `row_len` tokens; n_rows caps them.
     method: "resample" (row i ← row i+1 of its batch of `batch_rows` rows), "mean" (mean
         over the first `mean_rows` rows' tokens), or "zero".
-    heads: "all", a list such as ["9.6", "L10H7"] or "3.*". per_token: heads whose every
+    heads: "all", a list such as ["9.6", "L10H7"], "3.*", or None (only the per_token and
+        anti_erasure heads; every swept head is in the summaries). per_token: heads whose every
         site is recorded. anti_erasure: heads whose MLP neurons in `anti_erasure_layer`
         (default: the last layer) are tracked (top `n_top_neurons` by ΔDE per site).
     top_frac: the condensed selection (top 2% of sites by the head's clean DE).
