@@ -14,7 +14,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from ..sweeps.heads import LABELS, STATISTICS
-from .style import COLORS, CYCLE, PART_COLORS, annotate, describe, figure, styled
+from .style import COLORS, COLUMN_WIDTH, CYCLE, PART_COLORS, annotate, describe, figure, styled
 
 STAT_TEXT = {"mean": "mean", "median": "median", "ratio_of_means": "ratio of means",
              "mean_clipped_ratio": "mean of clipped ratios", "mean_ratio": "mean of ratios"}
@@ -225,7 +225,7 @@ def anti_erasure(res, head, selection: str = "condensed", n_neurons: int = 15):
     """Anti-erasure views for one head: sparsity curves, top-5 share, top-neuron DE scatter,
     and how often each neuron is in the top 10."""
     ae = res.anti_erasure(head, selection)
-    fig, axes = figure(2, 2, height=3.2)
+    fig, axes = figure(2, 2, height=3.4, width=1.5 * COLUMN_WIDTH)
     ax = axes[0, 0]
     curves = _np(ae["curves"])
     ranks = np.arange(1, curves.shape[0] + 1)
@@ -235,8 +235,9 @@ def anti_erasure(res, head, selection: str = "condensed", n_neurons: int = 15):
     ax.set_xlabel("N-th neuron by ΔDE")
     ax.set_ylabel("fraction of tokens")
     ax.set_title("sparsity of anti-erasure")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(loc="upper right", fontsize=5)
+    ax.set_ylim(-0.02, 1.3)  # room above the curves for the legend
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
+    ax.legend(loc="upper right", fontsize=5, ncol=2, columnspacing=0.8, handlelength=1.2)
 
     ax = axes[0, 1]
     names = ["ratio of\nmeans", "mean of\nclipped ratios"]
@@ -257,7 +258,7 @@ def anti_erasure(res, head, selection: str = "condensed", n_neurons: int = 15):
     else:
         order = np.argsort(-_np(ae["recurrence"]))[:n_neurons]
         clean, abl = _np(ae["neuron_de_clean"])[order], _np(ae["neuron_de_ablated"])[order]
-        title = "most recurrent neurons (mean)"
+        title = "most recurrent (mean)"
     ax.scatter(clean, abl, s=4, color=COLORS["purple"], alpha=0.6, lw=0)
     lo, hi = _limits(clean, abl)
     ax.plot([lo, hi], [lo, hi], color=COLORS["black"], lw=0.6, ls="--")
@@ -274,7 +275,7 @@ def anti_erasure(res, head, selection: str = "condensed", n_neurons: int = 15):
     ax.bar(np.arange(len(order)), rec[order], color=COLORS["green"], width=0.7)
     ax.set_xticks(np.arange(len(order)), [str(i) for i in order], rotation=90, fontsize=5)
     ax.set_xlabel(f"neuron (layer {ae['layer']})")
-    ax.set_ylabel("share of tokens in top 10")
+    ax.set_ylabel("share of tokens")
     ax.set_title("recurrence in the top 10")
     fig.suptitle(f"{_head_label(head)} → layer-{ae['layer']} MLP neurons", fontsize=7)
     annotate(fig, f"{describe(res.settings)} · {ae['selection']} ({ae['n_sites']} sites); "
