@@ -53,7 +53,8 @@ def layer_de(source, prompt: int = 0, ablation: str | None = None, scale: str = 
     """F1/F3: per-layer DE on the top token, clean vs each resample vs their mean.
 
     source: a `Measurement` of one layer ablation (its sites are taken as resamples of one
-    prompt, e.g. from `nbtools.sweeps.layers.hydra_sources`; a single site draws just the
+    prompt, e.g. `lab.measure([prompt] * K, "attn3", method="resample", sources=[[s] for s
+    in K_sources], positions="final", target="top")`; a single site draws just the
     ablated line) or a `LayerSweepResult` (prompt index, ablation label such as "attn3";
     per-source lines where the sweep kept examples). mean_ablation: optionally a
     `Measurement` of the same ablation with method="mean", drawn as a dashed line.
