@@ -21,7 +21,6 @@ heads. Results stream to a resumable, atomically written safetensors file.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +30,15 @@ from ..components import Head
 from ..errors import InvalidInputError
 from ..lab import SCALES
 from . import store
-from .common import Checkpointer, batch_bounds, iter_pending, parse_heads, progress_bar
-from .remote import check_remote, remote_execution
+from .common import (
+    Checkpointer,
+    batch_bounds,
+    iter_pending,
+    parse_heads,
+    progress_bar,
+    sweep_run,
+)
+from .remote import check_remote
 from .rows import corpus_rows
 from .topk import merge_topk, top_count
 
@@ -223,24 +229,16 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
 
     bar = progress_bar(progress, R, done, f"head sweep ({lab.name}, {method})", "row")
     checkpoint = Checkpointer(checkpoint_every)
-    try:
-        with remote_execution(lab, remote), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="ablating .* changed nothing")
-            for start, end in iter_pending(bounds, done):
-                measured = _measure_batch(lab, rows[start:end], main_groups, ae_heads, ae_layer,
-                                          n_top, ae_batch_rows, opts)
-                state = _updated(state, measured, start, all_heads, tok_heads, ae_heads, k,
-                                 clip, thresholds, shape.d_mlp)
-                done = end
-                bar.update(end - start)
-                if checkpoint.due():
-                    save(complete=False)
-    except BaseException:
-        save(complete=False)
-        raise
-    finally:
-        bar.close()
-    save(complete=True)
+    with sweep_run(lab, remote, save, bar):
+        for start, end in iter_pending(bounds, done):
+            measured = _measure_batch(lab, rows[start:end], main_groups, ae_heads, ae_layer,
+                                      n_top, ae_batch_rows, opts)
+            state = _updated(state, measured, start, all_heads, tok_heads, ae_heads, k,
+                             clip, thresholds, shape.d_mlp)
+            done = end
+            bar.update(end - start)
+            if checkpoint.due():
+                save(complete=False)
     return HeadSweepResult.from_state(state, settings, rows,
                                       dict(rows_done=done, n_rows=R, complete=True))
 

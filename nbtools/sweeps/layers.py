@@ -13,7 +13,6 @@ frozen scale; ``recomputed``: each run's own scale). Results stream to a resumab
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from ..facts import load_facts
 from ..lab import SCALES
 from ..repair import downstream_masks
 from . import store
-from .common import Checkpointer, batch_bounds, iter_pending, progress_bar
-from .remote import check_remote, remote_execution
+from .common import Checkpointer, batch_bounds, iter_pending, progress_bar, sweep_run
+from .remote import check_remote
 
 KIND = "layer_sweep"
 KINDS = ("attn", "mlp")
@@ -131,31 +130,23 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
     ex_done = int(state["examples_done"])
     bar = progress_bar(progress, total, done + ex_done, f"layer sweep ({lab.name})", "prompt")
     checkpoint = Checkpointer(checkpoint_every)
-    try:
-        with remote_execution(lab, remote), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="ablating .* changed nothing")
-            for start, end in iter_pending(bounds, done):
-                chunk = texts[start:end]
-                sources = [[texts[j] for j in index[i]] for i in range(start, end)]
-                state = _fill(state, start, end, scales, lambda s, c=chunk, src=sources:
-                              lab.measure_many(c, ablations, sources=src, scale=s, **common))
-                done = end
-                bar.update(end - start)
-                if checkpoint.due():
-                    save(complete=False)
-            for e in range(ex_done, examples):
-                state = _fill_example(state, e, scales, lambda s, e=e: lab.measure_many(
-                    [texts[e]] * n_sources, ablations, sources=[[texts[j]] for j in index[e]],
-                    scale=s, **common))
-                bar.update(1)
-                if checkpoint.due():
-                    save(complete=False)
-    except BaseException:
-        save(complete=False)
-        raise
-    finally:
-        bar.close()
-    save(complete=True)
+    with sweep_run(lab, remote, save, bar):
+        for start, end in iter_pending(bounds, done):
+            chunk = texts[start:end]
+            sources = [[texts[j] for j in index[i]] for i in range(start, end)]
+            state = _fill(state, start, end, scales, lambda s, c=chunk, src=sources:
+                          lab.measure_many(c, ablations, sources=src, scale=s, **common))
+            done = end
+            bar.update(end - start)
+            if checkpoint.due():
+                save(complete=False)
+        for e in range(ex_done, examples):
+            state = _fill_example(state, e, scales, lambda s, e=e: lab.measure_many(
+                [texts[e]] * n_sources, ablations, sources=[[texts[j]] for j in index[e]],
+                scale=s, **common))
+            bar.update(1)
+            if checkpoint.due():
+                save(complete=False)
     return LayerSweepResult.from_state(state, settings, dict(prompts_done=done, n_prompts=P,
                                                              complete=True), lab)
 
