@@ -35,7 +35,7 @@ class Replacement:
     n_sources: int
     description: str
     shape: Shape
-    zero_heads: torch.Tensor | None = None   # [L, H, d_head]: b_V when folded, else None (= 0)
+    zero_heads: torch.Tensor | None = None   # [L, H, d_head]: c_V when folded, else None (= 0)
     means: Activations | None = None
     pool: Activations | None = None
     index: torch.Tensor | None = None

@@ -26,7 +26,7 @@ class Weights:
     b_U: torch.Tensor        # [d_vocab] folded β·W_U + b_U, centred likewise
     W_O: torch.Tensor        # [n_layers, n_heads, d_head, d_model]
     b_O: torch.Tensor        # [n_layers, d_model]
-    b_V: torch.Tensor | None  # [n_layers, n_heads, d_head]
+    c_V: torch.Tensor | None  # [n_layers, n_heads, d_head] value constant c_h = (β₁·W_V + b_V)[h]
     W_out: list[torch.Tensor]  # per layer [d_mlp, d_model]
     b_out: torch.Tensor      # [n_layers, d_model]
     norm: str                # "layernorm" | "rmsnorm"
@@ -42,17 +42,20 @@ class Weights:
         if centred:
             W_hat = W_hat - W_hat.mean(dim=1, keepdim=True)
             b_hat = b_hat - b_hat.mean()
-        b_V = adapter.b_V()
+        c_V = adapter.value_constant()
         return cls(W_U=W_hat, b_U=b_hat, W_O=adapter.W_O().double(), b_O=adapter.b_O().double(),
-                   b_V=None if b_V is None else b_V.double(),
+                   c_V=None if c_V is None else c_V.double(),
                    W_out=[adapter.W_out(i).double() for i in range(adapter.shape.n_layers)],
                    b_out=adapter.b_out().double(), norm=adapter.norm, eps=adapter.norm_eps(),
                    centred=centred)
 
     def attn_bias(self, fold_value_biases: bool) -> torch.Tensor:
-        """The attention layer's constant [n_layers, d_model]: b_O, plus Σ_h b_V[h] W_O[h] if folded."""
-        if fold_value_biases and self.b_V is not None:
-            return self.b_O + torch.einsum("lhe,lhed->ld", self.b_V, self.W_O)
+        """The attention layer's constant [n_layers, d_model]: b_O, plus Σ_h c_h W_O[h] if folded.
+
+        c_h = (β₁·W_V + b_V)[h] is head h's value constant (see models.adapters).
+        """
+        if fold_value_biases and self.c_V is not None:
+            return self.b_O + torch.einsum("lhe,lhed->ld", self.c_V, self.W_O)
         return self.b_O
 
 
@@ -137,8 +140,8 @@ def dot_components(acts: Activations, n_runs: int, rows: torch.Tensor, pos: torc
     heads, mlps, neurons = [], [], []
     for i, layer in enumerate(range(first, first + len(acts.z))):
         z = split(acts.z[i])
-        if fold_value_biases and weights.b_V is not None:
-            z = z - weights.b_V[layer]
+        if fold_value_biases and weights.c_V is not None:
+            z = z - weights.c_V[layer]
         heads.append(torch.einsum("gnhe,nhe->gnh", z, proj.head[:, layer]))
         mlps.append(torch.einsum("gnd,nd->gn", split(acts.mlp_out[i]), proj.u))
         if proj.neuron is not None and acts.neurons:

@@ -258,8 +258,8 @@ class Lab:
             n_tok = int(pool.attention_mask.sum())
             return abl.Replacement("mean", 1, f"mean over {n_tok} tokens of {who}", self.shape,
                                    means=abl.token_means(pool_acts, pool.attention_mask))
-        zero_heads = self.weights(True).b_V if fold_value_biases else None
-        what = "zeros" + (" (heads: their value bias b_V, folded convention)"
+        zero_heads = self.weights(True).c_V if fold_value_biases else None
+        what = "zeros" + (" (heads: their value constant c_h = β₁·W_V + b_V, folded convention)"
                           if zero_heads is not None else "")
         return abl.Replacement("zero", 1, what, self.shape, zero_heads=zero_heads)
 

@@ -8,10 +8,21 @@ with the same layout for every family:
 
     W_O  [n_layers, n_heads, d_head, d_model]   head h's slice of the output projection
     b_O  [n_layers, d_model]                    attention output bias (zeros if absent)
-    b_V  [n_layers, n_heads, d_head] or None    value bias per (query) head
+    c_V  [n_layers, n_heads, d_head] or None    per-head value constant (below)
     W_out [d_mlp, d_model] per layer            MLP down projection; b_out [n_layers, d_model]
     W_U  [d_model, d_vocab], b_U [d_vocab]      unembedding
     gamma, beta [d_model]                       final norm (beta zeros for RMSNorm)
+
+The value constant ``c_V`` is what each head's ``z`` carries whatever it attends to:
+attention weights sum to one, so the value projection of the *constant part* of the
+attention's input passes straight through. With a pre-attention norm ``γ₁ ⊙ x̂ + β₁`` and
+value projection ``x ↦ x·W_V + b_V``::
+
+    c_h = (β₁ · W_V + b_V)[h]        (query head h; with GQA, the KV head that serves h)
+
+GPT-2 and GPT-NeoX have both terms; the Llama family (RMSNorm: no β₁) has ``c_h = b_V[h]``
+where ``v_proj`` has a bias (Qwen2) and no constant (None) otherwise. This is what
+TransformerLens folds into the attention output bias (its ``b_V`` after folding LN1).
 
 Adding a family means one new subclass here plus its reference tests.
 """
@@ -89,9 +100,9 @@ class Adapter:
         return torch.stack([self._bias(self.attn_out_proj(self.hf_model, i))
                             for i in range(self.shape.n_layers)])
 
-    def b_V(self) -> torch.Tensor | None:
-        """Value bias per query head [n_layers, n_heads, d_head], or None if the family has none."""
-        return None
+    def value_constant(self) -> torch.Tensor | None:
+        """Per-head value constant c_h = (β₁·W_V + b_V)[h] [n_layers, n_heads, d_head] or None."""
+        raise NotImplementedError
 
     def W_out(self, layer: int) -> torch.Tensor:
         return self._linear_in_out(self.mlp_down_proj(self.hf_model, layer))
@@ -136,6 +147,12 @@ class Adapter:
         return w if type(module).__name__ == "Conv1D" else w.T
 
     @staticmethod
+    def _norm_bias(norm) -> torch.Tensor:
+        """A norm's additive β [d_model] (zeros for RMSNorm, which has none)."""
+        b = getattr(norm, "bias", None)
+        return torch.zeros_like(norm.weight, dtype=torch.float) if b is None else b.detach().float()
+
+    @staticmethod
     def _bias(module) -> torch.Tensor:
         b = getattr(module, "bias", None)
         n_out = module.weight.shape[1 if type(module).__name__ == "Conv1D" else 0]
@@ -163,10 +180,15 @@ class GPT2Adapter(Adapter):
     def final_norm(self, root):
         return root.transformer.ln_f
 
-    def b_V(self):
+    def value_constant(self):
         s = self.shape
-        biases = [h.attn.c_attn.bias.detach().float()[2 * s.d_model:] for h in self.hf_model.transformer.h]
-        return torch.stack(biases).reshape(s.n_layers, s.n_heads, s.d_head)
+        out = []
+        for block in self.hf_model.transformer.h:
+            # c_attn's output is [q | k | v], each d_model wide; v splits into heads.
+            W_V = self._linear_in_out(block.attn.c_attn)[:, 2 * s.d_model:]
+            b_V = self._bias(block.attn.c_attn)[2 * s.d_model:]
+            out.append(self._norm_bias(block.ln_1) @ W_V + b_V)
+        return torch.stack(out).reshape(s.n_layers, s.n_heads, s.d_head)
 
     def _read_shape(self):
         c = self.config
@@ -195,15 +217,14 @@ class NeoXAdapter(Adapter):
     def final_norm(self, root):
         return root.gpt_neox.final_layer_norm
 
-    def b_V(self):
+    def value_constant(self):
         s = self.shape
         out = []
         for layer in self.hf_model.gpt_neox.layers:
-            bias = layer.attention.query_key_value.bias
-            if bias is None:
-                return None
+            qkv = layer.attention.query_key_value
+            const = self._norm_bias(layer.input_layernorm) @ self._linear_in_out(qkv) + self._bias(qkv)
             # query_key_value's output is laid out per head as [q | k | v], each d_head wide.
-            out.append(bias.detach().float().reshape(s.n_heads, 3, s.d_head)[:, 2])
+            out.append(const.reshape(s.n_heads, 3, s.d_head)[:, 2])
         return torch.stack(out)
 
     def _is_parallel(self):
@@ -240,7 +261,8 @@ class LlamaAdapter(Adapter):
     def final_norm(self, root):
         return root.model.norm
 
-    def b_V(self):
+    def value_constant(self):
+        """RMSNorm has no β₁, so c_h = b_V[h]; None where v_proj has no bias."""
         s = self.shape
         out = []
         for layer in self.hf_model.model.layers:
