@@ -5,14 +5,22 @@ Written from ``/work/shared/SPEC.md`` and the installed ``transformers`` sources
 Speed is irrelevant here; every step is meant to be obviously correct.
 
 Supported model classes: ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM`` (parallel and sequential
-residual) and ``LlamaForCausalLM`` (incl. grouped-query attention and ``attention_bias``).
+residual), ``LlamaForCausalLM`` (incl. grouped-query attention and ``attention_bias``) and
+``Qwen2ForCausalLM`` (Llama layout, value biases).
+
+Each head's value constant ``c[h]`` (what ``z_h`` carries whatever the head attends to) is
+*measured*, not derived from weights: one forward pass in which every pre-attention norm
+receives an all-zero input, so the norm outputs its constant part (LayerNorm: its bias;
+RMSNorm: 0) at every position; every token's value is then the same vector and the attention
+output ``z`` equals that value, whatever the layout of the value projection or the KV-head
+sharing. (SPEC: ``c_h = (beta_1 . W_V + b_V)[h]``; the self-checks compare the two.)
 
 Component vectors (d_model space) that make up the final residual stream ``r`` at one position:
 
 * embeddings: GPT-2 ``wte`` and ``wpe`` outputs; NeoX ``embed_in``; Llama ``embed_tokens``;
-* per layer l and head h: ``(z_h - b_V[h]) @ W_O[h]`` (fold) or ``z_h @ W_O[h]`` (no fold), where
+* per layer l and head h: ``(z_h - c[h]) @ W_O[h]`` (fold) or ``z_h @ W_O[h]`` (no fold), where
   ``z`` is the input of the attention output projection viewed as ``[B, T, H, d_head]``;
-* per layer: the attention constant ``b_O (+ sum_h b_V[h] @ W_O[h] when folding)``;
+* per layer: the attention constant ``b_O (+ sum_h c[h] @ W_O[h] when folding)``;
 * per layer: the MLP module output (= sum over neurons ``act_n * W_out[n]`` + MLP out bias).
 
 Direct effect with a frozen scale ``s*``: ``DE = center(o) / s* . W_U_hat[:, y]`` where
@@ -31,10 +39,13 @@ from transformers import (
     GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 from transformers.pytorch_utils import Conv1D
 
-__all__ = ["make_gpt2", "make_llama", "make_neox", "reference_measure"]
+__all__ = ["make_gpt2", "make_llama", "make_neox", "make_qwen2", "reference_measure",
+           "value_constants"]
 
 # ----------------------------------------------------------------------------------------------
 # Small random-initialised models
@@ -121,6 +132,22 @@ def make_llama(gqa: bool = True, bias: bool = False, seed: int = 0) -> LlamaForC
     return _randomise(LlamaForCausalLM(config), seed)
 
 
+def make_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
+    """A 4-layer Qwen2 (Llama layout, q/k/v biases, RMSNorm) with GQA 2 kv heads, random weights."""
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=D_MODEL,
+        intermediate_size=D_MLP,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        num_key_value_heads=2,
+        max_position_embeddings=N_POS,
+        attention_dropout=0.0,
+    )
+    return _randomise(Qwen2ForCausalLM(config), seed)
+
+
 # ----------------------------------------------------------------------------------------------
 # Architecture description: module paths and weights, read from the transformers source
 # ----------------------------------------------------------------------------------------------
@@ -154,15 +181,9 @@ class _Arch:
             self.attn_proj = [b.attn.c_proj for b in blocks]
             self.mlp = [b.mlp for b in blocks]
             self.mlp_down = [b.mlp.c_proj for b in blocks]
+            self.attn_norm = [b.ln_1 for b in blocks]
             self.head_dim = blocks[0].attn.head_dim
             self.parallel = False
-            d = model.config.n_embd
-            n_heads = d // self.head_dim
-            # c_attn output is [q | k | v], each d wide; v splits into heads of head_dim.
-            self.value_bias = [
-                b.attn.c_attn.bias.detach()[2 * d : 3 * d].reshape(n_heads, self.head_dim)
-                for b in blocks
-            ]
         elif isinstance(model, GPTNeoXForCausalLM):
             base = model.gpt_neox
             blocks = list(base.layers)
@@ -171,20 +192,10 @@ class _Arch:
             self.attn_proj = [b.attention.dense for b in blocks]
             self.mlp = [b.mlp for b in blocks]
             self.mlp_down = [b.mlp.dense_4h_to_h for b in blocks]
+            self.attn_norm = [b.input_layernorm for b in blocks]
             self.head_dim = blocks[0].attention.head_size
             self.parallel = bool(model.config.use_parallel_residual)
-            hd = self.head_dim
-            self.value_bias = []
-            for b in blocks:
-                qkv_bias = b.attention.query_key_value.bias
-                n_heads = b.attention.dense.in_features // hd
-                if qkv_bias is None:
-                    self.value_bias.append(torch.zeros(n_heads, hd))
-                else:
-                    # qkv output is viewed as [.., H, 3*hd] and chunked into q, k, v per head.
-                    per_head = qkv_bias.detach().reshape(n_heads, 3 * hd)
-                    self.value_bias.append(per_head[:, 2 * hd : 3 * hd])
-        elif isinstance(model, LlamaForCausalLM):
+        elif isinstance(model, LlamaForCausalLM | Qwen2ForCausalLM):
             base = model.model
             blocks = list(base.layers)
             self.embeds = [base.embed_tokens]
@@ -192,21 +203,9 @@ class _Arch:
             self.attn_proj = [b.self_attn.o_proj for b in blocks]
             self.mlp = [b.mlp for b in blocks]
             self.mlp_down = [b.mlp.down_proj for b in blocks]
+            self.attn_norm = [b.input_layernorm for b in blocks]
             self.head_dim = blocks[0].self_attn.head_dim
             self.parallel = False
-            hd = self.head_dim
-            self.value_bias = []
-            for b in blocks:
-                n_heads = b.self_attn.o_proj.in_features // hd
-                v_bias = b.self_attn.v_proj.bias
-                if v_bias is None:
-                    self.value_bias.append(torch.zeros(n_heads, hd))
-                else:
-                    n_kv = v_bias.shape[0] // hd
-                    n_rep = n_heads // n_kv
-                    # repeat_kv maps query head h to kv head h // n_rep.
-                    kv = v_bias.detach().reshape(n_kv, hd)
-                    self.value_bias.append(kv.repeat_interleave(n_rep, dim=0))
         else:
             raise TypeError(f"reference does not support {type(model).__name__}")
 
@@ -224,7 +223,8 @@ class _Arch:
         # W_O[l][h] : [hd, d]
         self.W_O = [w.reshape(self.n_heads, self.head_dim, self.d_model) for w in w_o]
         self.b_O = [_bias_or_zeros(p, self.d_model).to(f64) for p in self.attn_proj]
-        self.b_V = [v.to(f64) for v in self.value_bias]
+        self.value_constant = value_constants(model, self)  # [L][H, hd], fp32 as the model ran
+        self.c_V = [c.to(f64) for c in self.value_constant]
         self.W_out = [_in_out_weight(p).to(f64) for p in self.mlp_down]  # [M, d]
         self.d_mlp = self.W_out[0].shape[0]
         self.b_out = [_bias_or_zeros(p, self.d_model).to(f64) for p in self.mlp_down]
@@ -243,6 +243,36 @@ class _Arch:
         # Centre over the vocabulary.
         self.W_U_hat = W_U_hat - W_U_hat.mean(dim=1, keepdim=True)
         self.b_U_hat = b_U_hat - b_U_hat.mean()
+
+
+def value_constants(model: nn.Module, arch: _Arch | None = None) -> list[torch.Tensor]:
+    """Each head's value constant ``[L][H, hd]``, measured: every pre-attention norm is fed
+    zeros (so it outputs its bias, or 0), and ``z`` then equals the common value vector at
+    every position. Asserts that ``z`` is indeed the same at every position."""
+    arch = arch or _Arch(model)
+    T = 5
+    seen: list[torch.Tensor | None] = [None] * len(arch.attn_proj)
+
+    def zero_input(module, args):
+        return (torch.zeros_like(args[0]), *args[1:])
+
+    def record(layer):
+        def hook(module, args):
+            seen[layer] = args[0].detach().reshape(T, -1, arch.head_dim).clone()
+
+        return hook
+
+    handles = [n.register_forward_pre_hook(zero_input) for n in arch.attn_norm]
+    handles += [p.register_forward_pre_hook(record(i)) for i, p in enumerate(arch.attn_proj)]
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.arange(1, T + 1)[None], attention_mask=torch.ones(1, T).long())
+    finally:
+        for h in handles:
+            h.remove()
+    for z in seen:
+        assert torch.allclose(z, z[:1].expand_as(z), atol=1e-6, rtol=0), "z is not constant"
+    return [z[0] for z in seen]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,9 +402,9 @@ def _replacement(site, layer, method, arch, B, T, fold, positions, mask, src, re
     """Full ``[B, T, ...]`` tensor of replacement values for one site (used where ablated)."""
     if method == "zero":
         if site == "z":
-            if fold:  # the slice becomes b_V[h] so the folded head component is exactly 0
-                bv = arch.value_bias[layer].to(torch.float32)
-                return bv.expand(B, T, arch.n_heads, arch.head_dim).clone()
+            if fold:  # the slice becomes c[h] so the folded head component is exactly 0
+                c = arch.value_constant[layer]
+                return c.expand(B, T, arch.n_heads, arch.head_dim).clone()
             return torch.zeros(B, T, arch.n_heads, arch.head_dim)
         width = arch.d_mlp if site == "act" else arch.d_model
         return torch.zeros(B, T, width)
@@ -476,7 +506,7 @@ def _site_vectors(rec, arch: _Arch, sb, st, fold: bool) -> dict:
     for layer in range(arch.n_layers):
         z = rec["z"][layer][sb, st].to(f64)  # [N, H, hd]
         if fold:
-            z = z - arch.b_V[layer]
+            z = z - arch.c_V[layer]
         heads.append(torch.einsum("nhk,hkd->nhd", z, arch.W_O[layer]))
         attn.append(rec["attn_out"][layer][sb, st].to(f64))
         mlp.append(rec["mlp_out"][layer][sb, st].to(f64))
@@ -492,12 +522,12 @@ def _site_vectors(rec, arch: _Arch, sb, st, fold: bool) -> dict:
 
 
 def _attn_constant(arch: _Arch, fold: bool) -> torch.Tensor:
-    """``[L, d]``: b_O, plus sum_h b_V[h] @ W_O[h] when value biases are folded."""
+    """``[L, d]``: b_O, plus sum_h c[h] @ W_O[h] when value constants are folded."""
     consts = []
     for layer in range(arch.n_layers):
         c = arch.b_O[layer].clone()
         if fold:
-            c = c + torch.einsum("hk,hkd->d", arch.b_V[layer], arch.W_O[layer])
+            c = c + torch.einsum("hk,hkd->d", arch.c_V[layer], arch.W_O[layer])
         consts.append(c)
     return torch.stack(consts)
 

@@ -13,7 +13,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from reference import make_gpt2, make_llama, make_neox, reference_measure  # noqa: E402
+from reference import (  # noqa: E402
+    make_gpt2,
+    make_llama,
+    make_neox,
+    reference_measure,
+    value_constants,
+)
 
 TOL = 1e-4
 FAMILIES = ["gpt2", "neox_par", "neox_seq", "llama_gqa", "llama_bias"]
@@ -335,11 +341,15 @@ def test_zero_ablation_equals_weight_surgery(models):
         surgery.transformer.h[layer].attn.c_proj.weight[cols, :] = 0
     r = _run(gpt2, [("head", layer, head)], "zero", fold_value_biases=False)
     _close(r["logit_ablated"], _logits(surgery))
-    # fold=True: z_h = b_V[h]  <=>  the head's value weights are 0 (v = b_V at every token)
+    # fold=True: z_h = c[h]  <=>  the head's value weights are 0 and its value bias is
+    # beta_1 . W_V + b_V (v = that constant at every token)
     surgery = copy.deepcopy(gpt2)
     with torch.no_grad():
         v_cols = slice(2 * d + head * hd, 2 * d + (head + 1) * hd)
-        surgery.transformer.h[layer].attn.c_attn.weight[:, v_cols] = 0
+        c_attn = surgery.transformer.h[layer].attn.c_attn
+        beta = surgery.transformer.h[layer].ln_1.bias
+        c_attn.bias[v_cols] += beta @ c_attn.weight[:, v_cols]
+        c_attn.weight[:, v_cols] = 0
     r = _run(gpt2, [("head", layer, head)], "zero", fold_value_biases=True)
     _close(r["logit_ablated"], _logits(surgery))
     # Llama GQA with value bias: query head 3 shares kv head 1; o_proj is nn.Linear [out, in]
@@ -363,3 +373,29 @@ def test_zero_ablation_equals_weight_surgery(models):
         surgery.gpt_neox.layers[2].mlp.dense_4h_to_h.weight[:, [3, 17, 200]] = 0
     r = _run(neox, [("neurons", 2, [3, 17, 200])], "zero")
     _close(r["logit_ablated"], _logits(surgery))
+
+
+def test_measured_value_constant_is_the_spec_formula(models):
+    """The constant measured with zeroed norm inputs is SPEC's c_h = (beta_1 . W_V + b_V)[h],
+    written out from the parameters of each family (GPT-2 Conv1D [in, out]; NeoX per-head
+    [q | k | v] rows of nn.Linear [out, in]; Llama: no beta_1, kv head h // n_rep)."""
+    gpt2 = models["gpt2"]
+    d, hd, H = 64, 16, 4
+    for layer, block in enumerate(gpt2.transformer.h):
+        W, b = block.attn.c_attn.weight, block.attn.c_attn.bias
+        c = (block.ln_1.bias @ W[:, 2 * d :] + b[2 * d :]).reshape(H, hd)
+        _close(value_constants(gpt2)[layer], c, 1e-5)
+        assert (c - b[2 * d :].reshape(H, hd)).abs().max() > 0.05  # beta_1 . W_V matters
+    for family in ("neox_par", "neox_seq"):
+        neox = models[family]
+        for layer, block in enumerate(neox.gpt_neox.layers):
+            qkv = block.attention.query_key_value
+            rows = qkv.weight.reshape(H, 3, hd, d)[:, 2]  # [H, hd, d]
+            c = torch.einsum("hkd,d->hk", rows, block.input_layernorm.bias)
+            c = c + qkv.bias.reshape(H, 3, hd)[:, 2]
+            _close(value_constants(neox)[layer], c, 1e-5)
+    llama = models["llama_bias"]
+    for layer, block in enumerate(llama.model.layers):
+        kv = block.self_attn.v_proj.bias.reshape(2, hd)
+        _close(value_constants(llama)[layer], kv[torch.tensor([0, 0, 1, 1])], 1e-6)
+    assert all(c.abs().max() == 0 for c in value_constants(models["llama_gqa"]))
