@@ -252,7 +252,7 @@ def _settings(lab, rows, reference, a: dict) -> dict:
         ablation = (f"mean over the {int(reference.numel())} tokens of the corpus' first "
                     f"{reference.shape[0]} rows")
     else:
-        ablation = "zero" + (" (heads: their value bias b_V, folded convention)"
+        ablation = "zero" + (" (heads: their value constant c_h = β₁·W_V + b_V, folded convention)"
                              if a["fold_value_biases"] else "")
     k = a["top_k"]
     return dict(
