@@ -61,7 +61,9 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
         folder with config/weights/tokenizer, a hub id (e.g. "gpt2", "EleutherAI/pythia-160m";
         downloads), a `transformers` model object (give `tokenizer=`), or an nnsight
         `TransformersModel`.
-    device: "cpu", "cuda", ...; dtype: None (as stored), "float32", "float16", "bfloat16".
+    device: "cpu", "cuda", ...; dtype: "float32", "float16", "bfloat16", or None: as stored,
+        except that a named or folder model on CPU runs in float32 (half precision on CPU is
+        slower and off by ~1e-2 logits). Results record the dtype that ran (settings["dtype"]).
     Supported architectures: GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2.
     """
     from nnsight import TransformersModel
@@ -69,6 +71,8 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
     from ..lab import Lab
 
     dtype = _dtype(dtype)
+    if dtype is None and isinstance(model, str) and str(device).startswith("cpu"):
+        dtype = torch.float32
     if isinstance(model, TransformersModel):
         adapter = adapter_for(model._module)
         return Lab(model, adapter, name or type(model._module).__name__)
