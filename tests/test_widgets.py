@@ -125,7 +125,7 @@ def test_panel_data_matches_measurement(measurement, lab):
     assert np.allclose(g["mlp_delta"], m.mlp_delta_de[0].numpy())
     gauge = panels.gauge_data(m)
     assert gauge["ratio"] == pytest.approx(float(m.scale_ratio[0]))
-    assert gauge["sr_ln"] == pytest.approx(gauge["sr_ln_closed"], abs=1e-6)
+    assert gauge["sr_ln"] == pytest.approx(gauge["sr_ln_closed"], abs=1e-5)  # fp32 identity (SPEC T2: 1e-4)
     lg = panels.logit_data(m)
     assert lg["p_clean"] == pytest.approx(float(m.logprob_clean[0].exp()))
     layers = panels.layer_data(m)

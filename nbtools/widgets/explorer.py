@@ -134,7 +134,7 @@ class Explorer(NbWidget):
             super().__init__(prompt=prompt, position=position, target_mode=mode,
                              target_text=text, ablation=ablation, method=method, source=source,
                              positions=positions, scale=scale, color_by=color_by,
-                             tokens=tokens, model_name=self.lab.name)
+                             tokens=tokens, model_name=f"{self.lab.name} · {str(self.lab.hf_model.dtype)[6:]}")
         except traitlets.TraitError as err:
             raise InvalidInputError(str(err)) from None
         self.threads = _threads(self.lab, threads)
