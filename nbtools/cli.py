@@ -82,7 +82,7 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
                    help="write the result file at most this often while running (default: 30)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-fold-value-biases", action="store_true",
-                   help="keep each head's value bias in its z (default: fold it into b_O, as "
+                   help="keep each head's value constant β₁·W_V + b_V in its z (default: fold it into b_O, as "
                         "TransformerLens / R&N)")
 
 
