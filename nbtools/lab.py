@@ -117,13 +117,8 @@ class Lab:
         """
         return self.measure_many(prompts, [ablate], **options)[0]
 
-    def measure_many(self, prompts, ablations, *, method: str = "zero", sources=None,
-                     n_sources: int | None = None, reference=None, positions="all",
-                     target="next", measure_at=None, scale: str = "clean",
-                     fold_value_biases: bool = True, centred: bool = True,
-                     neurons: bool = False, logprobs: bool = False, top_k: int = 5,
-                     prefix_reuse: bool = True, max_rows: int = 64,
-                     seed: int = 0) -> list[Measurement]:
+    def measure_many(self, prompts, ablations, *, scale: str = "clean",
+                     **options) -> list[Measurement]:
         """Measure several independent ablations of the same prompts, sharing the clean run.
 
         prompts: a string, a list of strings, or token ids [B, T].
@@ -144,11 +139,31 @@ class Lab:
         logprobs: also compute target log-probabilities and top-k predictions (full vocab).
         prefix_reuse: start ablated runs at their first ablated layer (identical results).
         max_rows: the most batch rows per traced forward pass.
+        seed: draws of sources="others".
         """
-        if method not in abl.METHODS:
-            raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(abl.METHODS)}")
         if scale not in SCALES:
             raise InvalidInputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+        return self._measure(prompts, ablations, (scale,), **options)[scale]
+
+    def measure_scales(self, prompts, ablations, scales=SCALES,
+                       **options) -> dict[str, list[Measurement]]:
+        """`measure_many` for several norm-scale conventions from the same forward passes.
+
+        Returns {scale: [Measurement per ablation]}; only the algebra differs per scale.
+        """
+        scales = tuple(scales)
+        if not scales or any(s not in SCALES for s in scales):
+            raise InvalidInputError(f"scales must be a subset of {', '.join(SCALES)}; got {scales}")
+        return self._measure(prompts, ablations, scales, **options)
+
+    def _measure(self, prompts, ablations, scales, *, method: str = "zero", sources=None,
+                 n_sources: int | None = None, reference=None, positions="all",
+                 target="next", measure_at=None, fold_value_biases: bool = True,
+                 centred: bool = True, neurons: bool = False, logprobs: bool = False,
+                 top_k: int = 5, prefix_reuse: bool = True, max_rows: int = 64,
+                 seed: int = 0) -> dict[str, list[Measurement]]:
+        if method not in abl.METHODS:
+            raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(abl.METHODS)}")
         if isinstance(ablations, str) or not hasattr(ablations, "__iter__"):
             raise InvalidInputError("measure_many takes a list of ablations")
         specs = [parse_components(a) for a in ablations]
@@ -175,12 +190,12 @@ class Lab:
         settings = dict(
             model=self.name, family=self.adapter.family, method=method,
             sources=repl.description, n_sources=repl.n_sources, positions=_describe(positions),
-            target=_describe(target), measure_at=_describe(measure_at), scale=scale,
+            target=_describe(target), measure_at=_describe(measure_at), scale=None,
             fold_value_biases=fold_value_biases, centred=centred,
             dtype=str(self.hf_model.dtype).replace("torch.", ""), seed=seed,
             sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = ΔL + DE",
             versions=dict(package_versions()))
-        results: list[Measurement | None] = [None] * len(specs)
+        results: dict[str, list] = {s: [None] * len(specs) for s in scales}
         for idxs, start in self._groups(specs, repl.n_sources * batch.size, max_rows):
             group = [specs[i] for i in idxs]
             edits = abl.build_edits(group, self.shape, pos_mask, repl)
@@ -202,15 +217,17 @@ class Lab:
                 logits_abl = full_logits(resid[:, sites.rows, sites.positions], weights)
             for j, i in enumerate(idxs):
                 part = slice(j * repl.n_sources, (j + 1) * repl.n_sources)
-                fields = decompose(specs[i], clean_dots, _take(dots, part), embed, proj,
-                                   self.shape, self.adapter.parallel, scale)
+                extra = {}
                 if logprobs:
-                    fields.update(self._logprob_fields(clean, sites, weights, logits_abl[part],
-                                                       top_k))
-                results[i] = Measurement(components=specs[i], rows=sites.rows,
-                                         positions=sites.positions, target_ids=sites.target_ids,
-                                         settings=dict(settings), **fields)
-                _warn_if_no_effect(results[i])
+                    extra = self._logprob_fields(clean, sites, weights, logits_abl[part], top_k)
+                for s in scales:
+                    fields = decompose(specs[i], clean_dots, _take(dots, part), embed, proj,
+                                       self.shape, self.adapter.parallel, s)
+                    m = Measurement(components=specs[i], rows=sites.rows,
+                                    positions=sites.positions, target_ids=sites.target_ids,
+                                    settings=dict(settings, scale=s), **fields, **extra)
+                    results[s][i] = m
+                _warn_if_no_effect(m)
         return results
 
     # --- helpers ----------------------------------------------------------------------
