@@ -116,9 +116,26 @@ class Dots:
     scale: torch.Tensor
 
 
-def _at_sites(x: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Gather [G, B, T, ...] at sites → [G, N, ...]."""
-    return x[:, rows, pos].double()
+def site_values(x: torch.Tensor, n_runs: int, rows: torch.Tensor, pos: torch.Tensor,
+                offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Gather run-major [n_runs * B, T, ...] at sites (rows, pos [N]) → [n_runs, N, ...].
+
+    With a suffix `offset` [B] (see `nbtools.suffix`) position t of row b is read from slot
+    t - offset[b]; a site before its row's offset reads slot 0 and must be replaced by the
+    clean value (`before_suffix`).
+    """
+    x = x.reshape(n_runs, -1, *x.shape[1:])
+    if offset is not None:
+        pos = (pos - offset[rows]).clamp(min=0)
+    return x[:, rows, pos]
+
+
+def before_suffix(rows: torch.Tensor, pos: torch.Tensor, offset: torch.Tensor | None):
+    """Bool [N]: sites before their row's suffix (clean in every ablated run), or None."""
+    if offset is None:
+        return None
+    before = pos < offset[rows]
+    return before if before.any() else None
 
 
 def dot_components(acts: Activations, n_runs: int, rows: torch.Tensor, pos: torch.Tensor,
@@ -126,12 +143,13 @@ def dot_components(acts: Activations, n_runs: int, rows: torch.Tensor, pos: torc
                    upstream: Dots | None = None) -> Dots:
     """Project a run's activations at sites (rows [N], pos [N]) onto the target directions.
 
-    `acts` tensors are [n_runs * B, T, ...], run-major. Layers before `acts.first_layer`
-    are taken from `upstream` (the clean run's Dots, broadcast over runs).
+    `acts` tensors are [n_runs * B, T, ...], run-major. Layers before `acts.first_layer`,
+    and sites before a suffix run's offset, are taken from `upstream` (the clean run's
+    Dots, broadcast over runs).
     """
 
     def split(x):
-        return _at_sites(x.reshape(n_runs, -1, *x.shape[1:]), rows, pos)
+        return site_values(x, n_runs, rows, pos, acts.offset).double()
 
     first = acts.first_layer
     heads, mlps, neurons = [], [], []
@@ -154,9 +172,26 @@ def dot_components(acts: Activations, n_runs: int, rows: torch.Tensor, pos: torc
             neuron = torch.cat(
                 [upstream.neuron[:, :, :first].expand(n_runs, -1, -1, -1), neuron], dim=2)
     resid = split(acts.resid_final)
-    return Dots(head=head, mlp=mlp, neuron=neuron,
+    dots = Dots(head=head, mlp=mlp, neuron=neuron,
                 resid=torch.einsum("gnd,nd->gn", resid, proj.u),
                 scale=norm_scale(resid, weights.norm, weights.eps))
+    before = before_suffix(rows, pos, acts.offset)
+    if before is not None:
+        dots = _clean_at(dots, upstream, before)
+    return dots
+
+
+def _clean_at(dots: Dots, clean: Dots, before: torch.Tensor) -> Dots:
+    """`dots` with the sites `before` [N] taken from the clean run's Dots."""
+
+    def pick(x, c):
+        if x is None:
+            return None
+        return torch.where(before.reshape(-1, *([1] * (x.dim() - 2))), c, x)
+
+    return Dots(head=pick(dots.head, clean.head), mlp=pick(dots.mlp, clean.mlp),
+                neuron=pick(dots.neuron, clean.neuron), resid=pick(dots.resid, clean.resid),
+                scale=pick(dots.scale, clean.scale))
 
 
 def embedding_dots(acts: Activations, rows, pos, proj: Projection) -> torch.Tensor:

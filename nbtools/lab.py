@@ -18,10 +18,20 @@ import torch
 from . import ablation as abl
 from .batching import Batch, ablation_positions, make_batch, measurement_sites
 from .components import check_components, parse_components
-from .effects import Dots, Weights, dot_components, embedding_dots, full_logits, project_targets
+from .effects import (
+    Dots,
+    Weights,
+    before_suffix,
+    dot_components,
+    embedding_dots,
+    full_logits,
+    project_targets,
+    site_values,
+)
 from .errors import InterventionError, InvalidInputError
 from .repair import completeness_gap, decompose
 from .results import Measurement
+from .suffix import clean_cache, plan_suffix, suffix_edits, take_positions
 from .tracing import Activations, run_ablated, run_clean
 
 SCALES = ("clean", "recomputed")
@@ -138,6 +148,9 @@ class Lab:
         neurons: also compute every MLP neuron's direct effect (anti-erasure views).
         logprobs: also compute target log-probabilities and top-k predictions (full vocab).
         prefix_reuse: start ablated runs at their first ablated layer (identical results).
+        suffix_reuse: compute ablated runs only from each prompt's first ablated position to
+            its last measured one, attending to the clean run's cached keys and values of
+            earlier positions (equal to the full recomputation up to float rounding).
         max_rows: the most batch rows per traced forward pass.
         seed: draws of sources="others".
         """
@@ -160,8 +173,8 @@ class Lab:
                  n_sources: int | None = None, reference=None, positions="all",
                  target="next", measure_at=None, fold_value_biases: bool = True,
                  centred: bool = True, neurons: bool = False, logprobs: bool = False,
-                 top_k: int = 5, prefix_reuse: bool = True, max_rows: int = 64,
-                 seed: int = 0) -> dict[str, list[Measurement]]:
+                 top_k: int = 5, prefix_reuse: bool = True, suffix_reuse: bool = True,
+                 max_rows: int = 64, seed: int = 0) -> dict[str, list[Measurement]]:
         if method not in abl.METHODS:
             raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(abl.METHODS)}")
         if isinstance(ablations, str) or not hasattr(ablations, "__iter__"):
@@ -195,26 +208,27 @@ class Lab:
             dtype=str(self.hf_model.dtype).replace("torch.", ""), seed=seed,
             sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = ΔL + DE",
             versions=dict(package_versions()))
+        suffix = (plan_suffix(batch, pos_mask, sites.rows, sites.positions) if suffix_reuse
+                  else None)
         results: dict[str, list] = {s: [None] * len(specs) for s in scales}
         for idxs, start in self._groups(specs, repl.n_sources * batch.size, max_rows):
             group = [specs[i] for i in idxs]
             edits = abl.build_edits(group, self.shape, pos_mask, repl)
             n_runs = len(group) * repl.n_sources
-            ids = batch.input_ids.repeat(n_runs, 1)
-            mask = batch.attention_mask.repeat(n_runs, 1)
-            prefix = None
-            if prefix_reuse and start > 0:
-                last = clean.block_out[start - 1].repeat(n_runs, 1, 1)
-                prefix = [last] * start  # only the last skipped layer's output is ever read
-            acts = run_ablated(self.model, self.adapter, ids, mask, edits,
-                               prefix if prefix_reuse else None, neurons)
+            acts = self._run_group(batch, clean, edits, start, n_runs, suffix, prefix_reuse,
+                                   neurons)
             dots = dot_components(acts, n_runs, sites.rows, sites.positions, proj, weights,
                                   fold_value_biases, upstream=clean_dots)
             self._check_complete(dots, embed, proj, "ablated run")
             logits_abl = None
             if logprobs:
-                resid = acts.resid_final.reshape(n_runs, batch.size, *acts.resid_final.shape[1:])
-                logits_abl = full_logits(resid[:, sites.rows, sites.positions], weights)
+                resid = site_values(acts.resid_final, n_runs, sites.rows, sites.positions,
+                                    acts.offset)
+                before = before_suffix(sites.rows, sites.positions, acts.offset)
+                if before is not None:
+                    clean_resid = clean.resid_final[sites.rows, sites.positions]
+                    resid = torch.where(before[:, None], clean_resid, resid)
+                logits_abl = full_logits(resid, weights)
             for j, i in enumerate(idxs):
                 part = slice(j * repl.n_sources, (j + 1) * repl.n_sources)
                 extra = {}
@@ -231,6 +245,33 @@ class Lab:
         return results
 
     # --- helpers ----------------------------------------------------------------------
+    def _run_group(self, batch, clean, edits, start, n_runs, suffix, prefix_reuse,
+                   neurons) -> Activations:
+        """One traced forward of `n_runs` ablated copies of the batch (rows run-major).
+
+        prefix_reuse: layers before `start` are skipped (their clean outputs fed in).
+        suffix: only each row's suffix positions are computed, on the clean key-value cache.
+        """
+        if suffix is None:
+            ids, mask, position_ids, cache = batch.input_ids, batch.attention_mask, None, None
+        else:
+            ids, mask, position_ids = suffix.input_ids, suffix.attention_mask, suffix.position_ids
+            edits = suffix_edits(edits, suffix.index.repeat(n_runs, 1))
+            cache = clean_cache(clean, suffix.n_cached, n_runs) if suffix.n_cached else None
+        prefix = None
+        if prefix_reuse and start > 0:
+            last = clean.block_out[start - 1]
+            if suffix is not None:
+                last = take_positions(last, suffix.index)
+            prefix = [last.repeat(n_runs, 1, 1)] * start  # only the last one is ever read
+        acts = run_ablated(self.model, self.adapter, ids.repeat(n_runs, 1),
+                           mask.repeat(n_runs, 1), edits, prefix, neurons,
+                           None if position_ids is None else position_ids.repeat(n_runs, 1),
+                           cache)
+        if suffix is not None:
+            acts.offset = suffix.offset
+        return acts
+
     def _clean_effects(self, batch, clean, sites, weights, fold_value_biases, neurons):
         """Target projections and the clean run's direct effects, cached with the clean run."""
         key = (batch.key(), sites.rows.numpy().tobytes(), sites.positions.numpy().tobytes(),

@@ -21,7 +21,7 @@ def test_prefix_reuse_is_identical(labs, family, method):
     """Starting ablated runs from the cached clean residual changes no number (bit-identical)."""
     lab = labs[family]
     prompts = ragged_batch(lengths=(10, 10, 10))
-    kw = dict(method=method, sources="shift", neurons=True)
+    kw = dict(method=method, sources="shift", neurons=True, suffix_reuse=False)
     fast = lab.measure_many(prompts, ABLATIONS, **kw)
     slow = lab.measure_many(prompts, ABLATIONS, prefix_reuse=False, **kw)
     for a, b in zip(fast, slow, strict=True):
@@ -96,22 +96,26 @@ def test_half_precision_accumulates_in_float64(dtype):
     torch.testing.assert_close(r.delta_logit, full.delta_logit, atol=0.1, rtol=0.1)
 
 
-def test_dropped_intervention_is_detected(monkeypatch):
-    """If a write never reaches the model, the completeness check raises InterventionError."""
+@pytest.mark.parametrize("positions", ["all", "final"])
+def test_dropped_intervention_is_detected(monkeypatch, positions):
+    """If a write never reaches the model, the completeness check raises InterventionError
+    (also on suffix runs, positions="final")."""
     lab = make_lab("gpt2")
     from nbtools import tracing
 
     real = tracing.run_ablated
 
-    def run_then_pretend(lm, adapter, ids, mask, edits, prefix, neurons):
-        acts = real(lm, adapter, ids, mask, {min(edits): tracing.LayerEdit()}, prefix, neurons)
+    def run_then_pretend(lm, adapter, ids, mask, edits, prefix, neurons, *suffix):
+        acts = real(lm, adapter, ids, mask, {min(edits): tracing.LayerEdit()}, prefix, neurons,
+                    *suffix)
         layer = min(edits) - acts.first_layer
         acts.z[layer] = torch.zeros_like(acts.z[layer])  # report an ablation the model never saw
         return acts
 
     monkeypatch.setattr("nbtools.lab.run_ablated", run_then_pretend)
     with pytest.raises(InterventionError, match="do not add up"):
-        lab.measure(ragged_batch(), Head(1, 1), method="zero")
+        lab.measure(ragged_batch(), Head(1, 1), method="zero", positions=positions,
+                    target="top")
 
 
 def test_no_effect_warns(labs):
