@@ -110,7 +110,7 @@ def run_ablated(lm, adapter, input_ids, attention_mask, edits: dict[int, LayerEd
     extra = {"use_cache": False} if cache is None else {_cache_kwarg(lm._module): cache,
                                                           "use_cache": True}
     with torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask, position_ids),
-                                   logits_to_keep=1, **extra):
+                                   logits_to_keep=1, **extra) as tracer:
         layers = adapter.layers(lm)
         if prefix is not None:
             for layer in range(start):
@@ -136,5 +136,6 @@ def run_ablated(lm, adapter, input_ids, attention_mask, edits: dict[int, LayerEd
                                          mlp.output)
             acts.mlp_out.append(mlp.output.save())
         acts.resid_final = adapter.final_norm(lm).input.save()
+        tracer.stop()  # the final norm and the unembedding are computed in the algebra
     acts.z = [z.reshape(*z.shape[:2], s.n_heads, s.d_head) for z in acts.z]
     return acts
