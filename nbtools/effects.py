@@ -11,6 +11,7 @@ cheap), whatever dtype the model runs in.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,11 @@ class Weights:
                    W_out=[adapter.W_out(i).double() for i in range(adapter.shape.n_layers)],
                    b_out=adapter.b_out().double(), norm=adapter.norm, eps=adapter.norm_eps(),
                    centred=centred)
+
+    @functools.cached_property
+    def unembed_f32(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 copies of W_U and b_U (full-vocabulary logits of ablated runs)."""
+        return self.W_U.float(), self.b_U.float()
 
     def attn_bias(self, fold_value_biases: bool) -> torch.Tensor:
         """The attention layer's constant [n_layers, d_model]: b_O, plus Σ_h b_V[h] W_O[h] if folded."""
@@ -200,12 +206,15 @@ def embedding_dots(acts: Activations, rows, pos, proj: Projection) -> torch.Tens
                         for e in acts.embeddings], dim=-1)
 
 
-def full_logits(resid: torch.Tensor, weights: Weights) -> torch.Tensor:
+def full_logits(resid: torch.Tensor, weights: Weights, dtype=torch.float64) -> torch.Tensor:
     """Logits over the whole vocabulary [..., d_vocab] from final residuals [..., d_model].
 
     Centred over the vocabulary if the weights are; softmax is unaffected by that.
+    dtype: float64 (the clean run, once per prompt batch) or float32 (ablated runs: the
+    full-vocabulary product is the expensive part, and only log-probabilities use it).
     """
-    r = resid.double()
+    W_U, b_U = (weights.W_U, weights.b_U) if dtype == torch.float64 else weights.unembed_f32
+    r = resid.to(dtype)
     if weights.norm == "layernorm":
         r = r - r.mean(-1, keepdim=True)
-    return r / norm_scale(resid, weights.norm, weights.eps)[..., None] @ weights.W_U + weights.b_U
+    return r / norm_scale(resid, weights.norm, weights.eps).to(dtype)[..., None] @ W_U + b_U

@@ -194,8 +194,7 @@ class Lab:
         weights = self.weights(centred)
         clean = self.clean_run(batch, neurons=neurons)
         if sites.target_ids is None:
-            logits = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
-            sites.target_ids = logits.argmax(-1)
+            sites.target_ids = self._clean_logits(batch, clean, sites, weights)[0].argmax(-1)
         repl = self._replacement(plan, batch, clean, fold_value_biases, neurons)
         proj, clean_dots, embed = self._clean_effects(batch, clean, sites, weights,
                                                       fold_value_biases, neurons)
@@ -228,12 +227,13 @@ class Lab:
                 if before is not None:
                     clean_resid = clean.resid_final[sites.rows, sites.positions]
                     resid = torch.where(before[:, None], clean_resid, resid)
-                logits_abl = full_logits(resid, weights)
+                logits_abl = full_logits(resid, weights, torch.float32)
             for j, i in enumerate(idxs):
                 part = slice(j * repl.n_sources, (j + 1) * repl.n_sources)
                 extra = {}
                 if logprobs:
-                    extra = self._logprob_fields(clean, sites, weights, logits_abl[part], top_k)
+                    extra = self._logprob_fields(batch, clean, sites, weights, logits_abl[part],
+                                                 top_k)
                 for s in scales:
                     fields = decompose(specs[i], clean_dots, _take(dots, part), embed, proj,
                                        self.shape, self.adapter.parallel, s)
@@ -342,19 +342,36 @@ class Lab:
                 f"(max gap {float(gap.max()):.3g}); an intervention did not reach the model "
                 "or the architecture adapter reads the wrong modules")
 
-    def _logprob_fields(self, clean, sites, weights, logits_abl, top_k) -> dict:
-        """Target log-probabilities and top-k predictions, clean and ablated (mean over sources)."""
-        logits_c = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
-        logprobs_c = logits_c.log_softmax(-1)
+    def _clean_logits(self, batch, clean, sites, weights) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean run's logits and log-probabilities at the sites [N, V] (float64), cached
+        with the clean run (every click of the Explorer reuses them)."""
+        key = ("logits", batch.key(), sites.rows.numpy().tobytes(),
+               sites.positions.numpy().tobytes(), weights.centred)
+        cached = self._effects_cache.get(key)
+        if cached is not None and cached[0] is clean:
+            return cached[1]
+        logits = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
+        value = (logits, logits.log_softmax(-1))
+        self._effects_cache[key] = (clean, value)
+        while len(self._effects_cache) > _CACHE_SIZE:
+            self._effects_cache.popitem(last=False)
+        return value
+
+    def _logprob_fields(self, batch, clean, sites, weights, logits_abl, top_k) -> dict:
+        """Target log-probabilities and top-k predictions, clean and ablated (mean over sources).
+
+        logits_abl [K, N, V] (float32); results are float64.
+        """
+        logprobs_c = self._clean_logits(batch, clean, sites, weights)[1]
         logprobs_a = logits_abl.log_softmax(-1)                   # [K, N, V]
         tgt = sites.target_ids[:, None]
         top_c = logprobs_c.exp().topk(top_k, dim=-1)
         top_a = logprobs_a.exp().mean(0).topk(top_k, dim=-1)
         per_source = logprobs_a.gather(-1, tgt[None].expand(logprobs_a.shape[0], -1, -1))
         return dict(logprob_clean=logprobs_c.gather(-1, tgt)[:, 0],
-                    logprob_ablated=per_source[..., 0].mean(0),
+                    logprob_ablated=per_source[..., 0].double().mean(0),
                     topk_ids_clean=top_c.indices, topk_probs_clean=top_c.values,
-                    topk_ids_ablated=top_a.indices, topk_probs_ablated=top_a.values)
+                    topk_ids_ablated=top_a.indices, topk_probs_ablated=top_a.values.double())
 
 
 def _take(dots: Dots, part: slice) -> Dots:
