@@ -103,15 +103,18 @@ class Lab:
         return [self.tokenizer.decode([i]) for i in ids]
 
     # --- runs -------------------------------------------------------------------------
-    def clean_run(self, batch: Batch, neurons: bool = False) -> Activations:
-        """The clean run's activations, cached per batch (an LRU of a few batches)."""
+    def clean_run(self, batch: Batch, neurons: bool = False, kv: bool = False) -> Activations:
+        """The clean run's activations (with neuron activations / the key-value cache if
+        asked), cached per batch (an LRU of a few batches)."""
         key = batch.key()
         cached = self._clean_cache.get(key)
-        if cached is not None and (cached.neurons or not neurons):
+        if cached is not None and (cached.neurons or not neurons) and (cached.keys or not kv):
             self._clean_cache.move_to_end(key)
             return cached
+        if cached is not None:  # what was cached stays included
+            neurons, kv = neurons or bool(cached.neurons), kv or bool(cached.keys)
         acts = run_clean(self.model, self.adapter, batch.input_ids, batch.attention_mask,
-                         neurons=neurons)
+                         neurons=neurons, kv=kv)
         self._clean_cache[key] = acts
         while len(self._clean_cache) > _CACHE_SIZE:
             self._clean_cache.popitem(last=False)
@@ -191,8 +194,11 @@ class Lab:
         plan = self._plan_replacement(method, batch, pos_mask, positions, sources, n_sources,
                                       reference, seed)
         # --- everything validated; forward passes start here ---
+        suffix = (plan_suffix(batch, pos_mask, sites.rows, sites.positions) if suffix_reuse
+                  else None)
         weights = self.weights(centred)
-        clean = self.clean_run(batch, neurons=neurons)
+        needs_kv = suffix is not None and suffix.n_cached > 0
+        clean = self.clean_run(batch, neurons=neurons, kv=needs_kv)
         if sites.target_ids is None:
             sites.target_ids = self._clean_logits(batch, clean, sites, weights)[0].argmax(-1)
         repl = self._replacement(plan, batch, clean, fold_value_biases, neurons)
@@ -207,8 +213,6 @@ class Lab:
             dtype=str(self.hf_model.dtype).replace("torch.", ""), seed=seed,
             sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = ΔL + DE",
             versions=dict(package_versions()))
-        suffix = (plan_suffix(batch, pos_mask, sites.rows, sites.positions) if suffix_reuse
-                  else None)
         results: dict[str, list] = {s: [None] * len(specs) for s in scales}
         for idxs, start in self._groups(specs, repl.n_sources * batch.size, max_rows):
             group = [specs[i] for i in idxs]

@@ -66,13 +66,14 @@ def _cache_kwarg(hf_model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def run_clean(lm, adapter, input_ids, attention_mask, neurons: bool) -> Activations:
-    """Trace the unmodified model and save every activation the measurements use, and its
-    key-value cache (what suffix runs attend to)."""
+def run_clean(lm, adapter, input_ids, attention_mask, neurons: bool,
+              kv: bool = False) -> Activations:
+    """Trace the unmodified model and save every activation the measurements use, and with
+    `kv` its key-value cache (what suffix runs attend to)."""
     s = adapter.shape
     acts = Activations(first_layer=0)
     with torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1,
-                                   use_cache=True):
+                                   use_cache=kv):
         for module in adapter.embeddings(lm):
             acts.embeddings.append(module.output.save())
         layers = adapter.layers(lm)
@@ -83,10 +84,11 @@ def run_clean(lm, adapter, input_ids, attention_mask, neurons: bool) -> Activati
             acts.mlp_out.append(adapter.mlp(lm, layer).output.save())
             acts.block_out.append(layers[layer].output.save())
         acts.resid_final = adapter.final_norm(lm).input.save()
-        output = lm.output.save()
-    cache = getattr(output, "cache", None) or output.past_key_values
-    acts.keys = [layer.keys for layer in cache.layers]
-    acts.values = [layer.values for layer in cache.layers]
+        output = lm.output.save() if kv else None
+    if kv:
+        cache = getattr(output, "cache", None) or output.past_key_values
+        acts.keys = [layer.keys for layer in cache.layers]
+        acts.values = [layer.values for layer in cache.layers]
     acts.z = [z.reshape(*z.shape[:2], s.n_heads, s.d_head) for z in acts.z]
     # position embeddings come out as [1, pos, d_model]: give every embedding the batch axis
     acts.embeddings = [e.expand(input_ids.shape[0], -1, -1) for e in acts.embeddings]

@@ -144,3 +144,16 @@ def test_suffix_runs_through_nnsights_remote_path(labs):
     for a, b in zip(here, there, strict=True):
         for name, value in a.tensors().items():
             assert torch.equal(value, b.tensors()[name]), name
+
+
+def test_clean_cache_is_kept_only_when_needed(labs):
+    """The clean run keeps its key-value cache only for suffix runs that read it; a cached
+    clean run without one is recomputed with it (and keeps its neuron activations)."""
+    lab = labs["neox"]
+    prompts = ragged_batch(seed=5)
+    lab.measure(prompts, Head(1, 1), method="zero", neurons=True)  # all positions: no cache
+    acts = lab.clean_run(lab.tokenize(prompts))
+    assert acts.keys == [] and acts.neurons
+    lab.measure(prompts, Head(1, 1), method="zero", positions="final", target="top")
+    acts = lab.clean_run(lab.tokenize(prompts))
+    assert len(acts.keys) == lab.n_layers and acts.neurons
