@@ -11,6 +11,7 @@ cheap), whatever dtype the model runs in.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,11 @@ class Weights:
                    W_out=[adapter.W_out(i).double() for i in range(adapter.shape.n_layers)],
                    b_out=adapter.b_out().double(), norm=adapter.norm, eps=adapter.norm_eps(),
                    centred=centred)
+
+    @functools.cached_property
+    def unembed_f32(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 copies of W_U and b_U (full-vocabulary logits of ablated runs)."""
+        return self.W_U.float(), self.b_U.float()
 
     def attn_bias(self, fold_value_biases: bool) -> torch.Tensor:
         """The attention layer's constant [n_layers, d_model]: b_O, plus Σ_h c_h W_O[h] if folded.
@@ -119,9 +125,26 @@ class Dots:
     scale: torch.Tensor
 
 
-def _at_sites(x: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Gather [G, B, T, ...] at sites → [G, N, ...]."""
-    return x[:, rows, pos].double()
+def site_values(x: torch.Tensor, n_runs: int, rows: torch.Tensor, pos: torch.Tensor,
+                offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Gather run-major [n_runs * B, T, ...] at sites (rows, pos [N]) → [n_runs, N, ...].
+
+    With a suffix `offset` [B] (see `nbtools.suffix`) position t of row b is read from slot
+    t - offset[b]; a site before its row's offset reads slot 0 and must be replaced by the
+    clean value (`before_suffix`).
+    """
+    x = x.reshape(n_runs, -1, *x.shape[1:])
+    if offset is not None:
+        pos = (pos - offset[rows]).clamp(min=0)
+    return x[:, rows, pos]
+
+
+def before_suffix(rows: torch.Tensor, pos: torch.Tensor, offset: torch.Tensor | None):
+    """Bool [N]: sites before their row's suffix (clean in every ablated run), or None."""
+    if offset is None:
+        return None
+    before = pos < offset[rows]
+    return before if before.any() else None
 
 
 def dot_components(acts: Activations, n_runs: int, rows: torch.Tensor, pos: torch.Tensor,
@@ -129,12 +152,13 @@ def dot_components(acts: Activations, n_runs: int, rows: torch.Tensor, pos: torc
                    upstream: Dots | None = None) -> Dots:
     """Project a run's activations at sites (rows [N], pos [N]) onto the target directions.
 
-    `acts` tensors are [n_runs * B, T, ...], run-major. Layers before `acts.first_layer`
-    are taken from `upstream` (the clean run's Dots, broadcast over runs).
+    `acts` tensors are [n_runs * B, T, ...], run-major. Layers before `acts.first_layer`,
+    and sites before a suffix run's offset, are taken from `upstream` (the clean run's
+    Dots, broadcast over runs).
     """
 
     def split(x):
-        return _at_sites(x.reshape(n_runs, -1, *x.shape[1:]), rows, pos)
+        return site_values(x, n_runs, rows, pos, acts.offset).double()
 
     first = acts.first_layer
     heads, mlps, neurons = [], [], []
@@ -157,9 +181,26 @@ def dot_components(acts: Activations, n_runs: int, rows: torch.Tensor, pos: torc
             neuron = torch.cat(
                 [upstream.neuron[:, :, :first].expand(n_runs, -1, -1, -1), neuron], dim=2)
     resid = split(acts.resid_final)
-    return Dots(head=head, mlp=mlp, neuron=neuron,
+    dots = Dots(head=head, mlp=mlp, neuron=neuron,
                 resid=torch.einsum("gnd,nd->gn", resid, proj.u),
                 scale=norm_scale(resid, weights.norm, weights.eps))
+    before = before_suffix(rows, pos, acts.offset)
+    if before is not None:
+        dots = _clean_at(dots, upstream, before)
+    return dots
+
+
+def _clean_at(dots: Dots, clean: Dots, before: torch.Tensor) -> Dots:
+    """`dots` with the sites `before` [N] taken from the clean run's Dots."""
+
+    def pick(x, c):
+        if x is None:
+            return None
+        return torch.where(before.reshape(-1, *([1] * (x.dim() - 2))), c, x)
+
+    return Dots(head=pick(dots.head, clean.head), mlp=pick(dots.mlp, clean.mlp),
+                neuron=pick(dots.neuron, clean.neuron), resid=pick(dots.resid, clean.resid),
+                scale=pick(dots.scale, clean.scale))
 
 
 def embedding_dots(acts: Activations, rows, pos, proj: Projection) -> torch.Tensor:
@@ -168,12 +209,15 @@ def embedding_dots(acts: Activations, rows, pos, proj: Projection) -> torch.Tens
                         for e in acts.embeddings], dim=-1)
 
 
-def full_logits(resid: torch.Tensor, weights: Weights) -> torch.Tensor:
+def full_logits(resid: torch.Tensor, weights: Weights, dtype=torch.float64) -> torch.Tensor:
     """Logits over the whole vocabulary [..., d_vocab] from final residuals [..., d_model].
 
     Centred over the vocabulary if the weights are; softmax is unaffected by that.
+    dtype: float64 (the clean run, once per prompt batch) or float32 (ablated runs: the
+    full-vocabulary product is the expensive part, and only log-probabilities use it).
     """
-    r = resid.double()
+    W_U, b_U = (weights.W_U, weights.b_U) if dtype == torch.float64 else weights.unembed_f32
+    r = resid.to(dtype)
     if weights.norm == "layernorm":
         r = r - r.mean(-1, keepdim=True)
-    return r / norm_scale(resid, weights.norm, weights.eps)[..., None] @ weights.W_U + weights.b_U
+    return r / norm_scale(resid, weights.norm, weights.eps).to(dtype)[..., None] @ W_U + b_U

@@ -18,10 +18,20 @@ import torch
 from . import ablation as abl
 from .batching import Batch, ablation_positions, make_batch, measurement_sites
 from .components import check_components, parse_components
-from .effects import Dots, Weights, dot_components, embedding_dots, full_logits, project_targets
+from .effects import (
+    Dots,
+    Weights,
+    before_suffix,
+    dot_components,
+    embedding_dots,
+    full_logits,
+    project_targets,
+    site_values,
+)
 from .errors import InterventionError, InvalidInputError
 from .repair import completeness_gap, decompose
 from .results import Measurement
+from .suffix import clean_cache, plan_suffix, suffix_edits, take_positions
 from .tracing import Activations, run_ablated, run_clean
 
 SCALES = ("clean", "recomputed")
@@ -93,15 +103,18 @@ class Lab:
         return [self.tokenizer.decode([i]) for i in ids]
 
     # --- runs -------------------------------------------------------------------------
-    def clean_run(self, batch: Batch, neurons: bool = False) -> Activations:
-        """The clean run's activations, cached per batch (an LRU of a few batches)."""
+    def clean_run(self, batch: Batch, neurons: bool = False, kv: bool = False) -> Activations:
+        """The clean run's activations (with neuron activations / the key-value cache if
+        asked), cached per batch (an LRU of a few batches)."""
         key = batch.key()
         cached = self._clean_cache.get(key)
-        if cached is not None and (cached.neurons or not neurons):
+        if cached is not None and (cached.neurons or not neurons) and (cached.keys or not kv):
             self._clean_cache.move_to_end(key)
             return cached
+        if cached is not None:  # what was cached stays included
+            neurons, kv = neurons or bool(cached.neurons), kv or bool(cached.keys)
         acts = run_clean(self.model, self.adapter, batch.input_ids, batch.attention_mask,
-                         neurons=neurons)
+                         neurons=neurons, kv=kv)
         self._clean_cache[key] = acts
         while len(self._clean_cache) > _CACHE_SIZE:
             self._clean_cache.popitem(last=False)
@@ -117,13 +130,8 @@ class Lab:
         """
         return self.measure_many(prompts, [ablate], **options)[0]
 
-    def measure_many(self, prompts, ablations, *, method: str = "zero", sources=None,
-                     n_sources: int | None = None, reference=None, positions="all",
-                     target="next", measure_at=None, scale: str = "clean",
-                     fold_value_biases: bool = True, centred: bool = True,
-                     neurons: bool = False, logprobs: bool = False, top_k: int = 5,
-                     prefix_reuse: bool = True, max_rows: int = 64,
-                     seed: int = 0) -> list[Measurement]:
+    def measure_many(self, prompts, ablations, *, scale: str = "clean",
+                     **options) -> list[Measurement]:
         """Measure several independent ablations of the same prompts, sharing the clean run.
 
         prompts: a string, a list of strings, or token ids [B, T].
@@ -143,12 +151,35 @@ class Lab:
         neurons: also compute every MLP neuron's direct effect (anti-erasure views).
         logprobs: also compute target log-probabilities and top-k predictions (full vocab).
         prefix_reuse: start ablated runs at their first ablated layer (identical results).
+        suffix_reuse: compute ablated runs only from each prompt's first ablated position to
+            its last measured one, attending to the clean run's cached keys and values of
+            earlier positions (equal to the full recomputation up to float rounding).
         max_rows: the most batch rows per traced forward pass.
+        seed: draws of sources="others".
         """
-        if method not in abl.METHODS:
-            raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(abl.METHODS)}")
         if scale not in SCALES:
             raise InvalidInputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+        return self._measure(prompts, ablations, (scale,), **options)[scale]
+
+    def measure_scales(self, prompts, ablations, scales=SCALES,
+                       **options) -> dict[str, list[Measurement]]:
+        """`measure_many` for several norm-scale conventions from the same forward passes.
+
+        Returns {scale: [Measurement per ablation]}; only the algebra differs per scale.
+        """
+        scales = tuple(scales)
+        if not scales or any(s not in SCALES for s in scales):
+            raise InvalidInputError(f"scales must be a subset of {', '.join(SCALES)}; got {scales}")
+        return self._measure(prompts, ablations, scales, **options)
+
+    def _measure(self, prompts, ablations, scales, *, method: str = "zero", sources=None,
+                 n_sources: int | None = None, reference=None, positions="all",
+                 target="next", measure_at=None, fold_value_biases: bool = True,
+                 centred: bool = True, neurons: bool = False, logprobs: bool = False,
+                 top_k: int = 5, prefix_reuse: bool = True, suffix_reuse: bool = True,
+                 max_rows: int = 64, seed: int = 0) -> dict[str, list[Measurement]]:
+        if method not in abl.METHODS:
+            raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(abl.METHODS)}")
         if isinstance(ablations, str) or not hasattr(ablations, "__iter__"):
             raise InvalidInputError("measure_many takes a list of ablations")
         specs = [parse_components(a) for a in ablations]
@@ -163,11 +194,13 @@ class Lab:
         plan = self._plan_replacement(method, batch, pos_mask, positions, sources, n_sources,
                                       reference, seed)
         # --- everything validated; forward passes start here ---
+        suffix = (plan_suffix(batch, pos_mask, sites.rows, sites.positions) if suffix_reuse
+                  else None)
         weights = self.weights(centred)
-        clean = self.clean_run(batch, neurons=neurons)
+        needs_kv = suffix is not None and suffix.n_cached > 0
+        clean = self.clean_run(batch, neurons=neurons, kv=needs_kv)
         if sites.target_ids is None:
-            logits = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
-            sites.target_ids = logits.argmax(-1)
+            sites.target_ids = self._clean_logits(batch, clean, sites, weights)[0].argmax(-1)
         repl = self._replacement(plan, batch, clean, fold_value_biases, neurons)
         proj, clean_dots, embed = self._clean_effects(batch, clean, sites, weights,
                                                       fold_value_biases, neurons)
@@ -175,45 +208,74 @@ class Lab:
         settings = dict(
             model=self.name, family=self.adapter.family, method=method,
             sources=repl.description, n_sources=repl.n_sources, positions=_describe(positions),
-            target=_describe(target), measure_at=_describe(measure_at), scale=scale,
+            target=_describe(target), measure_at=_describe(measure_at), scale=None,
             fold_value_biases=fold_value_biases, centred=centred,
             dtype=str(self.hf_model.dtype).replace("torch.", ""), seed=seed,
             sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = ΔL + DE",
             versions=dict(package_versions()))
-        results: list[Measurement | None] = [None] * len(specs)
+        results: dict[str, list] = {s: [None] * len(specs) for s in scales}
         for idxs, start in self._groups(specs, repl.n_sources * batch.size, max_rows):
             group = [specs[i] for i in idxs]
             edits = abl.build_edits(group, self.shape, pos_mask, repl)
             n_runs = len(group) * repl.n_sources
-            ids = batch.input_ids.repeat(n_runs, 1)
-            mask = batch.attention_mask.repeat(n_runs, 1)
-            prefix = None
-            if prefix_reuse and start > 0:
-                last = clean.block_out[start - 1].repeat(n_runs, 1, 1)
-                prefix = [last] * start  # only the last skipped layer's output is ever read
-            acts = run_ablated(self.model, self.adapter, ids, mask, edits,
-                               prefix if prefix_reuse else None, neurons)
+            acts = self._run_group(batch, clean, edits, start, n_runs, suffix, prefix_reuse,
+                                   neurons)
             dots = dot_components(acts, n_runs, sites.rows, sites.positions, proj, weights,
                                   fold_value_biases, upstream=clean_dots)
             self._check_complete(dots, embed, proj, "ablated run")
             logits_abl = None
             if logprobs:
-                resid = acts.resid_final.reshape(n_runs, batch.size, *acts.resid_final.shape[1:])
-                logits_abl = full_logits(resid[:, sites.rows, sites.positions], weights)
+                resid = site_values(acts.resid_final, n_runs, sites.rows, sites.positions,
+                                    acts.offset)
+                before = before_suffix(sites.rows, sites.positions, acts.offset)
+                if before is not None:
+                    clean_resid = clean.resid_final[sites.rows, sites.positions]
+                    resid = torch.where(before[:, None], clean_resid, resid)
+                logits_abl = full_logits(resid, weights, torch.float32)
             for j, i in enumerate(idxs):
                 part = slice(j * repl.n_sources, (j + 1) * repl.n_sources)
-                fields = decompose(specs[i], clean_dots, _take(dots, part), embed, proj,
-                                   self.shape, self.adapter.parallel, scale)
+                extra = {}
                 if logprobs:
-                    fields.update(self._logprob_fields(clean, sites, weights, logits_abl[part],
-                                                       top_k))
-                results[i] = Measurement(components=specs[i], rows=sites.rows,
-                                         positions=sites.positions, target_ids=sites.target_ids,
-                                         settings=dict(settings), **fields)
-                _warn_if_no_effect(results[i])
+                    extra = self._logprob_fields(batch, clean, sites, weights, logits_abl[part],
+                                                 top_k)
+                for s in scales:
+                    fields = decompose(specs[i], clean_dots, _take(dots, part), embed, proj,
+                                       self.shape, self.adapter.parallel, s)
+                    m = Measurement(components=specs[i], rows=sites.rows,
+                                    positions=sites.positions, target_ids=sites.target_ids,
+                                    settings=dict(settings, scale=s), **fields, **extra)
+                    results[s][i] = m
+                _warn_if_no_effect(m)
         return results
 
     # --- helpers ----------------------------------------------------------------------
+    def _run_group(self, batch, clean, edits, start, n_runs, suffix, prefix_reuse,
+                   neurons) -> Activations:
+        """One traced forward of `n_runs` ablated copies of the batch (rows run-major).
+
+        prefix_reuse: layers before `start` are skipped (their clean outputs fed in).
+        suffix: only each row's suffix positions are computed, on the clean key-value cache.
+        """
+        if suffix is None:
+            ids, mask, position_ids, cache = batch.input_ids, batch.attention_mask, None, None
+        else:
+            ids, mask, position_ids = suffix.input_ids, suffix.attention_mask, suffix.position_ids
+            edits = suffix_edits(edits, suffix.index.repeat(n_runs, 1))
+            cache = clean_cache(clean, suffix.n_cached, n_runs) if suffix.n_cached else None
+        prefix = None
+        if prefix_reuse and start > 0:
+            last = clean.block_out[start - 1]
+            if suffix is not None:
+                last = take_positions(last, suffix.index)
+            prefix = [last.repeat(n_runs, 1, 1)] * start  # only the last one is ever read
+        acts = run_ablated(self.model, self.adapter, ids.repeat(n_runs, 1),
+                           mask.repeat(n_runs, 1), edits, prefix, neurons,
+                           None if position_ids is None else position_ids.repeat(n_runs, 1),
+                           cache)
+        if suffix is not None:
+            acts.offset = suffix.offset
+        return acts
+
     def _clean_effects(self, batch, clean, sites, weights, fold_value_biases, neurons):
         """Target projections and the clean run's direct effects, cached with the clean run."""
         key = (batch.key(), sites.rows.numpy().tobytes(), sites.positions.numpy().tobytes(),
@@ -297,19 +359,36 @@ class Lab:
                 f"(max gap {float(gap.max()):.3g}); an intervention did not reach the model "
                 "or the architecture adapter reads the wrong modules")
 
-    def _logprob_fields(self, clean, sites, weights, logits_abl, top_k) -> dict:
-        """Target log-probabilities and top-k predictions, clean and ablated (mean over sources)."""
-        logits_c = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
-        logprobs_c = logits_c.log_softmax(-1)
+    def _clean_logits(self, batch, clean, sites, weights) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean run's logits and log-probabilities at the sites [N, V] (float64), cached
+        with the clean run (every click of the Explorer reuses them)."""
+        key = ("logits", batch.key(), sites.rows.numpy().tobytes(),
+               sites.positions.numpy().tobytes(), weights.centred)
+        cached = self._effects_cache.get(key)
+        if cached is not None and cached[0] is clean:
+            return cached[1]
+        logits = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
+        value = (logits, logits.log_softmax(-1))
+        self._effects_cache[key] = (clean, value)
+        while len(self._effects_cache) > _CACHE_SIZE:
+            self._effects_cache.popitem(last=False)
+        return value
+
+    def _logprob_fields(self, batch, clean, sites, weights, logits_abl, top_k) -> dict:
+        """Target log-probabilities and top-k predictions, clean and ablated (mean over sources).
+
+        logits_abl [K, N, V] (float32); results are float64.
+        """
+        logprobs_c = self._clean_logits(batch, clean, sites, weights)[1]
         logprobs_a = logits_abl.log_softmax(-1)                   # [K, N, V]
         tgt = sites.target_ids[:, None]
         top_c = logprobs_c.exp().topk(top_k, dim=-1)
         top_a = logprobs_a.exp().mean(0).topk(top_k, dim=-1)
         per_source = logprobs_a.gather(-1, tgt[None].expand(logprobs_a.shape[0], -1, -1))
         return dict(logprob_clean=logprobs_c.gather(-1, tgt)[:, 0],
-                    logprob_ablated=per_source[..., 0].mean(0),
+                    logprob_ablated=per_source[..., 0].double().mean(0),
                     topk_ids_clean=top_c.indices, topk_probs_clean=top_c.values,
-                    topk_ids_ablated=top_a.indices, topk_probs_ablated=top_a.values)
+                    topk_ids_ablated=top_a.indices, topk_probs_ablated=top_a.values.double())
 
 
 def _take(dots: Dots, part: slice) -> Dots:

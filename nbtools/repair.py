@@ -56,6 +56,7 @@ def decompose(components, clean: Dots, ablated: Dots, embed: torch.Tensor, proj:
     embed [N, E] unscaled embedding dots. scale: "clean" (frozen s) or "recomputed" (s').
     """
     head_set, mlp_set, neuron_set = component_masks(components, shape)
+    ablated = _upstream_from_clean(ablated, clean, components, shape, parallel)
     s = clean.scale[0]                                     # [N]
     s_abl = ablated.scale                                  # [K, N]
     s_used = s.expand_as(s_abl) if scale == "clean" else s_abl
@@ -128,6 +129,23 @@ def decompose(components, clean: Dots, ablated: Dots, embed: torch.Tensor, proj:
         compensation=compensation.mean(0),
     )
     return out
+
+
+def _upstream_from_clean(ablated: Dots, clean: Dots, components, shape: Shape,
+                         parallel: bool) -> Dots:
+    """Ablated-run dots with every component that is neither ablated nor downstream of the
+    earliest ablated one (e.g. the other heads of its layer) taken from the clean run: they
+    are the same computation, which a suffix run does in other tensor shapes (rounding)."""
+    head_set, mlp_set, neuron_set = component_masks(components, shape)
+    attn_down, mlp_down = downstream_masks(components, shape, parallel)
+    heads_up = ~attn_down[:, None] & ~head_set
+    mlp_up = ~mlp_down & ~mlp_set & ~neuron_set.any(-1)  # an MLP with ablated neurons changes
+    neuron = ablated.neuron
+    if neuron is not None:
+        neuron = torch.where(~mlp_down[:, None] & ~neuron_set, clean.neuron, neuron)
+    return Dots(head=torch.where(heads_up, clean.head, ablated.head),
+                mlp=torch.where(mlp_up, clean.mlp, ablated.mlp), neuron=neuron,
+                resid=ablated.resid, scale=ablated.scale)
 
 
 def completeness_gap(dots: Dots, embed: torch.Tensor, proj: Projection) -> torch.Tensor:

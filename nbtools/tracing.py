@@ -8,6 +8,7 @@ neuron activations (MLP down projection input), MLP output, block output.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -23,7 +24,9 @@ class Activations:
     block_out[l] [rows, pos, d_model]          residual stream after block l (clean runs)
     embeddings   list of [rows, pos, d_model]  (clean runs)
     resid_final  [rows, pos, d_model]          input of the final norm
-    Lists are indexed by layer - first_layer.
+    keys[l], values[l] [rows, n_kv_heads, pos, d_head]  attention cache (clean runs)
+    Lists are indexed by layer - first_layer. `offset` [prompt rows] (suffix runs, see
+    `nbtools.suffix`): position t of prompt row b is stored at t - offset[b].
     """
 
     first_layer: int
@@ -33,6 +36,9 @@ class Activations:
     block_out: list[torch.Tensor] = field(default_factory=list)
     embeddings: list[torch.Tensor] = field(default_factory=list)
     resid_final: torch.Tensor | None = None
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+    offset: torch.Tensor | None = None
 
 
 @dataclass
@@ -47,15 +53,27 @@ class LayerEdit:
     mlp_value: torch.Tensor | None = None    # [rows, pos, d_model]
 
 
-def _inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+def _inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids=None) -> dict:
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
+    return inputs
 
 
-def run_clean(lm, adapter, input_ids, attention_mask, neurons: bool) -> Activations:
-    """Trace the unmodified model and save every activation the measurements use."""
+def _cache_kwarg(hf_model) -> str:
+    """The forward argument that takes a key-value cache ("cache" from transformers 5.2x)."""
+    params = inspect.signature(hf_model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def run_clean(lm, adapter, input_ids, attention_mask, neurons: bool,
+              kv: bool = False) -> Activations:
+    """Trace the unmodified model and save every activation the measurements use, and with
+    `kv` its key-value cache (what suffix runs attend to)."""
     s = adapter.shape
     acts = Activations(first_layer=0)
-    with torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1):
+    with torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1,
+                                   use_cache=kv):
         for module in adapter.embeddings(lm):
             acts.embeddings.append(module.output.save())
         layers = adapter.layers(lm)
@@ -66,6 +84,11 @@ def run_clean(lm, adapter, input_ids, attention_mask, neurons: bool) -> Activati
             acts.mlp_out.append(adapter.mlp(lm, layer).output.save())
             acts.block_out.append(layers[layer].output.save())
         acts.resid_final = adapter.final_norm(lm).input.save()
+        output = lm.output.save() if kv else None
+    if kv:
+        cache = getattr(output, "cache", None) or output.past_key_values
+        acts.keys = [layer.keys for layer in cache.layers]
+        acts.values = [layer.values for layer in cache.layers]
     acts.z = [z.reshape(*z.shape[:2], s.n_heads, s.d_head) for z in acts.z]
     # position embeddings come out as [1, pos, d_model]: give every embedding the batch axis
     acts.embeddings = [e.expand(input_ids.shape[0], -1, -1) for e in acts.embeddings]
@@ -73,17 +96,23 @@ def run_clean(lm, adapter, input_ids, attention_mask, neurons: bool) -> Activati
 
 
 def run_ablated(lm, adapter, input_ids, attention_mask, edits: dict[int, LayerEdit],
-                prefix: list[torch.Tensor] | None, neurons: bool) -> Activations:
+                prefix: list[torch.Tensor] | None, neurons: bool, position_ids=None,
+                cache=None) -> Activations:
     """Trace the model with `edits` applied and save activations from the first edited layer on.
 
     `prefix`, if given, holds the clean block outputs of every layer before the first
     edited one ([rows, pos, d_model] each): those layers are skipped and their cached
     outputs used instead (an ablation cannot change anything upstream of itself).
+    `position_ids` [rows, pos] and `cache` (a transformers cache of earlier positions, which
+    `attention_mask` then covers too) run a position suffix (see `nbtools.suffix`).
     """
     s = adapter.shape
     start = min(edits)
     acts = Activations(first_layer=start)
-    with torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1):
+    extra = {"use_cache": False} if cache is None else {_cache_kwarg(lm._module): cache,
+                                                          "use_cache": True}
+    with torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask, position_ids),
+                                   logits_to_keep=1, **extra) as tracer:
         layers = adapter.layers(lm)
         if prefix is not None:
             for layer in range(start):
@@ -109,5 +138,6 @@ def run_ablated(lm, adapter, input_ids, attention_mask, edits: dict[int, LayerEd
                                          mlp.output)
             acts.mlp_out.append(mlp.output.save())
         acts.resid_final = adapter.final_norm(lm).input.save()
+        tracer.stop()  # the final norm and the unembedding are computed in the algebra
     acts.z = [z.reshape(*z.shape[:2], s.n_heads, s.d_head) for z in acts.z]
     return acts

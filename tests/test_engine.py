@@ -21,7 +21,7 @@ def test_prefix_reuse_is_identical(labs, family, method):
     """Starting ablated runs from the cached clean residual changes no number (bit-identical)."""
     lab = labs[family]
     prompts = ragged_batch(lengths=(10, 10, 10))
-    kw = dict(method=method, sources="shift", neurons=True)
+    kw = dict(method=method, sources="shift", neurons=True, suffix_reuse=False)
     fast = lab.measure_many(prompts, ABLATIONS, **kw)
     slow = lab.measure_many(prompts, ABLATIONS, prefix_reuse=False, **kw)
     for a, b in zip(fast, slow, strict=True):
@@ -99,22 +99,26 @@ def test_half_precision_accumulates_in_float64(dtype, seed):
     torch.testing.assert_close(r.delta_logit, full.delta_logit, atol=0.1, rtol=0.1)
 
 
-def test_dropped_intervention_is_detected(monkeypatch):
-    """If a write never reaches the model, the completeness check raises InterventionError."""
+@pytest.mark.parametrize("positions", ["all", "final"])
+def test_dropped_intervention_is_detected(monkeypatch, positions):
+    """If a write never reaches the model, the completeness check raises InterventionError
+    (also on suffix runs, positions="final")."""
     lab = make_lab("gpt2")
     from nbtools import tracing
 
     real = tracing.run_ablated
 
-    def run_then_pretend(lm, adapter, ids, mask, edits, prefix, neurons):
-        acts = real(lm, adapter, ids, mask, {min(edits): tracing.LayerEdit()}, prefix, neurons)
+    def run_then_pretend(lm, adapter, ids, mask, edits, prefix, neurons, *suffix):
+        acts = real(lm, adapter, ids, mask, {min(edits): tracing.LayerEdit()}, prefix, neurons,
+                    *suffix)
         layer = min(edits) - acts.first_layer
         acts.z[layer] = torch.zeros_like(acts.z[layer])  # report an ablation the model never saw
         return acts
 
     monkeypatch.setattr("nbtools.lab.run_ablated", run_then_pretend)
     with pytest.raises(InterventionError, match="do not add up"):
-        lab.measure(ragged_batch(), Head(1, 1), method="zero")
+        lab.measure(ragged_batch(), Head(1, 1), method="zero", positions=positions,
+                    target="top")
 
 
 def test_no_effect_warns(labs):
@@ -139,3 +143,40 @@ def test_strings_components_and_repr(labs):
 def test_load_accepts_an_nnsight_model(labs):
     again = nbtools.load(labs["gpt2"].model)
     assert again.shape == labs["gpt2"].shape
+
+
+def test_measure_scales_equals_one_scale_at_a_time(labs):
+    """Both norm-scale conventions from one set of forward passes equal separate calls."""
+    lab = labs["llama_gqa_vbias"]
+    prompts = ragged_batch(lengths=(8, 9, 10, 11, 12))
+    kw = dict(method="resample", sources="others", n_sources=3, positions="final",
+              target="top", logprobs=True)
+    both = lab.measure_scales(prompts, [AttnLayer(1), MLPLayer(2)], **kw)
+    assert list(both) == ["clean", "recomputed"]
+    for scale, ms in both.items():
+        for m, one in zip(ms, lab.measure_many(prompts, [AttnLayer(1), MLPLayer(2)],
+                                               scale=scale, **kw), strict=True):
+            assert m.settings == one.settings and m.settings["scale"] == scale
+            for name, value in m.tensors().items():
+                assert torch.equal(value, one.tensors()[name]), (scale, m.label, name)
+    with pytest.raises(nbtools.InvalidInputError, match="scales"):
+        lab.measure_scales(prompts, [AttnLayer(1)], scales=("nope",))
+
+
+def test_layer_sweep_measures_both_scales_from_one_pass(labs, monkeypatch):
+    """sweep_layers runs each batch's forward passes once for all scales; the numbers equal
+    one sweep per scale."""
+    from nbtools.sweeps import sweep_layers
+
+    lab = labs["gpt2"]
+    prompts = [" ".join(f"w{(7 * i + j) % 500 + 1}" for j in range(5 + i % 3)) for i in range(6)]
+    kw = dict(n_sources=3, batch_prompts=3, progress=False, examples=1)
+    calls = []
+    real = lab._measure
+    monkeypatch.setattr(lab, "_measure", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    both = sweep_layers(lab, prompts, **kw)
+    assert calls == [("clean", "recomputed")] * 3  # two batches and one example
+    for scale in ("clean", "recomputed"):
+        one = sweep_layers(lab, prompts, scales=[scale], **kw)
+        for name, value in one.state.items():
+            assert torch.equal(value, both.state[name]), (scale, name)

@@ -324,16 +324,16 @@ def test_layer_sweep_summaries(lab, prompts, layer_file):
 def test_layer_sweep_resume_and_determinism(lab, prompts, layer_file, tmp_path, monkeypatch):
     path, _ = layer_file
     out = tmp_path / "l.safetensors"
-    real = type(lab).measure_many
+    real = type(lab).measure_scales
     calls = {"n": 0}
 
     def flaky(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] in (3, 6):  # mid-way through the 2nd batch, then the 1st example
+        if calls["n"] in (2, 4):  # the 2nd batch, then the 1st example (one call each)
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(type(lab), "measure_many", flaky)
+    monkeypatch.setattr(type(lab), "measure_scales", flaky)
     for expected in (6, 11):
         with pytest.raises(KeyboardInterrupt):
             sweep_layers(lab, prompts, out=out, batch_prompts=6, n_sources=4, checkpoint_every=0,

@@ -134,16 +134,16 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
         for start, end in iter_pending(bounds, done):
             chunk = texts[start:end]
             sources = [[texts[j] for j in index[i]] for i in range(start, end)]
-            state = _fill(state, start, end, scales, lambda s, c=chunk, src=sources:
-                          lab.measure_many(c, ablations, sources=src, scale=s, **common))
+            state = _fill(state, start, end, lab.measure_scales(
+                chunk, ablations, scales, sources=sources, **common))
             done = end
             bar.update(end - start)
             if checkpoint.due():
                 save(complete=False)
         for e in range(ex_done, examples):
-            state = _fill_example(state, e, scales, lambda s, e=e: lab.measure_many(
-                [texts[e]] * n_sources, ablations, sources=[[texts[j]] for j in index[e]],
-                scale=s, **common))
+            state = _fill_example(state, e, lab.measure_scales(
+                [texts[e]] * n_sources, ablations, scales,
+                sources=[[texts[j]] for j in index[e]], **common))
             bar.update(1)
             if checkpoint.due():
                 save(complete=False)
@@ -170,12 +170,11 @@ def _empty_state(P, A, L, scales, index, examples, K) -> dict[str, torch.Tensor]
     return state
 
 
-def _fill(state, start, end, scales, measure) -> dict:
-    """A new state with prompts [start, end) filled in from `measure(scale)` (per scale)."""
+def _fill(state, start, end, by_scale: dict) -> dict:
+    """A new state with prompts [start, end) filled in from {scale: [Measurement per ablation]}."""
     new = {k: v.clone() if k != "sources" else v for k, v in state.items()}
     sl = slice(start, end)
-    for s in scales:
-        ms = measure(s)
+    for s, ms in by_scale.items():
         m0 = ms[0]
         if not torch.equal(m0.rows, torch.arange(end - start)):
             raise RuntimeError("expected one measured site per prompt (the final position)")
@@ -195,10 +194,9 @@ def _fill(state, start, end, scales, measure) -> dict:
     return new
 
 
-def _fill_example(state, e, scales, measure) -> dict:
+def _fill_example(state, e, by_scale: dict) -> dict:
     new = dict(state)
-    for s in scales:
-        ms = measure(s)
+    for s, ms in by_scale.items():
         for name in ("attn_de_ablated", "mlp_de_ablated"):
             key = f"examples/{s}/{name}"
             t = new[key].clone()
