@@ -128,6 +128,7 @@ def _add(state: dict, prefix: str, parts: dict) -> None:
 
 
 # --- the sweep --------------------------------------------------------------------------
+@store.holding_out_lock
 def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 128,
                 n_rows: int | None = None, heads="all", top_frac: float = 0.02,
                 per_token=None, anti_erasure=None, anti_erasure_layer: int = -1,
@@ -483,9 +484,10 @@ class HeadSweepResult:
                    settings=header["settings"], progress=header["progress"])
 
     def save(self, path) -> None:
-        """Write the result file (atomically)."""
-        _write(Path(path), self.state, self.settings, self.rows, self.progress.get("rows_done", 0),
-               self.progress.get("complete", True))
+        """Write the result file (atomically; fails if a sweep is writing it)."""
+        with store.locked(path):
+            _write(Path(path), self.state, self.settings, self.rows,
+                   self.progress.get("rows_done", 0), self.progress.get("complete", True))
 
     # --- facts about the sweep ------------------------------------------------------
     @property

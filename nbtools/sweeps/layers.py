@@ -48,6 +48,7 @@ def source_index(n_prompts: int, n_sources: int, seed: int) -> torch.Tensor:
     return index
 
 
+@store.holding_out_lock
 def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | None = None,
                  layers="all", kinds=KINDS, scales=SCALES, batch_prompts: int = 8,
                  forward_rows: int = 128, examples: int = 1, fold_value_biases: bool = True,
@@ -311,7 +312,8 @@ class LayerSweepResult:
         tensors.update(summarise(self.state, self.settings))
         header = {"kind": KIND, "format": store.FORMAT_VERSION, "settings": self.settings,
                   "progress": self.progress, "target_tokens": self.target_tokens}
-        store.write(path, tensors, header)
+        with store.locked(path):
+            store.write(path, tensors, header)
 
     @property
     def complete(self) -> bool:
