@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..components import Head
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, whole_number
 from ..lab import SCALES
 from . import store
 from .common import (
@@ -164,6 +164,9 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
         raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if scale not in SCALES:
         raise InvalidInputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    if n_rows is not None and whole_number(n_rows, "n_rows") < 1:
+        raise InvalidInputError(
+            f"n_rows must be at least 1 (or None: every row of the corpus), got {n_rows}")
     if not 0 < top_frac <= 1:
         raise InvalidInputError(f"top_frac must be in (0, 1], got {top_frac}")
     if len(clip) != 2 or clip[0] > clip[1]:
@@ -188,7 +191,8 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
         raise InvalidInputError(f"token ids outside the vocabulary 0..{shape.d_vocab - 1}")
     R, T = rows.shape
     if method == "resample" and R < 2:
-        raise InvalidInputError("resample ablation needs at least two rows (row i ← row i+1)")
+        raise InvalidInputError(
+            f"resample ablation needs at least two rows (row i ← row i+1); the corpus gave {R}")
     bounds = batch_bounds(R, batch_rows, 2 if method == "resample" else 1)
     n_sites = R * (T - 1)
     k = top_count(n_sites, top_frac)
