@@ -304,9 +304,10 @@ def cmd_show(args) -> int:
             print("  layer         slope            r2")
             for layer, slope, r2 in zip(reg["layers"].tolist(), reg["slope"].tolist(),
                                         reg["r2"].tolist(), strict=True):
-                print(f"  {layer:>5}{_cell(slope)}{_cell(r2)}")
+                print(f"  {layer:>5}{_cell(slope if r2 == r2 else r2)}{_cell(r2)}")
             if any(x != x for x in reg["r2"].tolist()):
-                print("  (—: no fit; e.g. the last MLP layer has no downstream layers, so CE = 0)")
+                print("  (—: nothing to fit; e.g. the last MLP layer has no downstream layers, "
+                      "so CE = 0)")
     return 0
 
 
