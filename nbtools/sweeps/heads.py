@@ -156,6 +156,7 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
     out: result file (safetensors + JSON header), written atomically every
         `checkpoint_every` seconds and at the end; an existing file from the same settings
         is resumed (a finished one is returned as is), else InvalidInputError unless overwrite.
+        The file is locked for the whole run: a second sweep writing it fails at once.
     remote: False, True (NDIF) or "local" (nnsight's local simulation of the remote path).
     Returns a `HeadSweepResult`.
     """
