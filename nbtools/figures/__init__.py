@@ -104,8 +104,8 @@ def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
             jobs.extend(_layer_figures(res, prefix))
         else:
             raise InvalidInputError(
-                f"cannot draw figures from a {type(res).__name__}; give HeadSweepResult / "
-                "LayerSweepResult objects or result-file paths")
+                f"cannot draw figures from a value of type {type(res).__name__}; give "
+                "HeadSweepResult / LayerSweepResult objects or result-file paths")
     if len(heads) > 1:
         jobs.append((f"{tag}rn_fig1_models", lambda: self_repair_vs_depth(heads)))
         if len({r.settings["method"] for r in heads}) > 1:
