@@ -40,7 +40,8 @@ DIGEST_KEY = "header_sha256"  # in the header: SHA-256 of the rest of it (one me
 
 
 class ResultFileError(InvalidInputError):
-    """A result file is missing, unreadable, of the wrong kind, or from different settings."""
+    """A result file is missing, unreadable, damaged (a checksum does not match), of the wrong
+    kind, from different settings, or being written by another sweep."""
 
 
 def versions() -> dict[str, str]:
