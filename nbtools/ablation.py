@@ -14,7 +14,7 @@ import torch
 
 from .batching import Batch
 from .components import AttnLayer, Head, MLPLayer, Neurons
-from .errors import InvalidInputError
+from .errors import InvalidInputError, whole_number
 from .models.adapters import Shape
 from .tracing import Activations, LayerEdit
 
@@ -88,6 +88,16 @@ def resample_index(sources, batch: Batch, n_sources: int | None, seed: int):
     of them. A list of B lists: row b uses its own list (all of the same length K).
     """
     B = batch.size
+    if n_sources is not None:
+        n_sources = whole_number(n_sources, "n_sources")
+        if sources != "others":
+            raise InvalidInputError(
+                f"n_sources={n_sources} applies only to sources='others' (that many other "
+                "prompts per prompt); with other sources leave it out")
+        if n_sources < 1:
+            raise InvalidInputError(
+                f"n_sources must be at least 1 (other prompts per prompt; default 15), "
+                f"got {n_sources}")
     if sources is None:
         raise InvalidInputError(
             "method='resample' needs sources: 'shift', 'others', a list of prompts, "
@@ -97,7 +107,7 @@ def resample_index(sources, batch: Batch, n_sources: int | None, seed: int):
             raise InvalidInputError("sources='shift' needs at least two prompts in the batch")
         return None, ((torch.arange(B) + 1) % B)[None], "batch rows shifted by one (row i ← row i+1)"
     if sources == "others":
-        k = n_sources or 15
+        k = 15 if n_sources is None else n_sources
         if k > B - 1:
             raise InvalidInputError(
                 f"sources='others' with n_sources={k} needs at least {k + 1} prompts; got {B}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, whole_number
 
 
 @dataclass
@@ -31,35 +31,53 @@ class Batch:
                 self.attention_mask.numpy().tobytes())
 
 
-def _as_token_lists(prompts, tokenizer) -> tuple[list[list[int]], list[str] | None]:
+def _as_token_lists(prompts, tokenizer, what: str) -> tuple[list[list[int]], list[str] | None]:
     if isinstance(prompts, str):
         prompts = [prompts]
     if isinstance(prompts, torch.Tensor):
+        if prompts.dtype == torch.bool or prompts.is_floating_point() or prompts.is_complex():
+            raise InvalidInputError(
+                f"{what} token ids must be an integer tensor (torch.long), not {prompts.dtype}")
+        if prompts.dim() not in (1, 2):
+            raise InvalidInputError(
+                f"{what} token ids must be a tensor [T] or [B, T], not of shape "
+                f"{tuple(prompts.shape)}")
         if prompts.dim() == 1:
             prompts = prompts[None]
         return [row.tolist() for row in prompts], None
+    if not isinstance(prompts, list | tuple):
+        raise InvalidInputError(
+            f"{what}s must be a string, a list of strings, or token ids (a list of id lists or "
+            f"a tensor [B, T]), not {type(prompts).__name__}")
     prompts = list(prompts)
     if not prompts:
-        raise InvalidInputError("no prompts given")
+        raise InvalidInputError(f"no {what}s given (an empty list)")
     if all(isinstance(p, str) for p in prompts):
         return [tokenizer(p)["input_ids"] for p in prompts], prompts
     if all(isinstance(p, list | tuple) for p in prompts):
-        return [list(map(int, p)) for p in prompts], None
-    raise InvalidInputError("prompts must be a string, a list of strings, or token ids")
+        return [[whole_number(t, f"a token id of {what} {i}") for t in p]
+                for i, p in enumerate(prompts)], None
+    raise InvalidInputError(
+        f"{what}s must be a string, a list of strings, or token ids (a list of id lists or a "
+        "tensor [B, T]); do not mix them")
 
 
-def make_batch(prompts, tokenizer, n_ctx: int, d_vocab: int, pad_id: int = 0) -> Batch:
-    """Tokenise and right-pad; empty, over-long or out-of-vocabulary prompts raise."""
-    token_lists, texts = _as_token_lists(prompts, tokenizer)
+def make_batch(prompts, tokenizer, n_ctx: int, d_vocab: int, pad_id: int = 0,
+               what: str = "prompt") -> Batch:
+    """Tokenise and right-pad; empty, over-long or out-of-vocabulary prompts raise.
+
+    what: how errors name the prompts ("prompt", "source", "reference prompt").
+    """
+    token_lists, texts = _as_token_lists(prompts, tokenizer, what)
     for i, toks in enumerate(token_lists):
         if len(toks) == 0:
-            raise InvalidInputError(f"prompt {i} is empty (no tokens)")
+            raise InvalidInputError(f"{what} {i} is empty (no tokens)")
         if len(toks) > n_ctx:
             raise InvalidInputError(
-                f"prompt {i} has {len(toks)} tokens; this model takes at most {n_ctx}")
+                f"{what} {i} has {len(toks)} tokens; this model takes at most {n_ctx}")
         bad = [t for t in toks if not 0 <= t < d_vocab]
         if bad:
-            raise InvalidInputError(f"prompt {i} has token ids {bad[:5]} outside 0..{d_vocab - 1}")
+            raise InvalidInputError(f"{what} {i} has token ids {bad[:5]} outside 0..{d_vocab - 1}")
     lengths = torch.tensor([len(t) for t in token_lists])
     width = int(lengths.max())
     ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
@@ -78,11 +96,12 @@ def ablation_positions(batch: Batch, positions) -> torch.Tensor:
         return idx[None, :] < batch.lengths[:, None]
     if positions == "final":
         return idx[None, :] == (batch.lengths - 1)[:, None]
-    if isinstance(positions, int):
+    if isinstance(positions, int) and not isinstance(positions, bool):
         positions = [positions]
-    if isinstance(positions, str) or not hasattr(positions, "__iter__"):
+    if isinstance(positions, str | bool) or not hasattr(positions, "__iter__"):
         raise InvalidInputError(f"positions must be 'all', 'final' or a list of ints, not {positions!r}")
-    positions = [int(p) for p in positions]
+    positions = [whole_number(
+        p, "each of positions", "positions: 'all', 'final' or a list of ints") for p in positions]
     if not positions:
         raise InvalidInputError("positions is an empty list")
     shortest = int(batch.lengths.min())
@@ -119,8 +138,14 @@ def measurement_sites(batch: Batch, target, measure_at, tokenizer, d_vocab: int)
                 "target='next' has no next token at the final position; measure_at='all', "
                 "or target='top' / a token for the final position")
         mask = torch.arange(T)[None, :] == (lengths - 1)[:, None]
+    elif isinstance(measure_at, str | bool) or not (
+            isinstance(measure_at, int) or hasattr(measure_at, "__iter__")):
+        raise InvalidInputError(
+            f"measure_at must be 'all', 'final', a position or a list of them, not {measure_at!r}")
     else:
-        wanted = [measure_at] if isinstance(measure_at, int) else [int(p) for p in measure_at]
+        wanted = [whole_number(p, "each of measure_at",
+                                "measure_at: 'all', 'final' or a list of ints")
+                  for p in ([measure_at] if isinstance(measure_at, int) else measure_at)]
         limit = int(last_usable.min())
         bad = [p for p in wanted if not 0 <= p < limit]
         if bad or not wanted:

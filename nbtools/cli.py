@@ -296,7 +296,7 @@ def cmd_show(args) -> int:
         print(f"\nheads with the largest |SR| ({res.selection_text()}; mean):")
         print("  head    " + "".join(f"{c:>14}" for c in cols))
         for r in rows:
-            print(f"  L{r['layer']}H{r['head']:<5}" + "".join(f"{r[c]:>14.4f}" for c in cols))
+            print(f"  L{r['layer']}H{r['head']:<5}" + "".join(_cell(r[c]) for c in cols))
     else:
         for kind in res.settings["kinds"]:
             reg = res.regression(kind, res.scales[0])
@@ -304,8 +304,16 @@ def cmd_show(args) -> int:
             print("  layer         slope            r2")
             for layer, slope, r2 in zip(reg["layers"].tolist(), reg["slope"].tolist(),
                                         reg["r2"].tolist(), strict=True):
-                print(f"  {layer:>5}{slope:>14.4f}{r2:>14.4f}")
+                print(f"  {layer:>5}{_cell(slope if r2 == r2 else r2)}{_cell(r2)}")
+            if any(x != x for x in reg["r2"].tolist()):
+                print("  (—: nothing to fit; e.g. the last MLP layer has no downstream layers, "
+                      "so CE = 0)")
     return 0
+
+
+def _cell(value: float) -> str:
+    """A table cell: the value, or "—" where there is none (NaN)."""
+    return f"{value:>14.4f}" if value == value else f"{'—':>14}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

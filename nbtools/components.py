@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, whole_number
 from .models.adapters import Shape
 
 
@@ -20,6 +20,10 @@ class Head:
 
     layer: int
     head: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer", whole_number(self.layer, "Head layer"))
+        object.__setattr__(self, "head", whole_number(self.head, "Head head index"))
 
     def __str__(self) -> str:
         return f"L{self.layer}H{self.head}"
@@ -31,6 +35,9 @@ class AttnLayer:
 
     layer: int
 
+    def __post_init__(self):
+        object.__setattr__(self, "layer", whole_number(self.layer, "AttnLayer layer"))
+
     def __str__(self) -> str:
         return f"attn{self.layer}"
 
@@ -40,6 +47,9 @@ class MLPLayer:
     """A whole MLP layer's output (including its output bias)."""
 
     layer: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer", whole_number(self.layer, "MLPLayer layer"))
 
     def __str__(self) -> str:
         return f"mlp{self.layer}"
@@ -53,7 +63,12 @@ class Neurons:
     neurons: tuple[int, ...]
 
     def __post_init__(self):
-        object.__setattr__(self, "neurons", tuple(int(n) for n in self.neurons))
+        object.__setattr__(self, "layer", whole_number(self.layer, "Neurons layer"))
+        neurons = self.neurons
+        if isinstance(neurons, str) or not isinstance(neurons, Iterable):
+            neurons = [neurons]
+        object.__setattr__(self, "neurons",
+                           tuple(whole_number(n, "a neuron index") for n in neurons))
 
     def __str__(self) -> str:
         return f"mlp{self.layer}:" + ",".join(map(str, self.neurons))

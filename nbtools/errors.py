@@ -15,3 +15,17 @@ class UnsupportedModelError(NbtoolsError, ValueError):
 
 class InterventionError(NbtoolsError, RuntimeError):
     """An ablation did not take effect in the model (a broken hook path, a changed API)."""
+
+
+def whole_number(value, what: str, choices: str = "") -> int:
+    """`value` as an int if it is a whole number (int, numpy / 0-d torch integer; not a bool or
+    a float), else InvalidInputError naming `what` (and the valid `choices`, if given)."""
+    import operator
+
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise InvalidInputError(f"{what} must be a whole number (an int), not {value!r}"
+                            + (f"; {choices}" if choices else ""))

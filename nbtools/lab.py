@@ -89,12 +89,14 @@ class Lab:
             self._weights[centred] = Weights.from_adapter(self.adapter, centred=centred)
         return self._weights[centred]
 
-    def tokenize(self, prompts) -> Batch:
-        """A right-padded batch; raises InvalidInputError for empty or over-long prompts."""
+    def tokenize(self, prompts, what: str = "prompt") -> Batch:
+        """A right-padded batch; raises InvalidInputError for empty or over-long prompts
+        (naming them `what`: "prompt", "source", "reference prompt")."""
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id or 0
-        return make_batch(prompts, self.tokenizer, self.shape.n_ctx, self.shape.d_vocab, pad)
+        return make_batch(prompts, self.tokenizer, self.shape.n_ctx, self.shape.d_vocab, pad,
+                          what)
 
     def to_str_tokens(self, prompt) -> list[str]:
         """The prompt's tokens as strings (what the Explorer shows)."""
@@ -298,11 +300,16 @@ class Lab:
         """Validate and tokenise what the replacement values will come from (no forward pass)."""
         if method == "resample":
             pool_prompts, index, description = abl.resample_index(sources, batch, n_sources, seed)
-            pool = batch if pool_prompts is None else self.tokenize(pool_prompts)
+            pool = batch if pool_prompts is None else self.tokenize(pool_prompts, "source")
             src_pos = abl.source_positions(batch, pool.lengths, index, pos_mask, positions)
             return dict(pool=pool, index=index, src_pos=src_pos, description=description)
         if method == "mean":
-            return dict(pool=batch if reference is None else self.tokenize(reference))
+            if isinstance(reference, list | tuple) and not reference:
+                raise InvalidInputError(
+                    "reference is an empty list; give the prompts whose mean replaces the "
+                    "activations, or reference=None for the measured prompts")
+            return dict(pool=batch if reference is None
+                        else self.tokenize(reference, "reference prompt"))
         return {}
 
     def _replacement(self, plan, batch, clean, fold_value_biases, neurons) -> abl.Replacement:

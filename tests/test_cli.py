@@ -34,8 +34,8 @@ def _command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "nbtools.cli"]
 
 
-def run(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
+def run(*args, check=True, timeout=300, warnings="ignore") -> subprocess.CompletedProcess:
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": warnings}
     proc = subprocess.run([*_command(), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env)
     if check and proc.returncode != 0:
@@ -181,3 +181,57 @@ def test_end_to_end_interrupted_resumed_and_figures(capsys, setup):
     meta = json.loads(Image.open(figs / "0_rn_fig1_self_repair_vs_depth.png")
                       .text["nbtools:settings"])
     assert meta["method"] == "resample" and meta["top_frac"] == 0.05
+
+
+def test_bad_input_through_the_console_script(setup, tmp_path):
+    """Issue 15: one line, exit 2, no traceback, for what used to crash or mislead."""
+    model, corpus, prompts, _ = setup
+    out = tmp_path / "h.safetensors"
+    small = ["--model", model, "--corpus", *corpus, "--rows", "4", "--row-len", "16",
+             "--heads", "1.0", "--no-progress"]
+    cases = [
+        (["sweep", "heads", "--device", "bogus", "--out", out, *small],
+         "unknown device 'bogus'; use 'cpu', 'cuda'"),
+        (["sweep", "heads", *small, "--out", tmp_path], "is a folder; give a result file name"),
+    ]
+    (tmp_path / "notes.txt").write_text("notes")
+    cases.append((["sweep", "heads", *small, "--out", tmp_path / "notes.txt"],
+                  "overwrite=True / --overwrite to replace it"))
+    for args, message in cases:
+        proc = run(*args, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], proc.stderr
+    run("sweep", "heads", *small, "--out", out)
+    proc = run("sweep", "heads", *[a if a != "4" else "3" for a in small], "--out", out,
+               check=False)  # resumed with other --rows: a short diff
+    assert proc.returncode == 2 and "n_rows: 4 → 3" in proc.stderr, proc.stderr
+    assert len(proc.stderr) < 500, proc.stderr
+    (tmp_path / "afile").write_text("")
+    proc = run("figures", out, "--out", tmp_path / "afile", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "is a file; give a folder for the figures" in proc.stderr
+    # a head subset draws its figures without numpy's "Mean of empty slice" warning
+    proc = run("figures", out, "--out", tmp_path / "figs", "--formats", "png", "--dpi", "20",
+               warnings="default")
+    assert "Mean of empty slice" not in proc.stderr and "RuntimeWarning" not in proc.stderr
+
+
+def test_show_prints_a_dash_where_there_is_no_fit(setup, tmp_path, capsys):
+    model, _, prompts, _ = setup
+    out = tmp_path / "l.safetensors"
+    assert main(["sweep", "layers", "--model", model, *(["--prompts", prompts] if prompts else []),
+                 "--n-prompts", "6", "--n-sources", "2", "--kinds", "mlp", "--scales", "clean",
+                 "--examples", "0", "--out", str(out), "--no-progress"]) == 0
+    shown = run("show", out).stdout
+    table = shown.split("mlp layers")[1].splitlines()
+    last = [line.split() for line in table if line.split() and line.split()[0].isdigit()][-1]
+    assert "nan" not in shown and last[1:] == ["—", "—"], shown
+
+
+@pytest.mark.skipif(not EMBEDDED.exists(), reason="needs the embedded model")
+def test_embedded_name_in_any_case_from_the_cli(tmp_path):
+    proc = run("sweep", "heads", "--model", "Tiny", "--corpus", "nltk:inaugural", "--rows", "2",
+               "--row-len", "8", "--heads", "0.0", "--out", tmp_path / "t.safetensors",
+               "--no-progress")
+    assert "HeadSweepResult(tiny" in proc.stdout

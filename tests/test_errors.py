@@ -113,3 +113,232 @@ def test_local_folder_round_trip(tmp_path):
     again = nbtools.load(str(tmp_path))
     a, b = (x.measure(PROMPT, "1.1") for x in (lab, again))
     assert torch.equal(a.self_repair, b.self_repair)
+
+
+# --- issue 15: every bad input a clear error before any forward pass ---------------------------
+@pytest.fixture()
+def every_module():
+    """A GPT-2 Lab with a forward pre-hook on every module (any forward pass is counted)."""
+    lab = make_lab("gpt2")
+    calls = []
+    for module in lab.hf_model.modules():
+        module.register_forward_pre_hook(lambda *_: calls.append(1))
+    return lab, calls
+
+
+NAN = float("nan")
+MEASURE_CASES = [
+    # crashes that were plain Python / torch errors
+    (dict(prompts=None), "prompts must be a string, a list of strings, or token ids"),
+    (dict(prompts=123), "prompts must be a string, a list of strings, or token ids"),
+    (dict(prompts=[[1, NAN, 3]]), "a token id of prompt 0 must be a whole number .an int., not nan"),
+    (dict(prompts=torch.ones(1, 2, 3, dtype=torch.long)), r"\[T\] or \[B, T\], not of shape"),
+    (dict(positions=["a"]), "positions must be a whole number.*'all', 'final' or a list of ints"),
+    (dict(target="top", measure_at=["x"]), "measure_at must be a whole number.*'all', 'final'"),
+    (dict(method="resample", sources="others", n_sources=-1), "n_sources must be at least 1"),
+    # silently wrong results
+    (dict(prompts=[[1, 10.5, 3]]), "must be a whole number .an int., not 10.5"),
+    (dict(prompts=torch.tensor([[True, False, True]])), "integer tensor .torch.long., not torch.bool"),
+    (dict(prompts=torch.tensor([[1.0, 2.0]])), "integer tensor .torch.long., not torch.float32"),
+    (dict(positions=[1.5]), "positions must be a whole number .an int., not 1.5"),
+    (dict(positions=True), "positions must be 'all', 'final' or a list of ints, not True"),
+    (dict(method="resample", sources="others", n_sources=0), "n_sources must be at least 1"),
+    (dict(method="resample", sources="shift", n_sources=3), "applies only to sources='others'"),
+    (dict(ablate=Neurons(1, [1])), None),  # control: accepted
+    # unclear messages
+    (dict(method="resample", sources=[""]), "source 0 is empty"),
+    (dict(method="mean", reference=""), "reference prompt 0 is empty"),
+    (dict(method="mean", reference=[]), "reference is an empty list.*reference=None"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", MEASURE_CASES, ids=[str(m) for _, m in MEASURE_CASES])
+def test_bad_input_is_a_clear_error_before_any_forward(every_module, kwargs, message):
+    lab, calls = every_module
+    kwargs = dict(kwargs)
+    prompts, ablate = kwargs.pop("prompts", PROMPT), kwargs.pop("ablate", "1.1")
+    if message is None:
+        lab.measure(prompts, ablate, **kwargs)
+        assert calls
+        return
+    with pytest.raises(InvalidInputError, match=message):
+        lab.measure(prompts, ablate, **kwargs)
+    assert calls == [], "a forward pass ran before the error"
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: Head("a", 1), "Head layer must be a whole number .an int., not 'a'"),
+    (lambda: Head(1.5, 2), "Head layer must be a whole number .an int., not 1.5"),
+    (lambda: Head(1, True), "Head head index must be a whole number"),
+    (lambda: Neurons(5, [1.5]), "a neuron index must be a whole number .an int., not 1.5"),
+    (lambda: nbtools.AttnLayer("3"), "AttnLayer layer must be a whole number"),
+])
+def test_components_take_whole_numbers_only(make, message):
+    with pytest.raises(InvalidInputError, match=message):
+        make()
+
+
+def test_components_accept_numpy_and_torch_integers():
+    import numpy as np
+
+    assert Head(np.int64(2), torch.tensor(1)) == Head(2, 1)
+    assert Neurons(1, 7).neurons == (7,) and Neurons(1, torch.tensor([3, 4])).neurons == (3, 4)
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(device="bogus"), InvalidInputError, "unknown device 'bogus'; use 'cpu', 'cuda'"),
+    (dict(device="cuda:99"), InvalidInputError, "device 'cuda:99'"),
+])
+def test_bad_device(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        nbtools.load("tiny", **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+def test_cuda_without_cuda():
+    with pytest.raises(InvalidInputError, match="sees no CUDA GPU; use device='cpu'"):
+        nbtools.load("tiny", device="cuda")
+
+
+def test_a_module_that_is_not_a_language_model():
+    with pytest.raises(UnsupportedModelError, match="not a transformers causal language model.*"
+                                                    "supported architectures: gpt2"):
+        nbtools.load(torch.nn.Linear(2, 2), tokenizer=word_tokenizer())
+
+
+def test_embedded_names_are_case_insensitive():
+    assert nbtools.load("Tiny").name == "tiny"
+
+
+def test_an_unknown_name_offline_fails_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UnsupportedModelError,
+                       match="(?s)hub is unreachable .offline. and the local cache has no copy.*"
+                             "embedded model name .tiny"):
+        nbtools.load("no-such-org/no-such-model")
+
+
+def test_the_hub_check_without_a_connection(monkeypatch):
+    import socket
+
+    from nbtools.models import loading
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy",
+                "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+    def refuse(*_, **__):
+        raise OSError("no network")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert loading._hub_unreachable()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert not loading._hub_unreachable()  # a proxy decides; transformers tries
+
+
+# --- sweeps -------------------------------------------------------------------------------------
+ROWS = torch.randint(1, 512, (4, 10), generator=torch.Generator().manual_seed(3))
+FACTS = [f"w{i} w{i + 1} w{i + 2}" for i in range(1, 40, 3)]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(n_rows=0, method="zero"), r"n_rows must be at least 1 \(or None: every row"),
+    (dict(n_rows=0), r"n_rows must be at least 1 \(or None: every row"),
+    (dict(n_rows=1), "resample ablation needs at least two rows .row i ← row i\\+1.; the corpus gave 1"),
+    (dict(corpus="missing_corpus.md"), "corpus file 'missing_corpus.md' does not exist"),
+    (dict(corpus="data/missing"), "corpus file 'data/missing' does not exist"),
+    (dict(corpus=ROWS.double()), "integer tensor, not torch.float64"),
+    (dict(heads=[("a", 1)]), "Head layer must be a whole number"),
+])
+def test_bad_head_sweep_input(every_module, kwargs, message):
+    from nbtools.sweeps import sweep_heads
+
+    lab, calls = every_module
+    kwargs = {"corpus": ROWS, **kwargs}
+    with pytest.raises(InvalidInputError, match=message):
+        sweep_heads(lab, progress=False, **kwargs)
+    assert calls == []
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(n_sources=0), r"n_sources must be at least 1 \(resample sources per prompt; the paper"),
+    (dict(n_sources=-1), "n_sources must be at least 1"),
+    (dict(n_sources=2.5), "n_sources must be a whole number"),
+    (dict(n_sources=40), "n_sources=40 needs at least 41 prompts; got 13"),
+    (dict(n_sources=3, layers=[1.5]), "a layer in layers must be a whole number"),
+    (dict(n_sources=3, layers="first"), "layers must be 'all' or a list of layer indices"),
+    (dict(n_sources=3, n_prompts=0), "n_prompts must be at least 1"),
+])
+def test_bad_layer_sweep_input(every_module, kwargs, message):
+    from nbtools.sweeps import sweep_layers
+
+    lab, calls = every_module
+    with pytest.raises(InvalidInputError, match=message):
+        sweep_layers(lab, FACTS, progress=False, **kwargs)
+    assert calls == []
+
+
+def test_layer_sweep_progress_counts_prompts(monkeypatch):
+    from nbtools.sweeps import layers, sweep_layers
+
+    seen, real = [], layers.progress_bar
+
+    def bar(enabled, total, initial, desc, unit):
+        seen.append(total)
+        return real(False, total, initial, desc, unit)
+
+    monkeypatch.setattr(layers, "progress_bar", bar)
+    sweep_layers(make_lab("gpt2"), FACTS[:5], n_sources=2, kinds=["attn"], scales=["clean"],
+                 examples=1)
+    assert seen == [5]
+
+
+# --- figures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def attn_sweep():
+    from nbtools.sweeps import sweep_layers
+
+    return sweep_layers(make_lab("gpt2"), FACTS[:6], n_sources=2, kinds=["attn"],
+                        scales=["clean"], progress=False)
+
+
+def test_bad_figure_input(attn_sweep, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nbtools import figures
+
+    res = attn_sweep
+    cases = [
+        (lambda: figures.render_all([object()], tmp_path), "cannot draw figures from a value of type object; "
+         "give HeadSweepResult / LayerSweepResult objects or result-file paths"),
+        (lambda: figures.render_all(["x"], tmp_path), "no result file at x"),
+        (lambda: figures.render_all([], tmp_path), "no results given"),
+        (lambda: figures.self_repair_vs_depth([]), "no results given; pass a HeadSweepResult"),
+        (lambda: figures.self_repair_vs_depth([res]), "needs HeadSweepResults"),
+        (lambda: figures.delta_by_layer(res, "bogus"), "unknown kind 'bogus'; choose from attn, mlp"),
+        (lambda: figures.delta_by_layer(res, "mlp"), "no mlp layer ablations; it swept attn0"),
+        (lambda: figures.compensation_vs_unembed(res, "attn", "recomputed"),
+         "did not measure scale 'recomputed'; it has clean"),
+        (lambda: figures.layer_de(res, 999, "attn1"), "prompt 999 is not in the sweep; it "
+         "measured prompts 0..5"),
+        (lambda: figures.layer_de(res, 0, "attn9"), "'attn9' was not swept; choose from attn0"),
+    ]
+    for make, message in cases:
+        with pytest.raises(InvalidInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            make()
+    fig = figures.delta_by_layer(res, "attn")
+    with pytest.raises(InvalidInputError, match="choose from pdf, svg, png"):
+        figures.save(fig, tmp_path / "f", formats=("jpg",))
+    with pytest.raises(InvalidInputError, match="unsupported figure format 'jpg' .from the file "
+                                                "name fig.jpg.; choose from pdf, svg, png"):
+        figures.save(fig, tmp_path / "fig.jpg")
+    assert not list(tmp_path.glob("fig.jpg*"))
+    assert [p.name for p in figures.save(fig, tmp_path / "fig.v2", formats=("png",))] == \
+        ["fig.v2.png"]  # a dot that is not a format suffix stays part of the name
+    plt.close(fig)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InvalidInputError, match="is a file; give a folder for the figures"):
+        figures.render_all(res, tmp_path / "file")

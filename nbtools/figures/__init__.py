@@ -13,10 +13,12 @@ de_vs_delta_logit, noise, ablation_comparison, scale_ratio_hist, breakdown, anti
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from ..errors import InvalidInputError
 from .hydra import (
     ablate_vs_unembed,
     compensation_split,
@@ -86,9 +88,12 @@ def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
     head sweeps also get the multi-model Fig. 1 and, when their methods differ, the
     ablation-type comparison.
     """
-    from ..sweeps import HeadSweepResult, LayerSweepResult
+    from ..sweeps import HeadSweepResult, LayerSweepResult, load_result
 
     results = list(results) if isinstance(results, list | tuple) else [results]
+    if not results:
+        raise InvalidInputError("no results given; pass sweep results or result-file paths")
+    results = [load_result(r) if isinstance(r, str | os.PathLike) else r for r in results]
     jobs = []
     heads = [r for r in results if isinstance(r, HeadSweepResult)]
     for i, res in enumerate(results):
@@ -98,7 +103,9 @@ def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
         elif isinstance(res, LayerSweepResult):
             jobs.extend(_layer_figures(res, prefix))
         else:
-            raise TypeError(f"cannot draw figures from {type(res).__name__}")
+            raise InvalidInputError(
+                f"cannot draw figures from a value of type {type(res).__name__}; give "
+                "HeadSweepResult / LayerSweepResult objects or result-file paths")
     if len(heads) > 1:
         jobs.append((f"{tag}rn_fig1_models", lambda: self_repair_vs_depth(heads)))
         if len({r.settings["method"] for r in heads}) > 1:
@@ -107,7 +114,12 @@ def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
 
 
 def render_all(results, out_dir, formats=FORMATS, tag: str = "", dpi: int = 300) -> list[Path]:
-    """Write every figure that applies to the given result(s) into `out_dir`; returns paths."""
+    """Write every figure that applies to the given result(s) into `out_dir`; returns paths.
+
+    results: result objects or result-file paths (one or a list).
+    """
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise InvalidInputError(f"{out_dir} is a file; give a folder for the figures")
     written: list[Path] = []
     for name, make in figure_jobs(results, tag):
         fig = make()

@@ -12,9 +12,31 @@ import matplotlib as mpl
 import numpy as np
 import torch
 
+from ..errors import InvalidInputError, whole_number
 from .style import COLORS, annotate, figure, styled
 
 KIND_NAMES = {"attn": "attention", "mlp": "MLP"}
+
+
+def _check(res, kind: str | None = None, scale: str | None = None) -> None:
+    """InvalidInputError unless `res` is a layer sweep with measured prompts, ablations of
+    `kind` and the norm scale `scale`."""
+    from ..sweeps import LayerSweepResult
+
+    if not isinstance(res, LayerSweepResult):
+        raise InvalidInputError(f"this figure needs a LayerSweepResult (sweep_layers or "
+                                f"load_result), not {type(res).__name__}")
+    if kind is not None:
+        if kind not in KIND_NAMES:
+            raise InvalidInputError(f"unknown kind {kind!r}; choose from {', '.join(KIND_NAMES)}")
+        if not res.layers_of(kind):
+            raise InvalidInputError(f"the sweep has no {kind} layer ablations; it swept "
+                                    f"{', '.join(res.ablations)}")
+    if scale is not None and scale not in res.scales:
+        raise InvalidInputError(
+            f"the sweep did not measure scale {scale!r}; it has {', '.join(res.scales)}")
+    if not res.done.any():
+        raise InvalidInputError("the sweep has no measured prompts yet")
 
 
 def _scale_text(scale: str) -> str:
@@ -76,7 +98,16 @@ def layer_de(source, prompt: int = 0, ablation: str | None = None, scale: str = 
         who = f"{source.n_sites} resample(s)"
     else:
         res = source
+        _check(res, scale=scale)
         ablation = ablation or _default_ablation(res)
+        if ablation not in res.ablations:
+            raise InvalidInputError(
+                f"{ablation!r} was not swept; choose from {', '.join(res.ablations)}")
+        prompt = whole_number(prompt, "prompt")
+        if not 0 <= prompt < len(res.prompts) or not res.done[prompt]:
+            raise InvalidInputError(
+                f"prompt {prompt} is not in the sweep; it measured prompts 0.."
+                f"{int(res.done.sum()) - 1}")
         a = res.ablations.index(ablation)
         kind = "attn" if ablation.startswith("attn") else "mlp"
         ablated = [(kind, int(ablation[len(kind):]))]
@@ -132,6 +163,7 @@ def _default_ablation(res) -> str:
 @styled
 def delta_by_layer(res, kind: str = "attn"):
     """F2a/b: Δunembed and Δablate per ablated layer; prompts in grey, mean in colour."""
+    _check(res, kind)
     layers = res.layers_of(kind)
     du, da = _np(res.get("delta_unembed", kind=kind)), _np(res.get("delta_ablate", kind=kind))
     fig, axes = figure(1, 2, height=1.8, sharey=True)
@@ -154,6 +186,7 @@ def delta_by_layer(res, kind: str = "attn"):
 @styled
 def ablate_vs_unembed(res, kind: str = "attn"):
     """F2c: Δablate vs Δunembed per prompt and layer, coloured by layer; y = x: no reaction."""
+    _check(res, kind)
     layers = res.layers_of(kind)
     du, da = _np(res.get("delta_unembed", kind=kind)), _np(res.get("delta_ablate", kind=kind))
     cmap, norm, _ = _layer_colors(layers)
@@ -174,6 +207,7 @@ def ablate_vs_unembed(res, kind: str = "attn"):
 @styled
 def unembed_ablate_agreement(res, kind: str = "attn"):
     """F2d: per ablated layer, correlation of Δunembed with Δablate and share Δunembed > Δablate."""
+    _check(res, kind)
     layers = res.layers_of(kind)
     idx = [res.index(kind, layer) for layer in layers]
     corr = _np(res.stats["stat/corr_unembed_ablate"][idx])
@@ -199,6 +233,7 @@ def unembed_ablate_agreement(res, kind: str = "attn"):
 @styled
 def compensation_vs_unembed(res, kind: str = "attn", scale: str = "clean"):
     """F7: compensatory effect CE vs Δunembed per ablated layer, regression lines; R² and slope."""
+    _check(res, kind, scale)
     layers = res.layers_of(kind)
     du = _np(res.get("delta_unembed", kind=kind))
     ce = _np(res.get("compensation", scale, kind=kind))
@@ -234,6 +269,7 @@ def compensation_vs_unembed(res, kind: str = "attn", scale: str = "clean"):
 @styled
 def compensation_split(res, kind: str = "attn", scale: str = "clean"):
     """F8: mean ΔDE of downstream attention vs MLP layers (the parts of CE) per ablated layer."""
+    _check(res, kind, scale)
     layers = np.array(res.layers_of(kind))
     attn, mlp = (_np(x).mean(0) for x in res.compensation_split(scale, kind))
     fig, ax = figure(height=1.9)
@@ -257,9 +293,8 @@ def mlp_erasure(res, attn_layer: int | None = None, scale: str = "clean"):
 
     attn_layer: default the attention layer with the largest mean |Δunembed|.
     """
+    _check(res, "attn", scale)
     attn_layers = res.layers_of("attn")
-    if not attn_layers:
-        raise ValueError("the sweep has no attention-layer ablations")
     if attn_layer is None:  # the attention layer with the largest mean |Δunembed|
         du = res.get("delta_unembed", kind="attn").mean(0)
         attn_layer = attn_layers[int(du.abs().argmax())]

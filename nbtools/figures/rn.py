@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
+from ..errors import InvalidInputError
 from ..sweeps.heads import LABELS, STATISTICS
 from .style import COLORS, COLUMN_WIDTH, CYCLE, PART_COLORS, annotate, describe, figure, styled
 
@@ -39,7 +40,17 @@ def _caption(res, selection, statistic, extra: str = "") -> str:
 
 
 def _results(results) -> list:
-    return list(results) if isinstance(results, list | tuple) else [results]
+    """One HeadSweepResult or a non-empty list of them, as a list (else InvalidInputError)."""
+    from ..sweeps import HeadSweepResult
+
+    results = list(results) if isinstance(results, list | tuple) else [results]
+    if not results:
+        raise InvalidInputError("no results given; pass a HeadSweepResult or a list of them")
+    bad = [type(r).__name__ for r in results if not isinstance(r, HeadSweepResult)]
+    if bad:
+        raise InvalidInputError(f"this figure needs HeadSweepResults (sweep_heads or "
+                                f"load_result), not {', '.join(bad)}")
+    return results
 
 
 # --- Fig. 1 ---------------------------------------------------------------------------------
@@ -59,8 +70,10 @@ def self_repair_vs_depth(results, quantity: str = "self_repair", selection: str 
         color = CYCLE[i % len(CYCLE)]
         xs = np.repeat(depth, values.shape[1])
         ax.scatter(xs, values.reshape(-1), s=3, color=color, alpha=0.45, lw=0)
-        with np.errstate(all="ignore"):
-            layer_mean = np.nanmean(np.where(np.isfinite(values), values, np.nan), axis=1)
+        finite = np.isfinite(values)
+        counts = finite.sum(1)  # layers without a swept head: no mean (no empty-slice warning)
+        layer_mean = np.where(finite, values, 0).sum(1) / np.where(counts, counts, 1)
+        layer_mean[counts == 0] = np.nan
         ax.plot(depth, layer_mean, color=color, lw=1.1, label=res.settings["model"])
     ax.axhline(0, color="#bbbbbb", lw=0.5, zorder=0)
     ax.set_xlabel("relative depth of the head (layer / (n_layers − 1))")

@@ -16,6 +16,8 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 
+from ..errors import InvalidInputError
+
 COLUMN_WIDTH = 3.25   # inches
 FORMATS = ("pdf", "svg", "png")
 DPI = 300
@@ -96,11 +98,18 @@ def save(fig, path, settings: dict | None = None, formats=None, dpi: int = DPI) 
     attached = getattr(fig, "_nbtools", {})
     settings = settings if settings is not None else attached.get("settings", {})
     caption = attached.get("caption", "")
+    suffix = path.suffix[1:].lower()
+    if suffix not in FORMATS and suffix in fig.canvas.get_supported_filetypes():
+        raise InvalidInputError(
+            f"unsupported figure format {suffix!r} (from the file name {path.name}); choose "
+            f"from {', '.join(FORMATS)}, or give a name without a suffix to write all three")
     if formats is None:
-        formats = (path.suffix[1:].lower(),) if path.suffix[1:].lower() in FORMATS else FORMATS
+        formats = (suffix,) if suffix in FORMATS else FORMATS
+    formats = (formats,) if isinstance(formats, str) else tuple(formats)
     bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise ValueError(f"unsupported figure format(s) {bad}; choose from {', '.join(FORMATS)}")
+    if bad or not formats:
+        raise InvalidInputError(
+            f"unsupported figure format(s) {bad}; choose from {', '.join(FORMATS)}")
     stem = path.with_suffix("") if path.suffix[1:].lower() in FORMATS else path
     stem.parent.mkdir(parents=True, exist_ok=True)
     blob = json.dumps(_jsonable(settings), sort_keys=True, ensure_ascii=False)

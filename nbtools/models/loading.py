@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from ..errors import UnsupportedModelError
+from ..errors import InvalidInputError, UnsupportedModelError
 from .adapters import adapter_for, supported_model_types
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -22,6 +22,45 @@ def _dtype(dtype):
     return DTYPES[dtype]
 
 
+def _check_device(device) -> None:
+    """InvalidInputError unless `device` names a torch device this machine has."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidInputError(
+            f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise InvalidInputError(
+                f"device {device!r}: this torch ({torch.__version__}) sees no CUDA GPU; use "
+                "device='cpu', or install a CUDA build of torch on a machine with a GPU")
+        if dev.index is not None and dev.index >= n:
+            raise InvalidInputError(f"device {device!r}: this machine has cuda:0..cuda:{n - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError(f"device {device!r}: MPS is not available here; use device='cpu'")
+
+
+def _hub_unreachable() -> bool:
+    """True when the model hub cannot be used: HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set,
+    or (without a proxy) a TCP connection to the hub host fails within 3 s. Deciding this
+    once avoids transformers' retries (half a minute) before the same error."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False  # the proxy decides; let transformers try
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
 def _embedded_names() -> tuple[str, ...]:
     try:
         from ..embedded import EMBEDDED_MODELS
@@ -33,15 +72,18 @@ def _embedded_names() -> tuple[str, ...]:
 def _from_pretrained(source: str, dtype, revision, local: bool):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    offline = not local and _hub_unreachable()
     where = "local folder" if local else "hub id"
-    kwargs = dict(revision=revision, local_files_only=local or None)
+    kwargs = dict(revision=revision, local_files_only=local or offline or None)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         embedded = ", ".join(_embedded_names()) or "none installed"
+        why = ("the model hub is unreachable (offline) and the local cache has no copy"
+               if offline else err)
         raise UnsupportedModelError(
-            f"cannot load {source!r} as a {where}: {err}\n"
+            f"cannot load {source!r} as a {where}: {why}\n"
             f"Give an embedded model name ({embedded}), a local model folder, a hub id "
             "(needs network access), or a transformers model object with tokenizer=") from None
     if config.model_type not in supported_model_types():
@@ -71,6 +113,7 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
     from ..lab import Lab
 
     dtype = _dtype(dtype)
+    _check_device(device)
     if dtype is None and isinstance(model, str) and str(device).startswith("cpu"):
         dtype = torch.float32
     if isinstance(model, TransformersModel):
@@ -78,14 +121,20 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
         return Lab(model, adapter, name or type(model._module).__name__)
     if isinstance(model, str):
         label = name or model
-        if model in _embedded_names():
+        if model.lower() in _embedded_names():
             from ..embedded import load_embedded
 
-            hf_model, tok = load_embedded(model, device=device, dtype=dtype)
+            label = name or model.lower()
+            hf_model, tok = load_embedded(model.lower(), device=device, dtype=dtype)
         else:
             hf_model, tok = _from_pretrained(model, dtype, revision, local=os.path.isdir(model))
         tokenizer = tokenizer or tok
     elif isinstance(model, torch.nn.Module):
+        if not hasattr(model, "config"):
+            raise UnsupportedModelError(
+                f"cannot load a {type(model).__name__}: it is not a transformers causal language "
+                f"model (it has no .config); supported architectures: "
+                f"{', '.join(supported_model_types())}")
         hf_model, label = model, name or getattr(model.config, "name_or_path", "") or type(model).__name__
         if tokenizer is None:
             raise UnsupportedModelError("a model object needs its tokenizer: load(model, tokenizer=tok)")

@@ -58,7 +58,7 @@ def parse_heads(spec, n_layers: int, n_heads: int) -> list[Head]:
             heads.extend(Head(layer, h) for h in range(n_heads))
             continue
         if isinstance(item, tuple | list) and len(item) == 2:
-            item = Head(int(item[0]), int(item[1]))
+            item = Head(item[0], item[1])
         comp = parse_component(item)
         if not isinstance(comp, Head):
             raise InvalidInputError(f"{item!r} is not an attention head; write heads as '9.6' or 'L9H6'")

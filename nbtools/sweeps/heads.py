@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..components import Head
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, whole_number
 from ..lab import SCALES
 from . import store
 from .common import (
@@ -128,6 +128,7 @@ def _add(state: dict, prefix: str, parts: dict) -> None:
 
 
 # --- the sweep --------------------------------------------------------------------------
+@store.holding_out_lock
 def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 128,
                 n_rows: int | None = None, heads="all", top_frac: float = 0.02,
                 per_token=None, anti_erasure=None, anti_erasure_layer: int = -1,
@@ -155,6 +156,7 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
     out: result file (safetensors + JSON header), written atomically every
         `checkpoint_every` seconds and at the end; an existing file from the same settings
         is resumed (a finished one is returned as is), else InvalidInputError unless overwrite.
+        The file is locked for the whole run: a second sweep writing it fails at once.
     remote: False, True (NDIF) or "local" (nnsight's local simulation of the remote path).
     Returns a `HeadSweepResult`.
     """
@@ -163,6 +165,9 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
         raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if scale not in SCALES:
         raise InvalidInputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    if n_rows is not None and whole_number(n_rows, "n_rows") < 1:
+        raise InvalidInputError(
+            f"n_rows must be at least 1 (or None: every row of the corpus), got {n_rows}")
     if not 0 < top_frac <= 1:
         raise InvalidInputError(f"top_frac must be in (0, 1], got {top_frac}")
     if len(clip) != 2 or clip[0] > clip[1]:
@@ -187,7 +192,8 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
         raise InvalidInputError(f"token ids outside the vocabulary 0..{shape.d_vocab - 1}")
     R, T = rows.shape
     if method == "resample" and R < 2:
-        raise InvalidInputError("resample ablation needs at least two rows (row i ← row i+1)")
+        raise InvalidInputError(
+            f"resample ablation needs at least two rows (row i ← row i+1); the corpus gave {R}")
     bounds = batch_bounds(R, batch_rows, 2 if method == "resample" else 1)
     n_sites = R * (T - 1)
     k = top_count(n_sites, top_frac)
@@ -483,9 +489,10 @@ class HeadSweepResult:
                    settings=header["settings"], progress=header["progress"])
 
     def save(self, path) -> None:
-        """Write the result file (atomically)."""
-        _write(Path(path), self.state, self.settings, self.rows, self.progress.get("rows_done", 0),
-               self.progress.get("complete", True))
+        """Write the result file (atomically; fails if a sweep is writing it)."""
+        with store.locked(path):
+            _write(Path(path), self.state, self.settings, self.rows,
+                   self.progress.get("rows_done", 0), self.progress.get("complete", True))
 
     # --- facts about the sweep ------------------------------------------------------
     @property

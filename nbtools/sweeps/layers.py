@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..components import AttnLayer, MLPLayer
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, whole_number
 from ..facts import load_facts
 from ..lab import SCALES
 from ..repair import downstream_masks
@@ -48,6 +48,7 @@ def source_index(n_prompts: int, n_sources: int, seed: int) -> torch.Tensor:
     return index
 
 
+@store.holding_out_lock
 def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | None = None,
                  layers="all", kinds=KINDS, scales=SCALES, batch_prompts: int = 8,
                  forward_rows: int = 128, examples: int = 1, fold_value_biases: bool = True,
@@ -67,20 +68,29 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
     out / overwrite / checkpoint_every / remote / progress: as in `sweep_heads`.
     """
     shape = lab.shape
+    if whole_number(n_sources, "n_sources") < 1:
+        raise InvalidInputError(
+            f"n_sources must be at least 1 (resample sources per prompt; the paper uses 15), "
+            f"got {n_sources}")
+    if n_prompts is not None and whole_number(n_prompts, "n_prompts") < 1:
+        raise InvalidInputError(f"n_prompts must be at least 1 (or None: all), got {n_prompts}")
     facts = load_facts(prompts, n_prompts)
     texts = [f.prompt for f in facts]
     P = len(texts)
-    if n_sources < 1 or P < n_sources + 1:
+    if P < n_sources + 1:
         raise InvalidInputError(
             f"n_sources={n_sources} needs at least {n_sources + 1} prompts; got {P}")
-    kinds = tuple(kinds)
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise InvalidInputError(f"unknown layer kind(s) {bad}; choose from {', '.join(KINDS)}")
-    scales = tuple(scales)
+    scales = (scales,) if isinstance(scales, str) else tuple(scales)
     if not scales or any(s not in SCALES for s in scales):
         raise InvalidInputError(f"scales must be a subset of {', '.join(SCALES)}; got {scales}")
-    layer_list = list(range(shape.n_layers)) if layers == "all" else sorted({int(x) for x in layers})
+    if isinstance(layers, str) and layers != "all":
+        raise InvalidInputError(f"layers must be 'all' or a list of layer indices, not {layers!r}")
+    layer_list = list(range(shape.n_layers)) if layers == "all" else sorted(
+        {whole_number(x, "a layer in layers") for x in layers})
     if not layer_list or any(not 0 <= x < shape.n_layers for x in layer_list):
         raise InvalidInputError(f"layers must be within 0..{shape.n_layers - 1}; got {layers}")
     remote = check_remote(remote)
@@ -126,9 +136,8 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
     common = dict(method="resample", positions="final", target="top",
                   fold_value_biases=fold_value_biases, max_rows=forward_rows, seed=seed)
     bounds = batch_bounds(P, batch_prompts)
-    total = P + examples
     ex_done = int(state["examples_done"])
-    bar = progress_bar(progress, total, done + ex_done, f"layer sweep ({lab.name})", "prompt")
+    bar = progress_bar(progress, P, done, f"layer sweep ({lab.name})", "prompt")
     checkpoint = Checkpointer(checkpoint_every)
     with sweep_run(lab, remote, save, bar):
         for start, end in iter_pending(bounds, done):
@@ -144,7 +153,6 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
             state = _fill_example(state, e, lab.measure_scales(
                 [texts[e]] * n_sources, ablations, scales,
                 sources=[[texts[j]] for j in index[e]], **common))
-            bar.update(1)
             if checkpoint.due():
                 save(complete=False)
     return LayerSweepResult.from_state(state, settings, dict(prompts_done=done, n_prompts=P,
@@ -309,7 +317,8 @@ class LayerSweepResult:
         tensors.update(summarise(self.state, self.settings))
         header = {"kind": KIND, "format": store.FORMAT_VERSION, "settings": self.settings,
                   "progress": self.progress, "target_tokens": self.target_tokens}
-        store.write(path, tensors, header)
+        with store.locked(path):
+            store.write(path, tensors, header)
 
     @property
     def complete(self) -> bool:

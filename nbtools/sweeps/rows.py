@@ -10,12 +10,13 @@ the BOS / end-of-text token followed by `row_len - 1` corpus tokens (Transformer
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, whole_number
 
 
 def iter_texts(corpus) -> Iterator[str]:
@@ -43,6 +44,10 @@ def iter_texts(corpus) -> Iterator[str]:
     items = list(corpus) if not isinstance(corpus, Iterator) else corpus
     for item in items:
         if isinstance(item, os.PathLike) or (isinstance(item, str) and _looks_like_path(item)):
+            if not Path(item).exists():
+                raise InvalidInputError(
+                    f"corpus file {str(item)!r} does not exist (a one-word string that looks "
+                    "like a file name is read as one; give texts as a list of strings)")
             for doc in nbcorpus.iter_text_files([item]):
                 yield doc.text
         elif isinstance(item, str):
@@ -55,10 +60,12 @@ def iter_texts(corpus) -> Iterator[str]:
 
 
 def _looks_like_path(s: str) -> bool:
-    """A short one-line string naming a .txt file or an existing file / folder (else: a text)."""
+    """A short one-line string naming a .txt file, an existing file / folder, or one word with
+    a folder separator or a file suffix ("data/corpus", "notes.md"); else: a text."""
     if "\n" in s or len(s) > 1024:
         return False
-    if s.endswith(".txt"):
+    if s.endswith(".txt") or (not any(c.isspace() for c in s)
+                              and ("/" in s or os.sep in s or re.search(r"\.\w{1,8}$", s))):
         return True
     try:
         return Path(s).exists()
@@ -77,7 +84,11 @@ def corpus_rows(tokenizer, corpus, row_len: int = 128, max_rows: int | None = No
         raise InvalidInputError(f"row_len={row_len} exceeds the model's context of {n_ctx} tokens")
     if row_len < 2:
         raise InvalidInputError("row_len must be at least 2 (a next token is needed)")
+    if max_rows is not None and whole_number(max_rows, "n_rows") < 1:
+        raise InvalidInputError(f"n_rows must be at least 1 (or None: every row), got {max_rows}")
     if isinstance(corpus, torch.Tensor):
+        if corpus.dtype == torch.bool or corpus.is_floating_point():
+            raise InvalidInputError(f"token rows must be an integer tensor, not {corpus.dtype}")
         rows = corpus.long()
         if rows.dim() != 2:
             raise InvalidInputError(f"token rows must be a 2-D tensor [rows, tokens], got {tuple(rows.shape)}")
@@ -104,6 +115,9 @@ def corpus_rows(tokenizer, corpus, row_len: int = 128, max_rows: int | None = No
             if max_rows is not None and len(rows) >= max_rows:
                 return torch.tensor(rows, dtype=torch.long)
     if not rows:
-        raise InvalidInputError(f"the corpus has fewer than {body} tokens: not one full row")
+        hint = (" (a string is read as the text itself unless it looks like a file name)"
+                if isinstance(corpus, str) else "")
+        raise InvalidInputError(
+            f"the corpus has fewer than {body} tokens: not one full row of row_len={row_len}{hint}")
     return torch.tensor(rows, dtype=torch.long)
 
