@@ -231,3 +231,54 @@ def test_hydra_map_equals_per_prompt_measure(lab, prompts):
         torch.testing.assert_close(got[keep], expect[keep], atol=2e-5, rtol=1e-5)
         assert float(res.row_stat("self_repair")[r]) == pytest.approx(sum(sr) / len(sr),
                                                                        abs=2e-5)
+
+
+# --- figure and command line ---------------------------------------------------------------
+def test_figure_from_the_file_in_every_format(map_file, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from nbtools.figures import figure_jobs, render_all
+    from nbtools.figures import repair_map as draw
+
+    path, _ = map_file
+    res = load_result(path)
+    assert [name for name, _ in figure_jobs(res)] == ["repair_map_rn_condensed",
+                                                      "repair_map_rn_all"]
+    written = render_all(res, tmp_path, dpi=80)
+    assert sorted(p.suffix for p in written) == [".pdf", ".pdf", ".png", ".png", ".svg", ".svg"]
+    assert all(p.stat().st_size > 1000 for p in written)
+    fig = draw(res, "all", n_labels=3)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    top = res.map("all")[:, :-1].nan_to_num(nan=-1e9).max(1).values
+    assert len(labels) == min(3, int((top > 0).sum()))
+    assert fig._nbtools["settings"]["protocol"] == "rn"
+    assert "all tokens" in fig._nbtools["caption"]
+
+
+def test_command_line_map_show_figures(tmp_path, capsys):
+    from conftest import word_tokenizer
+    from reference import make_gpt2
+
+    from nbtools.cli import main
+
+    model = tmp_path / "model"
+    make_gpt2().save_pretrained(model)
+    word_tokenizer().save_pretrained(model)
+    (tmp_path / "corpus.txt").write_text(" ".join(f"w{(i * 37) % 509 + 1}" for i in range(400)))
+    out = tmp_path / "map.safetensors"
+    args = ["sweep", "map", "--model", model, "--corpus", tmp_path / "corpus.txt", "--rows", 4,
+            "--row-len", 12, "--batch-rows", 2, "--ablate", "1.*,mlp2", "--out", out,
+            "--no-progress"]
+    assert main([str(a) for a in args]) == 0
+    res = load_result(out)
+    assert res.rows == ["L1H0", "L1H1", "L1H2", "L1H3", "mlp2"] and res.complete
+    assert main(["show", str(out), "--top", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert "strongest repair pairs" in shown and "top 3 components" in shown
+    assert main(["figures", str(out), "--out", str(tmp_path / "figs"), "--formats", "png"]) == 0
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "repair_map_rn_all.png", "repair_map_rn_condensed.png"]
+    assert main(["sweep", "map", "--model", str(model), "--ablate", "9.9", "--out",
+                 str(tmp_path / "x.safetensors"), "--corpus", str(tmp_path / "corpus.txt")]) == 2
+    assert "out of range" in capsys.readouterr().err
