@@ -115,3 +115,16 @@ def test_model_source(lab, tmp_path):
     assert model_source(lab) == ("tiny", None)
     other = nbtools.load(str(EMBEDDED.parent), name="renamed")
     assert model_source(other) == (str(EMBEDDED.parent), "renamed")
+
+
+def test_code_button_message_replies_with_the_cell(lab):
+    ex = Explorer(lab, prompt=PROMPT, ablate="2.3", static_fallback=False)
+    sent = []
+    ex.send = lambda content, buffers=None: sent.append(content)
+    try:
+        ex.wait()
+        ex._on_custom_msg(ex, {"type": "code"}, [])
+    finally:
+        ex.close()
+    assert sent == [{"type": "code", "code": ex.to_code()}]
+    assert "['L2H3']" in sent[0]["code"]

@@ -476,6 +476,12 @@ class Explorer(NbWidget):
                    "mime": export.FORMATS[fmt]}, buffers=[data])
 
     def _on_custom_msg(self, widget, content, buffers) -> None:
+        if isinstance(content, dict) and content.get("type") == "code":
+            try:
+                self.send({"type": "code", "code": self.to_code()})
+            except NbtoolsError as err:
+                self.error = f"code: {err}"
+            return
         if isinstance(content, dict) and content.get("type") == "export":
             fmt = str(content.get("format", "png")).lower()
             if fmt not in export.FORMATS:
