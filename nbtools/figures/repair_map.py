@@ -84,7 +84,7 @@ def repair_map(res, selection: str | None = None, n_labels: int | None = None,
             for b in bounds:
                 ax.axvline(b, color="#555555", lw=0.3 if b < C - 1.5 else 0.8)
     ax.tick_params(length=1.5, pad=1)
-    ax.set_xlabel("repairer (by layer: heads, then MLP; LN = final norm)")
+    ax.set_xlabel("repairer\n(layer: heads, then MLP; LN: final norm)")
     ax.set_ylabel("ablated component (layer)")
     for side in ("top", "right"):
         ax.spines[side].set_visible(True)
@@ -92,7 +92,7 @@ def repair_map(res, selection: str | None = None, n_labels: int | None = None,
     comp = np.where(np.isfinite(grid[:, :-1]), grid[:, :-1], -np.inf)   # heads and MLPs
     best = comp.argmax(1)
     best_val = comp[np.arange(S), best]
-    has = best_val > 0
+    has = best_val > 1e-3 * vmax  # upstream cells are 0 up to float rounding
     ax.scatter(best[has], np.flatnonzero(has), s=4 if not big else 1.5, facecolors="none",
                edgecolors="black", linewidths=0.4 if not big else 0.3)
     if n_labels is None:
@@ -105,7 +105,7 @@ def repair_map(res, selection: str | None = None, n_labels: int | None = None,
     ys = _spread([float(r) for r in chosen], gap, S - 1)
     columns, rows = res.columns, res.rows
     for r, y in zip(chosen, ys, strict=True):
-        ax.annotate(f"{rows[r]}→{columns[best[r]]} {best_val[r]:+.2f}", xy=(1.0, r),
+        ax.annotate(f"{rows[r]}→{columns[best[r]]} {best_val[r]:+.3f}", xy=(1.0, r),
                     xytext=(1.03, y), xycoords=("axes fraction", "data"),
                     textcoords=("axes fraction", "data"), va="center", ha="left",
                     fontsize=fontsize, annotation_clip=False,
