@@ -241,7 +241,7 @@ class Explorer(NbWidget):
         from .codegen import explorer_code, model_source
 
         state = self.state
-        pos, opts = self._options(state, len(self.lab.to_str_tokens(state["prompt"])))
+        _, opts = self._options(state, len(self.lab.to_str_tokens(state["prompt"])))
         source, name = model_source(self.lab) if model is None else (model, self.lab.name)
         return explorer_code(
             source, state["prompt"], list(state["ablation"]), opts, name=name,
