@@ -16,16 +16,17 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`nbtools.Explorer` imports the widgets (the "lab" extra) only when first used."""
-    if name == "Explorer":
-        from .widgets import Explorer
+    """`nbtools.Explorer` / `nbtools.Compare` import the widgets (the "lab" extra) only when
+    first used."""
+    if name in ("Compare", "Explorer"):
+        from . import widgets
 
-        return Explorer
+        return getattr(widgets, name)
     raise AttributeError(f"module 'nbtools' has no attribute {name!r}")
 
 
 __all__ = [
-    "AttnLayer", "Explorer", "Head", "InterventionError", "InvalidInputError", "Lab", "MLPLayer",
-    "Measurement", "NbtoolsError", "Neurons", "UnsupportedModelError", "load",
+    "AttnLayer", "Compare", "Explorer", "Head", "InterventionError", "InvalidInputError", "Lab",
+    "MLPLayer", "Measurement", "NbtoolsError", "Neurons", "UnsupportedModelError", "load",
     "parse_components",
 ]

@@ -2,6 +2,7 @@
 
     nbtools sweep heads  --model tiny --corpus nltk --rows 256 --out heads.safetensors
     nbtools sweep layers --model tiny --prompts known --n-prompts 200 --out layers.safetensors
+    nbtools sweep map    --model tiny --protocol rn --rows 64 --out map.safetensors
     nbtools figures heads.safetensors layers.safetensors --out figs/
     nbtools show heads.safetensors
     nbtools train-tiny --out runs/tiny
@@ -158,6 +159,47 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first E prompts also keep every source's DEs for F1/F3 (default: 1)")
     _common_run_args(layers)
 
+    rmap = kinds.add_parser(
+        "map", help="who repairs whom: every downstream component's ΔDE per ablated head",
+        description="The repair map: for every ablated head (or layer), the mean ΔDE of every "
+                    "downstream head, MLP layer and the final norm. Protocol rn: corpus rows, "
+                    "next-token targets, top 2%% of tokens by clean DE and all tokens; hydra: "
+                    "factual prompts, final position, 15 resample sources, top token.")
+    _common_model_args(rmap)
+    g = rmap.add_argument_group("sweep")
+    g.add_argument("--protocol", default="rn", choices=["rn", "hydra"],
+                   help="rn (Rushing & Nanda, a corpus) or hydra (factual prompts) (default: rn)")
+    g.add_argument("--ablate", default="heads", metavar="SPEC",
+                   help="map rows: 'heads', 'layers', 'all', or 9.6,3.*,attn2,mlp4 "
+                        "(default: heads)")
+    g.add_argument("--corpus", nargs="+", default=["nltk"], metavar="SRC",
+                   help="rn: 'nltk', 'nltk:brown,abc', or text files / folders (default: nltk)")
+    g.add_argument("--rows", type=_positive_int, default=64, metavar="N",
+                   help="rn: number of token rows (default: 64)")
+    g.add_argument("--row-len", type=_positive_int, default=128, metavar="T",
+                   help="rn: tokens per row (default: 128)")
+    g.add_argument("--prepend-bos", action="store_true", help="rn: start every row with BOS")
+    g.add_argument("--method", default="resample", choices=["resample", "mean", "zero"],
+                   help="rn: ablation (default: resample, row i takes row i+1)")
+    g.add_argument("--top-frac", type=_fraction, default=0.02, metavar="F",
+                   help="rn: condensed selection, top fraction of tokens by clean DE "
+                        "(default: 0.02)")
+    g.add_argument("--batch-rows", type=_positive_int, default=8, metavar="N",
+                   help="rn: rows per batch (default: 8)")
+    g.add_argument("--mean-rows", type=_positive_int, default=16, metavar="N",
+                   help="rn, mean ablation: the mean over the first N rows (default: 16)")
+    g.add_argument("--prompts", default=None, metavar="SRC",
+                   help="hydra: 'known', a JSON / text file (default: the embedded prompts)")
+    g.add_argument("--n-prompts", type=_positive_int, default=None, metavar="N",
+                   help="hydra: use the first N prompts")
+    g.add_argument("--n-sources", type=_positive_int, default=15, metavar="K",
+                   help="hydra: resample sources per prompt (default: 15)")
+    g.add_argument("--batch-prompts", type=_positive_int, default=8, metavar="N",
+                   help="hydra: prompts per batch (default: 8)")
+    g.add_argument("--scale", default="clean", choices=["clean", "recomputed"],
+                   help="norm scale of ablated-run DEs (default: clean)")
+    _common_run_args(rmap)
+
     figs = sub.add_parser("figures", help="draw every paper figure from result files",
                           description="Draw the paper figures that apply to the given result "
                                       "files (PDF, SVG and PNG, settings in the metadata).")
@@ -258,6 +300,26 @@ def cmd_sweep_layers(args) -> int:
     return 0
 
 
+def cmd_sweep_map(args) -> int:
+    from .sweeps import repair_map
+
+    corpus = _corpus(args.corpus) if args.protocol == "rn" else None
+    remote = _remote(args)
+    lab = _load_lab(args)
+    extra = {"forward_rows": args.forward_rows} if args.forward_rows else {}
+    data = corpus if args.protocol == "rn" else args.prompts
+    res = repair_map(
+        lab, data, protocol=args.protocol, rows=args.ablate, method=args.method,
+        row_len=args.row_len, n_rows=args.rows, top_frac=args.top_frac,
+        batch_rows=args.batch_rows, mean_rows=args.mean_rows, prepend_bos=args.prepend_bos,
+        n_prompts=args.n_prompts, n_sources=args.n_sources, batch_prompts=args.batch_prompts,
+        scale=args.scale, fold_value_biases=not args.no_fold_value_biases, out=args.out,
+        overwrite=args.overwrite, checkpoint_every=args.checkpoint_every, seed=args.seed,
+        progress=not args.no_progress, remote=remote, **extra)
+    print(f"wrote {args.out}: {res!r}")
+    return 0
+
+
 def _int_list(text: str, flag: str) -> list[int]:
     try:
         return [int(x) for x in _csv(text)]
@@ -282,15 +344,18 @@ def cmd_figures(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .sweeps import HeadSweepResult, load_result
+    from .sweeps import HeadSweepResult, RepairMapResult, load_result
 
     res = load_result(args.result)
     print(repr(res))
-    skip = {"prompts", "attributes", "quantities", "statistics", "definitions", "heads"}
+    skip = {"prompts", "attributes", "quantities", "statistics", "definitions", "heads",
+            "rows", "columns", "row_quantities"}
     for key, value in res.settings.items():
         if key not in skip:
             print(f"  {key}: {value}")
-    if isinstance(res, HeadSweepResult):
+    if isinstance(res, RepairMapResult):
+        _show_map(res, args.top)
+    elif isinstance(res, HeadSweepResult):
         rows = sorted(res.table(), key=lambda r: -abs(r.get("self_repair", 0)))[: args.top]
         cols = ("direct_effect", "delta_logit", "self_repair", "sr_heads", "sr_mlp", "sr_ln")
         print(f"\nheads with the largest |SR| ({res.selection_text()}; mean):")
@@ -316,6 +381,25 @@ def _cell(value: float) -> str:
     return f"{value:>14.4f}" if value == value else f"{'—':>14}"
 
 
+def _show_map(res, n: int) -> None:
+    """The top (ablated, repairer) pairs and how concentrated each row's repair is."""
+    for sel in res.selections:
+        print(f"\nstrongest repair pairs ({res.selection_text(sel)}; mean ΔDE):")
+        print(f"  {'ablated':<9}{'repairer':<10}{'ΔDE':>10}{'row DE':>10}{'row SR':>10}"
+              f"{'share of SR':>13}")
+        for p in res.top_pairs(n, sel):
+            print(f"  {p['ablated']:<9}{p['repairer']:<10}{p['delta_de']:>10.4f}"
+                  f"{p['direct_effect']:>10.4f}{p['self_repair']:>10.4f}{p['share']:>13.2f}")
+        for over in ("positive", "abs"):
+            share = res.concentration(3, sel, over)
+            share = share[share.isfinite()]
+            if share.numel():
+                q = share.quantile(share.new_tensor([0.25, 0.5, 0.75])).tolist()
+                print(f"  share of a row's repair in its top 3 components (over {over} ΔDE, "
+                      f"LN included): median {q[1]:.2f} (quartiles {q[0]:.2f}–{q[2]:.2f}, "
+                      f"{share.numel()} rows)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `nbtools` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -330,9 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "sweep":
         if args.kind is None:
-            parser.exit(EXIT_USAGE, "nbtools sweep: error: choose heads or layers "
+            parser.exit(EXIT_USAGE, "nbtools sweep: error: choose heads or layers (or map) "
                         "(try `nbtools sweep --help`)\n")
-        run = cmd_sweep_heads if args.kind == "heads" else cmd_sweep_layers
+        run = {"heads": cmd_sweep_heads, "layers": cmd_sweep_layers,
+               "map": cmd_sweep_map}[args.kind]
         prog = f"nbtools sweep {args.kind}"
         return _run(lambda: run(args), prog, args.out)
     if args.command == "figures":

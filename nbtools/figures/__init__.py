@@ -9,6 +9,7 @@ Hydra (layer sweeps): layer_de (F1/F3; also from a single Measurement), delta_by
 (F2a/b), ablate_vs_unembed (F2c), unembed_ablate_agreement (F2d), compensation_vs_unembed
 (F7), compensation_split (F8), mlp_erasure. R&N (head sweeps): self_repair_vs_depth,
 de_vs_delta_logit, noise, ablation_comparison, scale_ratio_hist, breakdown, anti_erasure.
+Repair maps: repair_map (who repairs whom, a heatmap of mean ΔDE).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .hydra import (
     mlp_erasure,
     unembed_ablate_agreement,
 )
+from .repair_map import repair_map
 from .rn import (
     ablation_comparison,
     anti_erasure,
@@ -43,7 +45,8 @@ __all__ = [
     "COLUMN_WIDTH", "FORMATS", "ablate_vs_unembed", "ablation_comparison", "anti_erasure",
     "breakdown", "compensation_split", "compensation_vs_unembed", "de_vs_delta_logit",
     "delta_by_layer", "figure", "figure_jobs", "layer_de", "mlp_erasure", "noise", "paper_style",
-    "render_all", "save", "scale_ratio_hist", "self_repair_vs_depth", "unembed_ablate_agreement",
+    "render_all", "repair_map", "save", "scale_ratio_hist", "self_repair_vs_depth",
+    "unembed_ablate_agreement",
 ]
 
 
@@ -81,6 +84,12 @@ def _layer_figures(res, tag: str):
             yield f"{tag}hydra_mlp_erasure_{scale}", lambda s=scale: mlp_erasure(res, None, s)
 
 
+def _map_figures(res, tag: str):
+    for sel in res.selections:
+        yield f"{tag}repair_map_{res.settings['protocol']}_{sel}", \
+            lambda sel=sel: repair_map(res, sel)
+
+
 def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
     """(file stem, zero-argument function drawing it) for every figure the results support.
 
@@ -88,7 +97,7 @@ def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
     head sweeps also get the multi-model Fig. 1 and, when their methods differ, the
     ablation-type comparison.
     """
-    from ..sweeps import HeadSweepResult, LayerSweepResult, load_result
+    from ..sweeps import HeadSweepResult, LayerSweepResult, RepairMapResult, load_result
 
     results = list(results) if isinstance(results, list | tuple) else [results]
     if not results:
@@ -102,10 +111,12 @@ def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
             jobs.extend(_head_figures(res, prefix))
         elif isinstance(res, LayerSweepResult):
             jobs.extend(_layer_figures(res, prefix))
+        elif isinstance(res, RepairMapResult):
+            jobs.extend(_map_figures(res, prefix))
         else:
             raise InvalidInputError(
                 f"cannot draw figures from a value of type {type(res).__name__}; give "
-                "HeadSweepResult / LayerSweepResult objects or result-file paths")
+                "HeadSweepResult / LayerSweepResult / RepairMapResult objects or result-file paths")
     if len(heads) > 1:
         jobs.append((f"{tag}rn_fig1_models", lambda: self_repair_vs_depth(heads)))
         if len({r.settings["method"] for r in heads}) > 1:

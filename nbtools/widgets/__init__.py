@@ -5,10 +5,12 @@
 
 Standalone panels (each also has `from_measurement(m)`): `HeadGrid`, `TokenStrip`,
 `TargetLogit`, `Waterfall`, `NormGauge`, `NeuronTable`, `LayerCurve`, `TopKPredictions`.
+`Compare` shows one ablation under two settings (or in two models) side by side.
 All are anywidgets with plain-ESM front ends shipped in `static/` (no CDN); they work in
 JupyterLab 4 and Notebook 7.
 """
 
+from .compare import Compare
 from .explorer import Explorer
 from .export import view_figure
 from .panels import measurement_view
@@ -25,7 +27,7 @@ from .standalone import (
 from .worker import LatestWins
 
 __all__ = [
-    "Explorer", "HeadGrid", "LatestWins", "LayerCurve", "NeuronTable", "NormGauge",
+    "Compare", "Explorer", "HeadGrid", "LatestWins", "LayerCurve", "NeuronTable", "NormGauge",
     "TargetLogit", "TokenStrip", "TopKPredictions", "Waterfall", "measurement_view",
     "view_figure",
 ]

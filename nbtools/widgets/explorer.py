@@ -234,6 +234,22 @@ class Explorer(NbWidget):
             handle.write(data)
         return path
 
+    def to_code(self, model: str | None = None) -> str:
+        """A notebook cell reproducing the current view (`nbtools.widgets.codegen`): the load,
+        the exact `lab.measure(...)` call and the panels as a matplotlib figure. model: what
+        the cell passes to `nbtools.load` (default: where this Explorer's model came from)."""
+        from .codegen import explorer_code, model_source
+
+        state = self.state
+        _, opts = self._options(state, len(self.lab.to_str_tokens(state["prompt"])))
+        source, name = model_source(self.lab) if model is None else (model, self.lab.name)
+        return explorer_code(
+            source, state["prompt"], list(state["ablation"]), opts, name=name,
+            dtype=str(self.lab.hf_model.dtype).replace("torch.", ""), top_k=self.top_k,
+            n_neurons=self.n_neurons, color_by=self.color_by, n_layers=self.lab.n_layers,
+            n_heads=self.lab.n_heads,
+            target_token=state["target_text"] if state["target_mode"] == "custom" else None)
+
     def close(self):
         """Stop the worker thread and close the widget."""
         if getattr(self, "_worker", None) is not None:
@@ -460,6 +476,12 @@ class Explorer(NbWidget):
                    "mime": export.FORMATS[fmt]}, buffers=[data])
 
     def _on_custom_msg(self, widget, content, buffers) -> None:
+        if isinstance(content, dict) and content.get("type") == "code":
+            try:
+                self.send({"type": "code", "code": self.to_code()})
+            except NbtoolsError as err:
+                self.error = f"code: {err}"
+            return
         if isinstance(content, dict) and content.get("type") == "export":
             fmt = str(content.get("format", "png")).lower()
             if fmt not in export.FORMATS:

@@ -79,12 +79,14 @@ function renderExplorer(model, el) {
     ["png", "svg", "pdf"].map((f) => h("option", { value: f }, f.toUpperCase())));
   const exportBtn = h("button", { class: "nbx-btn", "data-nb": "export", title: "download the current view as a matplotlib figure",
     onclick: () => { model.send({ type: "export", format: exportFormat }); status.text.textContent = `exporting ${exportFormat.toUpperCase()}\u2026`; } }, "Export");
+  const codeBtn = h("button", { class: "nbx-btn", "data-nb": "code", title: "copy a notebook cell that reproduces this view (nbtools.load + lab.measure + the figure)",
+    onclick: () => { model.send({ type: "code" }); status.text.textContent = "writing code\u2026"; } }, "Code");
   const status = { spin: h("span", { class: "nbx-spinner", "aria-hidden": "true" }), text: h("span", { class: "nbx-status-text", "data-nb": "status" }) };
   const statusBox = h("div", { class: "nbx-status", "aria-live": "polite" }, status.spin, status.text);
   const bar = h("div", { class: "nbx-bar" },
     h("div", { class: "nbx-brand" }, h("span", { class: "nbx-logo" }, "\u25e9"), h("span", null, "Self-repair Explorer"),
       h("span", { class: "nbx-model", "data-nb": "model" }, "")),
-    statusBox, h("span", { class: "nbx-export" }, fmtSel, exportBtn));
+    statusBox, h("span", { class: "nbx-export" }, fmtSel, exportBtn, codeBtn));
   const toolbar = h("div", { class: "nbx-controls" }, method, sourceField, positions, scale);
   const errorBox = h("div", { class: "nbx-error", "data-nb": "error", role: "alert" });
 
@@ -284,6 +286,7 @@ function renderExplorer(model, el) {
   on("busy error status request_seq done_seq", drawStatus);
 
   const onMsg = (msg, buffers) => {
+    if (msg && msg.type === "code") { copyCode(root, msg.code, status.text); return; }
     if (!msg || msg.type !== "export") return;
     const blob = new Blob(buffers.map((b) => (b.buffer ? b.buffer : b)), { type: msg.mime });
     const url = URL.createObjectURL(blob);
@@ -298,6 +301,23 @@ function renderExplorer(model, el) {
   drawAll();
   drawPanels();
   return () => model.off("msg:custom", onMsg);
+}
+
+// Explorer → code: the cell goes to the clipboard (a widget cannot insert notebook cells);
+// where the clipboard is refused, a selected text box shows it for Ctrl-C.
+function copyCode(root, code, statusText) {
+  root.dataset.code = code;
+  const fallback = () => {
+    const box = h("textarea", { class: "nbx-code", "data-nb": "code-text", readonly: "", rows: 8 });
+    box.value = code;
+    root.querySelector(".nbx-code")?.remove();
+    root.append(box);
+    box.select();
+    statusText.textContent = "code below: press Ctrl-C to copy it";
+  };
+  if (!navigator.clipboard?.writeText) return fallback();
+  navigator.clipboard.writeText(code).then(
+    () => { statusText.textContent = "copied a code cell: paste it into a new cell"; }, fallback);
 }
 
 export default {
