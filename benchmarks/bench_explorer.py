@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from browser_helpers import (  # noqa: E402
+    CLICK_JS,
     chromium,
     chromium_path,
     embedded_available,
@@ -42,24 +43,6 @@ from browser_helpers import (  # noqa: E402
 
 PROMPT = "In his speech to Congress, the President of the United"
 GPT2_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "tokenizer-gpt2"
-
-CLICK_JS = """
-async (name) => {
-  const root = document.querySelector('.nbx-explorer');
-  const target = root.querySelector(`[data-name="${name}"]`);
-  const t0 = performance.now();
-  target.dispatchEvent(new MouseEvent('click', {bubbles: true}));
-  const want = root.dataset.requestSeq;
-  await new Promise((resolve) => {
-    const done = () => root.dataset.seq === want;
-    if (done()) return resolve();
-    const obs = new MutationObserver(() => { if (done()) { obs.disconnect(); resolve(); } });
-    obs.observe(root, {attributes: true, attributeFilter: ['data-seq']});
-  });
-  await new Promise((r) => requestAnimationFrame(() => r()));
-  return performance.now() - t0;
-}
-"""
 
 FORWARD = """
 import json, threading, time, statistics, torch

@@ -209,6 +209,27 @@ def wait_settled(page, timeout: float = 60_000) -> dict:
     return page.evaluate("() => ({...document.querySelector('.nbx-explorer').dataset})")
 
 
+#: Click a cell (a real click event) and resolve with the ms until the animation frame after
+#: the panels show that click's measurement (page.evaluate(CLICK_JS, name)).
+CLICK_JS = """
+async (name) => {
+  const root = document.querySelector('.nbx-explorer');
+  const target = root.querySelector(`[data-name="${name}"]`);
+  const t0 = performance.now();
+  target.dispatchEvent(new MouseEvent('click', {bubbles: true}));
+  const want = root.dataset.requestSeq;
+  await new Promise((resolve) => {
+    const done = () => root.dataset.seq === want;
+    if (done()) return resolve();
+    const obs = new MutationObserver(() => { if (done()) { obs.disconnect(); resolve(); } });
+    obs.observe(root, {attributes: true, attributeFilter: ['data-seq']});
+  });
+  await new Promise((r) => requestAnimationFrame(() => r()));
+  return performance.now() - t0;
+}
+"""
+
+
 def dom_number(page, key: str) -> float:
     """The full-precision value behind a panel number (its data-value attribute)."""
     value = page.get_attribute(f'.nbx-explorer [data-nb="{key}"]', "data-value")

@@ -33,6 +33,7 @@ from nbtools.widgets import (
 )
 from nbtools.widgets.base import CSS, ESM, STATIC
 from nbtools.widgets.export import FORMATS, figure_bytes, view_figure
+from nbtools.widgets.fallback import StaticRenderer
 
 PROMPT = "w5 w17 w301 w44 w9 w120 w77 w3"
 KW = dict(neurons=True, logprobs=True, top_k=10)
@@ -131,8 +132,17 @@ def test_panel_data_matches_measurement(measurement, lab):
     layers = panels.layer_data(m)
     assert layers["marked_attn"] == [2] and layers["marked_mlp"] == [1]
     neurons = panels.neuron_data(m, k=5)
-    assert [(r["layer"], r["neuron"]) for r in neurons["rows"]] == \
-        [(r["layer"], r["neuron"]) for r in m.top_neurons(5, site=0)]
+    clean, delta = m.neuron_de_clean[0].numpy(), m.neuron_delta_de[0].numpy()
+    ae = (clean < 0) & (delta > 0)
+    ranked = sorted(zip(*np.nonzero(ae), strict=True), key=lambda ln: -delta[ln])[:5]
+    assert [(r["layer"], r["neuron"]) for r in neurons["rows"]] == [tuple(map(int, x)) for x in ranked]
+    assert all(r["anti_erasure"] and r["de_clean"] < 0 < r["delta_de"] for r in neurons["rows"])
+    assert neurons["n_ae"] == int(ae.sum())
+    assert neurons["ae_sum"] == pytest.approx(float(delta[ae].sum()), abs=1e-9)
+    assert neurons["top_sum"] == pytest.approx(sum(r["delta_de"] for r in neurons["rows"]))
+    assert neurons["share_top"] == pytest.approx(neurons["top_sum"] / float(m.sr_mlp[0]))
+    lowest = np.sort(delta.flatten())[:3]
+    assert [r["delta_de"] for r in neurons["negative"]] == pytest.approx(lowest[lowest < 0])
     assert neurons["n_total"] == lab.shape.n_layers * lab.shape.d_mlp
     assert neurons["spark"][0] == pytest.approx(float(m.neuron_delta_de[0].max()))
     assert neurons["spark"][-1] == pytest.approx(float(m.neuron_delta_de[0].min()))
@@ -405,12 +415,46 @@ def test_explorer_export_and_static_fallback(explorer, tmp_path):
 
     assert "text/html" in ex._static_bundle()  # placeholder before the first image
     ex._static_handle = Handle()
+    ex._static = StaticRenderer(ex._on_static_png)  # what displaying the Explorer does
     ex.static_fallback, ex.static_delay = True, 60.0
     ex.ablate("0.2").wait()  # wait() brings the static image up to date at once
     bundle = ex._static_handle.bundles[-1]
     assert bundle["image/png"] and "nbtools-static" in bundle["text/html"]
     assert "ablated L0H2" in bundle["text/plain"]
     assert "L0H2" in repr(ex)
+    assert ex._static.rendered == 0  # the child process was not needed for that
+
+
+def test_static_renderer_draws_in_a_child_and_a_click_pauses_it(explorer):
+    """The fallback PNG is drawn by a child process; pause() (what a click does) drops the
+    pending drawing and freezes a running one, whose answer is then discarded."""
+    ex = explorer.ablate("1.1").wait()
+    pngs = []
+    r = StaticRenderer(pngs.append)
+    payload = {"view": ex.view, "color_by": "de", "sweep": {}, "tokens": ex.tokens, "dpi": 40}
+    try:
+        r.schedule(payload, 0.0)
+        deadline = time.monotonic() + 60
+        while not pngs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pngs and pngs[0].startswith(b"\x89PNG")
+        r.schedule(payload, 30.0)
+        r.pause()  # the pending job is dropped
+        assert not r.busy()
+        r.schedule(payload, 0.0)
+        deadline = time.monotonic() + 5
+        while not r._rendering and time.monotonic() < deadline:
+            time.sleep(0.001)
+        r.pause()  # frozen mid-drawing (or just finished): its answer is not delivered
+        time.sleep(0.5)
+        assert len(pngs) == 1
+        r.schedule({**payload, "dpi": 30}, 0.05)  # resumes the child, then draws this one
+        deadline = time.monotonic() + 60
+        while len(pngs) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(pngs) == 2 and pngs[1] != pngs[0]
+    finally:
+        r.close()
 
 
 def test_view_figure_of_every_state(explorer, lab, measurement):

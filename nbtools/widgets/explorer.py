@@ -12,6 +12,8 @@ thread with latest-wins slots (nnsight is not thread-safe, so only that thread t
 model, and a burst of clicks never queues stale work). Each measurement is one
 `Lab.measure(..., measure_at=[position])` call — the clean run is cached per prompt — and
 its panels are sent back as one `view` dict. Errors land in `error`, never in a dead cell.
+The static PNG kept in the notebook is drawn by a child process (`fallback.py`) that every
+click pauses, so it never delays a measurement.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
 import warnings
@@ -31,12 +34,13 @@ from ..components import Head, MLPLayer, check_components, parse_components
 from ..errors import InvalidInputError, NbtoolsError
 from . import export, panels
 from .base import NbWidget
+from .fallback import StaticRenderer
 from .worker import LatestWins
 
 INPUTS = ("prompt", "position", "target_mode", "target_text", "ablation", "method", "source",
           "positions", "scale", "request_seq")
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
-_PRIORITY = {"measure": 0, "export": 1, "sweep": 2, "static": 3}
+_PRIORITY = {"measure": 0, "export": 1, "sweep": 2}
 
 
 def _as_lab(model, tokenizer=None):
@@ -108,7 +112,7 @@ class Explorer(NbWidget):
                  threads: int | None = None):
         self.lab = _as_lab(model, tokenizer)
         # validate everything on this thread before the worker exists (no forward pass)
-        tokens = self.lab.to_str_tokens(prompt)
+        tokens = self._str_tokens(prompt)
         ablation = self._check_ablation(ablate)
         mode, text = self._check_target(target)
         position = self._check_position(position, len(tokens), mode)
@@ -118,7 +122,7 @@ class Explorer(NbWidget):
             if not source.strip():
                 raise InvalidInputError("method='resample' needs source='<a prompt at least as "
                                         "long as the ablated positions>'")
-            self.lab.to_str_tokens(source)
+            self._str_tokens(source, "source prompt")
         self.top_k, self.n_neurons = int(top_k), int(n_neurons)
         self.static_fallback, self.static_delay = bool(static_fallback), float(static_delay)
         self.measurement = None
@@ -128,7 +132,10 @@ class Explorer(NbWidget):
         self._sweeps: OrderedDict = OrderedDict()
         self._busy_lock = threading.Lock()
         self._static_handle = None
+        self._static: StaticRenderer | None = None
         self._static_png: bytes | None = None
+        self._static_seq: int | None = None
+        self._pending_static_seq: int | None = None
         self._submitted: dict | None = None
         try:
             super().__init__(prompt=prompt, position=position, target_mode=mode,
@@ -152,9 +159,19 @@ class Explorer(NbWidget):
         check_components(comps, self.lab.shape)
         return [_ui_name(c) for c in comps]
 
+    def _str_tokens(self, prompt: str, what: str = "prompt") -> list[str]:
+        """The prompt's tokens; errors speak of one prompt, not of a batch."""
+        try:
+            return self.lab.to_str_tokens(prompt)
+        except InvalidInputError as err:
+            raise InvalidInputError(_one_prompt(str(err), what)) from None
+
     def _check_target(self, target) -> tuple[str, str]:
         if target in ("next", "top"):
             return target, ""
+        if isinstance(target, str):
+            self._custom_target(target)
+            return "custom", target
         target_token_id(target, self.lab.tokenizer, self.lab.shape.d_vocab)
         return "custom", str(target) if isinstance(target, str) else \
             self.lab.tokenizer.decode([int(target)])
@@ -211,12 +228,12 @@ class Explorer(NbWidget):
     def wait(self, timeout: float = 60.0) -> Explorer:
         """Block until the current measurement (and a pending sweep or export) is done, and
         bring the notebook's static image up to date. Raises TimeoutError after `timeout` s."""
-        end = time.monotonic() + timeout
         if not self._worker.wait(timeout, kinds=("measure", "sweep", "export")):
             raise TimeoutError(f"the Explorer was still busy after {timeout} s")
-        if "static" in self._worker.active():
-            self._schedule_static(0.0)
-            self._worker.wait(max(0.0, end - time.monotonic()), kinds=("static",))
+        if self._static is not None and self.view and self._static_seq != self.view.get("seq"):
+            self._static.pause()  # draw it here and now instead
+            self._show_static(export.figure_bytes(self.figure(dpi=72), "png"),
+                              self.view.get("seq"))
         return self
 
     def figure(self, dpi: int = 100):
@@ -238,6 +255,8 @@ class Explorer(NbWidget):
         """Stop the worker thread and close the widget."""
         if getattr(self, "_worker", None) is not None:
             self._worker.close()
+        if getattr(self, "_static", None) is not None:
+            self._static.close()
         super().close()
 
     # --- display with a static fallback --------------------------------------------------
@@ -248,6 +267,8 @@ class Explorer(NbWidget):
         display(data, metadata=metadata, raw=True)
         if self.static_fallback:
             self._static_handle = display(self._static_bundle(), raw=True, display_id=True)
+            if self._static is None:
+                self._static = StaticRenderer(self._on_static_png, self._on_static_error)
             if self.view:
                 self._schedule_static(0.0)
 
@@ -265,13 +286,22 @@ class Explorer(NbWidget):
         return {"text/plain": alt, "text/html": html, "image/png": b64}
 
     def _schedule_static(self, delay: float | None = None) -> None:
-        if self.static_fallback and self._static_handle is not None and not self._worker.closed:
-            self._worker.submit("static", self._run_static, _PRIORITY["static"],
-                                self.static_delay if delay is None else delay)
+        if not (self.static_fallback and self._static is not None and self.view):
+            return
+        view = self.view
+        self._pending_static_seq = view.get("seq")
+        self._static.schedule({"view": view, "color_by": self.color_by, "sweep": self.sweep,
+                               "tokens": self.tokens, "dpi": 72},
+                              self.static_delay if delay is None else delay)
 
-    def _run_static(self) -> None:
-        png = export.figure_bytes(self.figure(dpi=72), "png")
-        self._static_png = png
+    def _on_static_png(self, png: bytes) -> None:
+        self._show_static(png, getattr(self, "_pending_static_seq", None))
+
+    def _on_static_error(self, message: str) -> None:
+        self.error = "static image: " + message
+
+    def _show_static(self, png: bytes, seq) -> None:
+        self._static_png, self._static_seq = png, seq
         # sent with the kernel's latest parent message: JupyterLab routes display updates by
         # display_id alone; nbclient only reads messages of the cell it is running
         self._static_handle.update(self._static_bundle(), raw=True)
@@ -295,8 +325,9 @@ class Explorer(NbWidget):
         if self._worker.closed or state == self._submitted:
             return  # one message from the browser changes several traits: measure once
         self._submitted = state
+        if self._static is not None:
+            self._static.pause()  # a click: the fallback image must not hold it up
         self._worker.submit("measure", lambda: self._run_measure(state), _PRIORITY["measure"])
-        self._worker.cancel("static")
 
     def _schedule_sweep(self, state: dict, key: str | None, layer: int | None = None) -> None:
         """Sweep every head and MLP layer ablated alone, one layer per job (so clicks can run
@@ -320,9 +351,9 @@ class Explorer(NbWidget):
 
     def _failed(self, kind: str, exc: Exception, text: str) -> None:
         self.last_traceback = text
-        msg = str(exc) if isinstance(exc, NbtoolsError) else f"{type(exc).__name__}: {exc}"
-        what = {"measure": "", "sweep": "self-repair sweep: ", "export": "export: ",
-                "static": "static image: "}.get(kind, "")
+        msg = _one_prompt(str(exc)) if isinstance(exc, NbtoolsError) else \
+            f"{type(exc).__name__}: {exc}"
+        what = {"measure": "", "sweep": "self-repair sweep: ", "export": "export: "}.get(kind, "")
         self.error = what + msg
 
     # --- jobs (worker thread only) --------------------------------------------------------
@@ -354,6 +385,7 @@ class Explorer(NbWidget):
             if not source:
                 raise InvalidInputError("resample needs a source prompt: type one in the "
                                         "'source' box (at least as long as the prompt)")
+            self._str_tokens(state["source"], "source prompt")
             opts["sources"] = [state["source"]]
         elif state["method"] == "mean" and source:
             opts["reference"] = [state["source"]]
@@ -363,15 +395,17 @@ class Explorer(NbWidget):
         tok, d_vocab = self.lab.tokenizer, self.lab.shape.d_vocab
         if not text:
             raise InvalidInputError("type a target token in the box (e.g. ' Paris')")
-        try:
-            return target_token_id(text, tok, d_vocab)
-        except InvalidInputError:
-            if not text.startswith(" "):
-                try:  # most BPE words carry their leading space
-                    return target_token_id(" " + text, tok, d_vocab)
-                except InvalidInputError:
-                    pass
-            raise
+        for candidate in (text, " " + text) if not text.startswith(" ") else (text,):
+            try:  # most BPE words carry their leading space
+                return target_token_id(candidate, tok, d_vocab)
+            except InvalidInputError:
+                pass
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise InvalidInputError(f"the target {text!r} has no tokens; type a token")
+        pieces = " + ".join(repr(tok.decode([i])) for i in ids)
+        raise InvalidInputError(f"the target {text!r} is {len(ids)} tokens ({pieces}); give a "
+                                "single token (mind the leading space, e.g. ' Paris')")
 
     def _decode(self, i: int) -> str:
         return self.lab.tokenizer.decode([int(i)])
@@ -386,7 +420,7 @@ class Explorer(NbWidget):
     def _measure(self, state: dict, t0: float) -> None:
         lab = self.lab
         if state["prompt"] != self._tokens_for or not self.tokens:
-            tokens = lab.to_str_tokens(state["prompt"])
+            tokens = self._str_tokens(state["prompt"])
             self._tokens_for = state["prompt"]
             self.tokens = tokens
         n = len(self.tokens)
@@ -477,6 +511,12 @@ def _threads(lab, threads: int | None) -> int:
         return int(threads)
     n_params = sum(p.numel() for p in lab.hf_model.parameters())
     return 1 if n_params < 200_000_000 else torch.get_num_threads()
+
+
+def _one_prompt(message: str, what: str = "prompt") -> str:
+    """An engine message about a batch ("prompt 0 is empty") for the Explorer's one prompt."""
+    message = re.sub(r"\bprompt 0 (is|has)\b", rf"the {what} \1", message)
+    return re.sub(r"\bevery prompt has\b", f"the {what} has", message)
 
 
 def _ui_name(c) -> str:

@@ -13,6 +13,8 @@ import io
 
 import numpy as np
 
+from . import panels
+
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 ABL = "#e4701e"
 CLEAN = "#6b7280"
@@ -33,6 +35,25 @@ def _tok(t) -> str:
     return repr(t) if t is not None else "?"
 
 
+def grid_scales(heads: np.ndarray, mlp: np.ndarray, excluded: np.ndarray) -> tuple[float, float]:
+    """Colour limits (heads, MLP column), as the widget computes them: the heads' largest
+    |value|; the MLP column on its own robust scale (`panels.robust_vmax`). `excluded` [L, H+1]
+    marks cells left out (the ablated ones in the ΔDE view)."""
+    hv = heads[~excluded[:, :-1] & np.isfinite(heads)]
+    mv = mlp[~excluded[:, -1] & np.isfinite(mlp)]
+    v_mlp = panels.robust_vmax(mv.tolist()) or 1.0
+    v_heads = float(np.abs(hv).max()) if hv.size else 0.0
+    return v_heads or v_mlp, v_mlp
+
+
+def colormap(n: int = 256):
+    """The widget's diverging colour map (`panels.diverging_rgb`) as a matplotlib colormap."""
+    from matplotlib.colors import ListedColormap
+
+    xs = np.linspace(-1, 1, n)
+    return ListedColormap([[c / 255 for c in panels.diverging_rgb(x, 1.0)] for x in xs])
+
+
 def _grid(ax, view, color_by: str, sweep: dict | None):
     g = view["grid"]
     if color_by == "sr" and sweep and sweep.get("key") == view.get("key"):
@@ -44,38 +65,45 @@ def _grid(ax, view, color_by: str, sweep: dict | None):
         heads, mlp = _arr(g["de"]), _arr(g["mlp_de"])
     n_layers, n_heads = heads.shape
     ablated = set(view.get("ablated_ui") or [])
-    mask = np.zeros((n_layers, n_heads + 2), dtype=bool)
+    mask = np.zeros((n_layers, n_heads + 1), dtype=bool)
     for layer in range(n_layers):
         for head in range(n_heads):
             mask[layer, head] = f"L{layer}H{head}" in ablated or f"attn{layer}" in ablated
-        mask[layer, n_heads + 1] = f"mlp{layer}" in ablated
-    full = np.full((n_layers, n_heads + 2), np.nan)
-    full[:, :n_heads] = heads
-    full[:, n_heads + 1] = mlp
-    # colour scale: the heads' range, as in the widget (MLP cells may clip)
-    head_vals = full[:, :n_heads][~mask[:, :n_heads]] if color_by == "delta" else heads
-    vmax = float(np.nanmax(np.abs(head_vals))) if np.isfinite(head_vals).any() else 0.0
-    if not vmax:
-        vmax = float(np.nanmax(np.abs(mlp))) if np.isfinite(mlp).any() else 1.0
-    vmax = vmax or 1.0
-    shown = np.where(mask & (color_by == "delta"), np.nan, full)
-    im = ax.imshow(shown, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="equal")
+        mask[layer, n_heads] = f"mlp{layer}" in ablated
+    excluded = mask & (color_by == "delta")
+    v_heads, v_mlp = grid_scales(heads, mlp, excluded)
+    image = np.ones((n_layers, n_heads + 2, 3))  # a white gap column before the MLP column
+    for layer in range(n_layers):
+        for col in range(n_heads + 1):
+            v = heads[layer, col] if col < n_heads else mlp[layer]
+            rgb = (225, 225, 225) if excluded[layer, col] else \
+                panels.diverging_rgb(float(v), v_heads if col < n_heads else v_mlp)
+            image[layer, col + (col == n_heads)] = [c / 255 for c in rgb]
+    ax.imshow(image, aspect="equal")
     for (layer, col), hit in np.ndenumerate(mask):
         if hit:
-            ax.add_patch(_rect(col, layer))
-            ax.text(col, layer, "×", ha="center", va="center", color=ABL, fontsize=10,
+            x = col + (col == n_heads)
+            ax.add_patch(_rect(x, layer))
+            ax.text(x, layer, "×", ha="center", va="center", color=ABL, fontsize=10,
                     fontweight="bold")
     ax.set_xticks(list(range(n_heads)) + [n_heads + 1],
                   [f"H{h}" for h in range(n_heads)] + ["MLP"], fontsize=7)
-    ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)], fontsize=7)
+    ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)],
+                  fontsize=7 if n_layers <= 16 else 5.5)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    clipped = bool(np.nanmax(np.abs(np.where(mask[:, n_heads + 1], np.nan, mlp)), initial=0) > vmax)
-    ax.set_title("heads × layers — " + MODE_LABELS[color_by]
-                 + (" · MLP cells clipped" if clipped else ""), fontsize=9, loc="left")
-    cb = ax.figure.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.08)
+    clipped = [f"MLP{i}" for i, v in enumerate(mlp)
+               if np.isfinite(v) and abs(v) > v_mlp * 1.0001 and not excluded[i, n_heads]]
+    note = f" · MLP column ±{v_mlp:.2f}" + (f" ({', '.join(clipped)} beyond)" if clipped else "")
+    ax.set_title("heads × layers — " + MODE_LABELS[color_by] + note, fontsize=9, loc="left")
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    sm = ScalarMappable(Normalize(-v_heads, v_heads), colormap())
+    cb = ax.figure.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.05, pad=0.08)
     cb.ax.tick_params(labelsize=7)
+    cb.set_label("heads", fontsize=7)
 
 
 def _rect(col, row):
@@ -256,3 +284,31 @@ def figure_bytes(fig, fmt: str = "png", dpi: int | None = None) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
     return buf.getvalue()
+
+
+def serve(stdin=None, stdout=None) -> None:
+    """Draw PNGs for another process, at low CPU priority: read one JSON request a line
+    ({"view", "color_by", "sweep", "tokens", "dpi"}), answer b"P" or b"E" (an error message),
+    an 8-byte big-endian length, then the PNG (or the message). Runs until stdin closes."""
+    import json
+    import os
+    import sys
+
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    if hasattr(os, "nice"):
+        os.nice(10)
+    for line in stdin:
+        try:
+            req = json.loads(line)
+            fig = view_figure(req["view"], req.get("color_by", "de"), req.get("sweep"),
+                              req.get("tokens"), dpi=req.get("dpi", 72))
+            status, data = b"P", figure_bytes(fig, "png")
+        except Exception as exc:  # reported to the widget, never fatal to the server
+            status, data = b"E", f"{type(exc).__name__}: {exc}".encode()
+        stdout.write(status + len(data).to_bytes(8, "big") + data)
+        stdout.flush()
+
+
+if __name__ == "__main__":  # python -m nbtools.widgets.export (see widgets/fallback.py)
+    serve()

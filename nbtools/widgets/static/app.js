@@ -117,23 +117,39 @@ function renderExplorer(model, el) {
   // --- grid panel ---
   const modeSegs = h("span", { class: "nbx-segs nbx-segs-small" }, COLOR_MODES.map(([m, t, title]) =>
     h("button", { class: "nbx-seg", "data-nb": `color-${m}`, title, onclick: () => { model.set("color_by", m); model.save_changes(); drawGrid(); } }, t)));
-  const gridBody = h("div", { class: "nbx-grid-body" });
+  const grid = makeGrid({
+    tip, tips: (...a) => tips(...a),
+    onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }),
+    onClear: () => { if (ablation().length) commit({ ablation: [] }); },
+  });
+  const gridEmpty = h("div", { class: "nbx-empty" }, "measuring\u2026");
+  const gridBody = h("div", { class: "nbx-grid-body" }, gridEmpty, grid.el);
   const chips = h("div", { class: "nbx-chips", "data-nb": "ablated" });
   const gridPanel = panel("Heads \u00d7 layers", modeSegs, h("div", null, gridBody, chips,
-    h("div", { class: "nbx-hint" }, "click a head to ablate it \u00b7 click L# for the whole attention layer \u00b7 MLP cell for the MLP layer \u00b7 shift-click to build a set")));
+    h("div", { class: "nbx-hint" }, "click a head to ablate it \u00b7 click L# for the whole attention layer \u00b7 MLP cell for the MLP layer \u00b7 shift-click to build a set \u00b7 keys: arrows, Enter, Esc")));
 
   // --- result panels ---
   const slots = {};
   const slot = (name) => (slots[name] = h("div", { class: "nbx-slot", "data-panel": name }));
-  const logitPanel = panel("Target", null, slot("logit"));
-  const wfPanel = panel("Self-repair waterfall", "logits, at the measured position", slot("waterfall"));
-  const gaugePanel = panel("Final-norm rescaling", "s/s\u2032 scales every surviving logit", slot("gauge"));
-  const layersPanel = panel("Direct effect per layer", "Hydra Fig. 1 style", slot("layers"));
-  const neuronsPanel = panel("Anti-erasure neurons", "top MLP neurons by ΔDE", slot("neurons"));
-  const topkPanel = panel("Top predictions", "clean vs ablated", slot("topk"));
+  let srPrime = false;
+  const primeSegs = h("span", { class: "nbx-segs nbx-segs-small" },
+    [[false, "SR", "self-repair SR = ΔL − (DE\u2032 − DE), DE\u2032 the ablated parts' own DE in the ablated run"],
+      [true, "SR\u2032 = ΔL + DE", "SR\u2032 assumes the ablated parts' DE is gone entirely (DE\u2032 = 0)"]].map(([p, t, title]) =>
+      h("button", { class: "nbx-seg", "data-nb": p ? "sr-prime" : "sr-plain", title, onclick: () => { srPrime = p; drawHeadline(); } }, t)));
+  const result = { class: "nbx-result" };
+  const headPanel = panel("Self-repair", primeSegs, slot("headline"), { class: "nbx-panel nbx-result nbx-when-ablated" });
+  const logitPanel = panel("Target", null, slot("logit"), result);
+  const wfPanel = panel("Self-repair waterfall", "logits, at the measured position", slot("waterfall"), { class: "nbx-panel nbx-result nbx-when-ablated" });
+  const gaugePanel = panel("Final-norm rescaling", "s/s\u2032 scales every surviving logit", slot("gauge"), { class: "nbx-panel nbx-result nbx-when-ablated" });
+  const layersPanel = panel("Direct effect per layer", "Hydra Fig. 1 style", slot("layers"), result);
+  const neuronsPanel = panel("Anti-erasure neurons", "erased the target, erase less now", slot("neurons"), { class: "nbx-panel nbx-result nbx-when-ablated" });
+  const topkPanel = panel("Top predictions", "clean vs ablated", slot("topk"), result);
+  const staleNote = h("div", { class: "nbx-stale-note", "data-nb": "stale-note", role: "status" });
+  const cleanNote = h("div", { class: "nbx-clean-note", "data-nb": "clean-note" },
+    "nothing ablated: click a head, an L# label or an MLP cell (or focus the grid and press Enter) to see its self-repair");
 
-  const rowA = h("div", { class: "nbx-row nbx-row-a" }, gridPanel, h("div", { class: "nbx-stack" }, logitPanel, wfPanel));
-  const rowB = h("div", { class: "nbx-row nbx-row-b" }, gaugePanel, neuronsPanel, topkPanel);
+  const rowA = h("div", { class: "nbx-row nbx-row-a" }, gridPanel, h("div", { class: "nbx-stack" }, staleNote, headPanel, logitPanel, cleanNote, wfPanel));
+  const rowB = h("div", { class: "nbx-row nbx-row-b" }, neuronsPanel, gaugePanel, topkPanel);
   const rowC = h("div", { class: "nbx-row nbx-row-c" }, layersPanel);
   root.prepend(bar, toolbar, errorBox, promptRow, targetRow, rowA, rowB, rowC);
 
@@ -162,9 +178,15 @@ function renderExplorer(model, el) {
     root.querySelector("[data-nb=model]").textContent = model.get("model_name") || "";
   }
 
+  let tokensOpen = false;
   function drawTokens() {
+    const tokens = model.get("tokens") || [], n = tokens.length, sel = position();
+    const long = n > 24;
+    const win = long && !tokensOpen ? [Math.max(0, Math.min(sel - 14, n - 20)), Math.min(n, Math.max(sel - 14, 0) + 20)] : null;
+    const toggle = long ? h("button", { class: "nbx-btn nbx-btn-quiet nbx-tok-toggle", "data-nb": "tokens-toggle", "aria-expanded": tokensOpen ? "true" : "false",
+      onclick: () => { tokensOpen = !tokensOpen; drawTokens(); } }, tokensOpen ? "collapse" : `all ${n} tokens`) : null;
     tokensBox.replaceChildren(renderTokens(
-      { tokens: model.get("tokens") || [], selected: model.get("position"), next: model.get("target_mode") === "next" },
+      { tokens, selected: model.get("position"), next: model.get("target_mode") === "next", window: win, extra: toggle },
       { onClick: (i) => {
         const n = (model.get("tokens") || []).length;
         const changes = { position: i };
@@ -216,16 +238,15 @@ function renderExplorer(model, el) {
   function drawGrid() {
     const gv = gridValues();
     for (const b of modeSegs.children) b.classList.toggle("nbx-on", b.dataset.nb === `color-${model.get("color_by")}`);
-    if (!gv) { gridBody.replaceChildren(h("div", { class: "nbx-empty" }, "measuring\u2026")); return; }
+    gridEmpty.classList.toggle("nbx-hidden", !!gv);
+    grid.el.classList.toggle("nbx-hidden", !gv);
+    if (!gv) return;
     const selected = ablation();
     const v = view();
     const inView = new Set(v.ablated_ui || []);
     const exclude = model.get("color_by") === "delta" && !v.clean_only
       ? (name, l) => inView.has(name) || (name.startsWith("L") && inView.has(`attn${l}`)) : null;
-    gridBody.replaceChildren(renderGrid({ ...gv, selected }, {
-      tip, tips, exclude,
-      onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }),
-    }));
+    grid.update({ ...gv, selected, exclude });
     chips.replaceChildren(...(selected.length
       ? [h("span", { class: "nbx-muted" }, "ablated:"), ...selected.map((n) => h("button", { class: "nbx-chip", title: "remove", onclick: () => commit({ ablation: ablation().filter((x) => x !== n) }) }, n, h("span", { class: "nbx-chip-x" }, "\u00d7"))),
         h("button", { class: "nbx-btn nbx-btn-quiet", "data-nb": "clear", onclick: () => commit({ ablation: [] }) }, "clear")]
@@ -239,13 +260,12 @@ function renderExplorer(model, el) {
       for (const el_ of Object.values(slots)) el_.replaceChildren(h("div", { class: "nbx-empty" }, "measuring\u2026"));
       return;
     }
-    slots.logit.replaceChildren(renderLogit(v.logit));
-    const none = (what) => h("div", { class: "nbx-empty" }, `click a head, layer or MLP to see ${what}`);
+    slots.logit.replaceChildren(renderLogit(v.logit, { cleanOnly: v.clean_only }));
+    root.classList.toggle("nbx-clean", !!v.clean_only);
     if (v.clean_only) {
-      slots.waterfall.replaceChildren(none("its self-repair"));
-      slots.gauge.replaceChildren(none("the final-norm rescaling"));
-      slots.neurons.replaceChildren(none("anti-erasure neurons"));
+      for (const k of ["headline", "waterfall", "gauge", "neurons"]) slots[k].replaceChildren();
     } else {
+      drawHeadline();
       slots.waterfall.replaceChildren(renderWaterfall(v.waterfall));
       slots.gauge.replaceChildren(renderGauge(v.gauge));
       slots.neurons.replaceChildren(renderNeurons(v.neurons));
@@ -257,7 +277,25 @@ function renderExplorer(model, el) {
       h("code", { class: "nbx-token" }, tokText(t.token)));
   }
 
+  function drawHeadline() {
+    const v = view();
+    for (const b of primeSegs.children) b.classList.toggle("nbx-on", (b.dataset.nb === "sr-prime") === srPrime);
+    if (v.headline && !v.clean_only) slots.headline.replaceChildren(renderHeadline(v.headline, { prime: srPrime, ablated: v.ablated_ui }));
+  }
+
+  /** After a failed request the panels still show the last good result: dim and label them. */
+  function drawOutdated() {
+    const v = view(), err = model.get("error");
+    const outdated = !!err && v.seq !== undefined && (model.get("done_seq") ?? -1) > v.seq;
+    root.classList.toggle("nbx-outdated", outdated);
+    root.dataset.outdated = outdated ? "1" : "0";
+    staleNote.replaceChildren(...(outdated ? [h("strong", null, "stale: "),
+      `these panels still show the last good result (target `, h("code", { class: "nbx-token" }, tokText(v.logit?.token)),
+      `, ablated ${(v.ablated_ui || []).join(" + ") || "nothing"}); the current input failed \u2014 see the message above`] : []));
+  }
+
   function drawStatus() {
+    drawOutdated();
     const err = model.get("error");
     errorBox.textContent = err || "";
     errorBox.classList.toggle("nbx-hidden", !err);
