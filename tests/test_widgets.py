@@ -151,6 +151,22 @@ def test_panel_data_matches_measurement(measurement, lab):
     assert topk["clean"][0]["id"] == topk["target_id"]  # target="top"
 
 
+def test_headline_numbers_and_de_wording(measurement):
+    m = measurement
+    hl = panels.headline_data(m)
+    assert hl["sr"] == pytest.approx(float(m.self_repair[0]))
+    assert hl["de"] == pytest.approx(float(m.direct_effect[0]))
+    assert hl["sr_share"] == pytest.approx(float(m.self_repair[0] / m.direct_effect[0]))
+    assert hl["sr_prime"] == pytest.approx(float(m.delta_logit[0] + m.direct_effect[0]))
+    assert hl["sr_prime_share"] == pytest.approx(hl["sr_prime"] / hl["de"])
+    assert panels.de_change_label(-0.5, 0.6) == "direct effect lost"
+    assert panels.de_change_label(0.597, -0.597) == "negative DE removed"
+    assert panels.de_change_label(0.2, 0.1) == "direct effect gained"
+    wf = panels.waterfall_data(m)
+    change = float(m.direct_effect_ablated[0] - m.direct_effect[0])
+    assert wf["steps"][0]["label"] == panels.de_change_label(change, float(m.direct_effect[0]))
+
+
 def test_nums_makes_json_safe():
     assert panels.nums(torch.tensor([1.0, float("nan"), float("inf")])) == [1.0, None, None]
 
@@ -264,7 +280,7 @@ def _direct(lab, state_ablation, **kw):
 
 
 def test_explorer_validates_before_any_forward_pass(lab):
-    with pytest.raises(InvalidInputError, match="empty"):
+    with pytest.raises(InvalidInputError, match="the prompt is empty"):
         Explorer(lab, prompt="")
     with pytest.raises(InvalidInputError, match="out of range"):
         Explorer(lab, prompt=PROMPT, ablate="9.0")
@@ -357,7 +373,7 @@ def test_explorer_errors_from_the_browser_land_in_the_widget(explorer):
     assert "no next token" in ex.error
     ex.prompt = ""
     ex.wait()
-    assert "empty" in ex.error
+    assert "the prompt is empty" in ex.error and "prompt 0" not in ex.error
 
 
 def test_explorer_burst_latest_wins(explorer, lab):
@@ -488,6 +504,32 @@ def test_static_module_parses(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_colour_scales_are_the_same_in_the_browser_and_the_export(tmp_path):
+    """The widget's colour map and robust MLP limit (JS) equal the ones the matplotlib export
+    uses (Python), so an exported heat map looks like the screen."""
+    from nbtools.widgets.export import colormap
+
+    rng = np.random.default_rng(2)
+    values = [None, 0.0, 1e-9, -1e-9, 1.0, -1.0, 3.0, -7.5] + rng.normal(0, 2, 60).tolist()
+    columns = [[11.0, 0.5, -0.8, 0.3], [1.0, 0.9, -0.95], [0.0, 0.0], [5.0], [None, 2.0, -9.0]]
+    script = (STATIC / "core.js").read_text() + (STATIC / "panels.js").read_text() + f"""
+const values = {json.dumps(values)};
+console.log(JSON.stringify({{rgb: values.map((v) => divergingRGB(v, 2.5)),
+                            vmax: {json.dumps(columns)}.map((c) => robustVmax(c))}}));
+"""
+    path = tmp_path / "colours.mjs"
+    path.write_text(script)
+    out = json.loads(subprocess.run(["node", str(path)], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert out["rgb"] == [list(panels.diverging_rgb(v, 2.5)) for v in values]
+    assert out["vmax"] == pytest.approx([panels.robust_vmax(c) for c in columns])
+    assert panels.robust_vmax([11.0, 0.5, -0.8, 0.3]) == pytest.approx(1.0)  # MLP0 set aside
+    cmap = colormap(5)
+    assert [round(255 * c) for c in cmap(1.0)[:3]] == list(panels.diverging_rgb(1.0, 1.0))
+    assert [round(255 * c) for c in cmap(0.5)[:3]] == [247, 247, 247]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_js_helpers_agree_with_python(tmp_path):
     """The browser's click rule and number formatting, run in node (core.js has no DOM at
     import time): the selection after a click sequence equals `standalone.toggle`'s."""
@@ -513,3 +555,30 @@ console.log(JSON.stringify({{states, f: [fmt(-0.1234), fmt(0.5, 2), fmt(0), fmtP
     assert out["states"] == states
     assert out["f"] == ["\u22120.123", "+0.50", "\u00b10.000", "45.7%", "<0.001%"]
     assert out["t"][0] <= 0 <= out["t"][-1] and 0 in out["t"]
+
+
+def test_target_errors_show_readable_pieces():
+    """A multi-token target names its pieces as text (' K' + 'ing'), not byte-level BPE
+    symbols ('ĠK'): checked with a real byte-level BPE tokenizer."""
+    from pathlib import Path
+
+    from transformers import GPT2TokenizerFast
+
+    folder = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tokenizer-gpt2"
+    if not (folder / "vocab.json").is_file():
+        pytest.skip("the GPT-2 tokenizer is not in the shared data")
+    tok = GPT2TokenizerFast.from_pretrained(folder)
+
+    class FakeLab:  # only what _custom_target reads
+        tokenizer = tok
+        shape = type("S", (), {"d_vocab": len(tok)})()
+
+    ex = Explorer.__new__(Explorer)
+    ex.lab = FakeLab()
+    assert ex._custom_target(" Paris") == tok(" Paris")["input_ids"][0]
+    assert ex._custom_target("located") == tok(" located")["input_ids"][0]  # space added
+    with pytest.raises(InvalidInputError) as info:
+        ex._custom_target(" Kingsbridgeworth")
+    message = str(info.value)
+    assert "give a single token" in message and "\u0120" not in message
+    assert "' K" in message or "' Kings" in message
