@@ -186,6 +186,17 @@ def _layers(ax, layers, which: str):
     ax.plot(x, clean, "--o", color=CLEAN, markersize=3, linewidth=1.2, label="clean")
     ax.plot(x, abl, "-o", color=ABL, markersize=3, linewidth=1.6, label="ablated")
     ax.axhline(0, color="#888", linewidth=0.8)
+    values = [v for v in np.concatenate([clean, abl]) if np.isfinite(v)]
+    lim = panels.robust_vmax(np.fmax(np.abs(clean), np.abs(abl)).tolist())  # one per layer
+    if values and 0 < lim < max(abs(v) for v in values):  # one layer off scale, as on screen
+        lo, hi = max(-lim, min(0.0, *values)), min(lim, max(0.0, *values))
+        pad = 0.08 * (hi - lo or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
+        for layer, v in enumerate(np.where(np.abs(abl) > np.abs(clean), abl, clean)):
+            if np.isfinite(v) and abs(v) > lim:
+                ax.annotate(f"{'▲' if v > 0 else '▼'} layer {layer}: {v:+.2f} (off scale)",
+                            (layer, hi if v > 0 else lo), fontsize=7, color="#555",
+                            ha="left" if layer < len(clean) / 2 else "right", va="top")
     ax.set_xticks(x)
     ax.tick_params(labelsize=7)
     name = "attention" if which == "attn" else "MLP"
@@ -196,11 +207,13 @@ def _layers(ax, layers, which: str):
 
 
 def _neurons(ax, neurons):
-    rows = neurons["rows"][:8]
+    """Anti-erasure neurons (AE) and the largest negative movers, clean vs ablated DE."""
+    rows = neurons["rows"][:8] + neurons.get("negative", [])
     if not rows:
-        ax.set_axis_off()
+        _empty(ax, "no anti-erasure neuron")
         return
-    labels = [f"L{r['layer']}.{r['neuron']}" + (" AE" if r["anti_erasure"] else "") for r in rows]
+    labels = [f"L{r['layer']}.{r['neuron']}" + (" AE" if r["anti_erasure"] else " (−)")
+              for r in rows]
     y = np.arange(len(rows))[::-1]
     ax.barh(y + 0.2, [r["de_clean"] for r in rows], height=0.38, color=CLEAN, label="DE clean")
     ax.barh(y - 0.2, [r["de_ablated"] for r in rows], height=0.38, color=ABL, label="DE ablated")
@@ -208,7 +221,10 @@ def _neurons(ax, neurons):
     ax.axvline(0, color="#888", linewidth=0.8)
     ax.tick_params(axis="x", labelsize=7)
     ax.legend(fontsize=7, frameon=False, loc="lower right")
-    ax.set_title("top neurons by ΔDE (AE = anti-erasure)", fontsize=9, loc="left")
+    title = "anti-erasure neurons (DE < 0, ΔDE > 0)"
+    if neurons.get("top_sum") is not None and neurons.get("sr_mlp") is not None:
+        title += f"\ntogether {neurons['top_sum']:+.3f} of SR_MLP {neurons['sr_mlp']:+.3f}"
+    ax.set_title(title, fontsize=9, loc="left")
     ax.spines[["top", "right"]].set_visible(False)
 
 
@@ -259,6 +275,11 @@ def view_figure(view: dict, color_by: str = "de", sweep: dict | None = None, tok
              f"logit {t['clean']:+.3f} → {t['ablated']:+.3f} (ΔL {t['delta']:+.3f})")
     if t.get("p_clean") is not None:
         line2 += f", p {100 * t['p_clean']:.2f}% → {100 * t['p_ablated']:.2f}%"
+    hl = view.get("headline")
+    if hl and not view.get("clean_only"):
+        share = "–" if hl["sr_share"] is None else f"{100 * hl['sr_share']:.0f}%"
+        line2 += (f"\nSR {hl['sr']:+.3f} · DE {hl['de']:+.3f} · SR/DE {share} · "
+                  f"SR′ = ΔL + DE {hl['sr_prime']:+.3f}")
     fig.suptitle(line1 + "\n" + line2, fontsize=9, x=0.01, ha="left")
     _grid(fig.add_subplot(gs[0, 0:2]), view, color_by, sweep)
     if view.get("clean_only"):

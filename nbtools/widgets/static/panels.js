@@ -403,7 +403,7 @@ function layerChart(title, clean, ablated, marked, W = 440, Hh = 150) {
   const all = [...clean, ...ablated].filter((v) => v !== null && v !== undefined);
   // a robust range: one outlying layer (MLP0) must not flatten the rest; it is drawn at the
   // edge with its value written next to it
-  const lim = robustVmax(all), big = absMax(all);
+  const lim = robustVmax(clean.map((v, l) => absMax([v, ablated[l]]))), big = absMax(all);  // one per layer
   const cut = lim > 0 && lim < big;
   const lo = Math.max(cut ? -lim : -Infinity, Math.min(0, ...all)), hi = Math.min(cut ? lim : Infinity, Math.max(0, ...all)), span = hi - lo || 1;
   const yy = (v) => padT + ((hi + span * 0.08 - Math.max(lo, Math.min(hi, v))) / (span * 1.16)) * (Hh - padT - padB);
