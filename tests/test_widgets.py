@@ -582,3 +582,26 @@ def test_target_errors_show_readable_pieces():
     message = str(info.value)
     assert "give a single token" in message and "\u0120" not in message
     assert "' K" in message or "' Kings" in message
+
+
+def test_explorer_exports_its_numbers_as_csv_and_json(explorer, lab, tmp_path):
+    import csv
+
+    ex = explorer.ablate("2.1").wait()
+    m = ex.measurement
+    rows = list(csv.DictReader(line for line in open(ex.save(tmp_path / "view.csv"))
+                               if not line.startswith("#")))
+    assert len(rows) == lab.n_layers * (lab.n_heads + 1)
+    by_name = {r["component"]: r for r in rows}
+    assert float(by_name["L3H0"]["delta_de"]) == pytest.approx(float(m.head_delta_de[0, 3, 0]))
+    assert float(by_name["mlp1"]["de_clean"]) == pytest.approx(float(m.mlp_de_clean[0, 1]))
+    assert by_name["L2H1"]["ablated"] == "True" and by_name["L2H0"]["ablated"] == "False"
+    assert "SR/DE" in open(tmp_path / "view.csv").read()
+    data = json.loads(open(ex.save(tmp_path / "view.json")).read())
+    assert data["headline"]["sr"] == pytest.approx(float(m.self_repair[0]))
+    assert data["ablated_ui"] == ["L2H1"]
+    sent = []
+    ex.send = lambda content, buffers=None: sent.append((content, buffers))
+    ex._on_custom_msg(ex, {"type": "export", "format": "csv"}, [])
+    ex.wait()
+    assert sent[0][0]["mime"] == "text/csv" and sent[0][1][0].startswith(b"# model")

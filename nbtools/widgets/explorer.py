@@ -243,10 +243,10 @@ class Explorer(NbWidget):
         return export.view_figure(self.view, self.color_by, self.sweep, self.tokens, dpi=dpi)
 
     def save(self, path, dpi: int = 150) -> str:
-        """Save the current view; the format (png, svg, pdf) comes from the file name."""
+        """Save the current view: a figure (png, svg, pdf) or its data (csv: one row per
+        component; json: every panel's numbers); the format comes from the file name."""
         path = str(path)
-        fmt = path.rsplit(".", 1)[-1].lower()
-        data = export.figure_bytes(self.figure(dpi=dpi), fmt, dpi)
+        data = self._export_bytes(path.rsplit(".", 1)[-1].lower(), dpi)
         with open(path, "wb") as handle:
             handle.write(data)
         return path
@@ -485,8 +485,17 @@ class Explorer(NbWidget):
             if self.color_by == "sr":
                 self._schedule_sweep(state, key, layer + 1)
 
+    def _export_bytes(self, fmt: str, dpi: int = 150) -> bytes:
+        if fmt in export.DATA_FORMATS:
+            if not self.view:
+                raise RuntimeError("nothing measured yet; call wait() first")
+            return export.view_data(self.view, fmt, self.sweep)
+        if fmt not in export.FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(export.FORMATS)}")
+        return export.figure_bytes(self.figure(dpi=dpi), fmt, dpi)
+
     def _export(self, fmt: str) -> None:
-        data = export.figure_bytes(self.figure(dpi=150), fmt, 150)
+        data = self._export_bytes(fmt)
         label = "-".join(self.view.get("ablated_ui") or ["clean"])
         filename = f"nbtools-explorer-{label}.{fmt}"
         self.last_export = (filename, data)
@@ -497,7 +506,8 @@ class Explorer(NbWidget):
         if isinstance(content, dict) and content.get("type") == "export":
             fmt = str(content.get("format", "png")).lower()
             if fmt not in export.FORMATS:
-                self.error = f"export: unknown format {fmt!r}; choose png, svg or pdf"
+                self.error = (f"export: unknown format {fmt!r}; choose "
+                              f"{', '.join(export.FORMATS)}")
                 return
             self._worker.submit("export", lambda: self._export(fmt), _PRIORITY["export"])
 

@@ -1,4 +1,4 @@
-"""The Explorer's current view as a matplotlib figure (PNG / SVG / PDF).
+"""The Explorer's current view as a matplotlib figure (PNG / SVG / PDF) or as data (CSV / JSON).
 
 `view_figure(view)` draws the same panel dicts the browser draws (built by `panels` from one
 Measurement), so the exported figure and the live widget always agree.
@@ -15,7 +15,11 @@ import numpy as np
 
 from . import panels
 
-FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf",
+           "csv": "text/csv", "json": "application/json"}
+DATA_FORMATS = ("csv", "json")
+CSV_COLUMNS = ("component", "kind", "layer", "head", "de_clean", "de_ablated", "delta_de",
+               "sr_alone", "ablated")
 ABL = "#e4701e"
 CLEAN = "#6b7280"
 POS = "#3a9d5d"
@@ -297,11 +301,61 @@ def view_figure(view: dict, color_by: str = "de", sweep: dict | None = None, tok
     return fig
 
 
+def component_rows(view: dict, sweep: dict | None = None) -> list[dict]:
+    """One row per head and per MLP layer of a view: clean / ablated DE, ΔDE, the self-repair
+    when ablated alone (from a finished sweep of the same key, else None) and whether it is
+    ablated now. The Explorer's sortable table and the CSV export read these rows."""
+    g = view["grid"]
+    ablated = set(view.get("ablated_ui") or [])
+    sw = sweep if sweep and sweep.get("key") == view.get("key") else None
+    rows = []
+    for layer, de_row in enumerate(g["de"]):
+        for head, de in enumerate(de_row):
+            name = f"L{layer}H{head}"
+            rows.append({"component": name, "kind": "head", "layer": layer, "head": head,
+                         "de_clean": de, "de_ablated": g["de_ablated"][layer][head],
+                         "delta_de": g["delta"][layer][head],
+                         "sr_alone": sw["heads"][layer][head] if sw else None,
+                         "ablated": name in ablated or f"attn{layer}" in ablated})
+        rows.append({"component": f"mlp{layer}", "kind": "mlp", "layer": layer, "head": None,
+                     "de_clean": g["mlp_de"][layer], "de_ablated": g["mlp_de_ablated"][layer],
+                     "delta_de": g["mlp_delta"][layer],
+                     "sr_alone": sw["mlp"][layer] if sw else None,
+                     "ablated": f"mlp{layer}" in ablated})
+    return rows
+
+
+def view_data(view: dict, fmt: str, sweep: dict | None = None) -> bytes:
+    """The view as CSV (one row per component, `CSV_COLUMNS`, the settings as # comments) or
+    JSON (the whole view dict, with the sweep when it belongs to this view)."""
+    import csv
+    import json
+
+    if fmt == "json":
+        out = dict(view)
+        if sweep and sweep.get("key") == view.get("key"):
+            out["sweep"] = sweep
+        return json.dumps(out, indent=1, default=str).encode()
+    buf = io.StringIO()
+    st, hl = view.get("settings", {}), view.get("headline") or {}
+    for key in ("model", "method", "sources", "positions", "scale", "target"):
+        buf.write(f"# {key}: {st.get(key)}\n")
+    buf.write(f"# prompt: {view.get('state', {}).get('prompt', '')!r}; position "
+              f"{view.get('position')}; target token {view['logit'].get('token')!r}\n")
+    if hl and not view.get("clean_only"):
+        buf.write(f"# ablated {' + '.join(view.get('ablated_ui') or [])}: SR {hl['sr']}, "
+                  f"DE {hl['de']}, SR/DE {hl['sr_share']}, delta_logit {hl['delta_logit']}\n")
+    writer = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(component_rows(view, sweep))
+    return buf.getvalue().encode()
+
+
 def figure_bytes(fig, fmt: str = "png", dpi: int | None = None) -> bytes:
     """Render a Figure to PNG / SVG / PDF bytes."""
     fmt = fmt.lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if fmt not in FORMATS or fmt in DATA_FORMATS:
+        raise ValueError(f"unknown figure format {fmt!r}; choose from png, svg, pdf")
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
     return buf.getvalue()

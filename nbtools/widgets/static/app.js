@@ -76,8 +76,8 @@ function renderExplorer(model, el) {
   });
   const sourceField = h("label", { class: "nbx-field nbx-source-field" }, h("span", null, "source"), source);
   const fmtSel = h("select", { class: "nbx-select", "aria-label": "export format", onchange: (e) => { exportFormat = e.target.value; } },
-    ["png", "svg", "pdf"].map((f) => h("option", { value: f }, f.toUpperCase())));
-  const exportBtn = h("button", { class: "nbx-btn", "data-nb": "export", title: "download the current view as a matplotlib figure",
+    ["png", "svg", "pdf", "csv", "json"].map((f) => h("option", { value: f }, f.toUpperCase())));
+  const exportBtn = h("button", { class: "nbx-btn", "data-nb": "export", title: "download the current view: a matplotlib figure (PNG, SVG, PDF) or its numbers (CSV: one row per component; JSON: every panel)",
     onclick: () => { model.send({ type: "export", format: exportFormat }); status.text.textContent = `exporting ${exportFormat.toUpperCase()}\u2026`; } }, "Export");
   const status = { spin: h("span", { class: "nbx-spinner", "aria-hidden": "true" }), text: h("span", { class: "nbx-status-text", "data-nb": "status" }) };
   const statusBox = h("div", { class: "nbx-status", "aria-live": "polite" }, status.spin, status.text);
