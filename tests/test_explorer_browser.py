@@ -464,6 +464,32 @@ def test_narrow_cell_long_prompt_and_dark_theme(session, lab):
     assert session["errors"] == []
 
 
+def test_neuron_rows_undo_and_csv_export(session, lab):
+    page = session["page"]
+    head = f"L{lab.n_layers - 3}H1"
+    page.click(f'.nbx-explorer [data-name="{head}"]')
+    wait_settled(page)
+    if kernel_state(session)["state"]["ablation"] != [head]:  # the click toggled it off
+        page.click(f'.nbx-explorer [data-name="{head}"]')
+    check_against_reference(session, lab, [head])
+    row = page.locator('.nbx-explorer tr[data-name^="mlp"]').first
+    neuron = row.get_attribute("data-name")
+    row.click(modifiers=["Shift"])  # shift: add the neuron to the head
+    check_against_reference(session, lab, [head, neuron])
+    page.click('.nbx-explorer [data-nb="undo"]')
+    check_against_reference(session, lab, [head])
+    page.select_option('.nbx-explorer select[aria-label="export format"]', "csv")
+    with page.expect_download(timeout=60_000) as info:
+        page.click('.nbx-explorer [data-nb="export"]')
+    text = open(info.value.path()).read()
+    assert info.value.suggested_filename.endswith(".csv")
+    lines = [x for x in text.splitlines() if not x.startswith("#")]
+    assert lines[0].startswith("component,kind,layer,head,de_clean")
+    assert len(lines) == 1 + lab.n_layers * (lab.n_heads + 1)
+    page.select_option('.nbx-explorer select[aria-label="export format"]', "png")
+    assert session["errors"] == []
+
+
 def test_export_and_static_fallback(session):
     page = session["page"]
     with page.expect_download(timeout=60_000) as info:

@@ -605,3 +605,21 @@ def test_explorer_exports_its_numbers_as_csv_and_json(explorer, lab, tmp_path):
     ex._on_custom_msg(ex, {"type": "export", "format": "csv"}, [])
     ex.wait()
     assert sent[0][0]["mime"] == "text/csv" and sent[0][1][0].startswith(b"# model")
+
+
+def test_explorer_undo_and_neuron_ablation(explorer, lab):
+    ex = explorer.wait()
+    ex.ablate("1.1")
+    ex.ablate("2.2", add=True)
+    ex.ablation = ["mlp1:3,7"]  # what a click on a neuron row sends
+    ex.wait()
+    ref = _direct(lab, "mlp1:3,7", target="top", measure_at=[7])
+    assert ex.error == "" and ex.view["ablated_ui"] == ["mlp1:3,7"]
+    assert float(ex.measurement.delta_logit[0]) == pytest.approx(float(ref.delta_logit[0]), abs=1e-9)
+    assert ex.can_undo
+    assert ex.undo().state["ablation"] == ["L1H1", "L2H2"]
+    ex._on_custom_msg(ex, {"type": "undo"}, [])  # the browser's undo button
+    assert ex.state["ablation"] == ["L1H1"]
+    assert ex.undo().undo().state["ablation"] == [] and not ex.can_undo
+    ex.wait()
+    assert ex.view["clean_only"]

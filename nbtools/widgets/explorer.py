@@ -76,7 +76,7 @@ class Explorer(NbWidget):
         parameters (one prompt's matrices are small: more threads gain little and lose badly
         when the cores are shared), else the notebook thread's count.
 
-    Python API: `ablate()`, `select()`, `set_target()`, `wait()`, `measurement` (the last
+    Python API: `ablate()`, `undo()`, `select()`, `set_target()`, `wait()`, `measurement` (the last
     Measurement, None while nothing is ablated), `view`, `state`, `figure()`, `save()`,
     `close()`. Every state trait can also be set directly (`ex.method = "mean"`).
     """
@@ -103,6 +103,7 @@ class Explorer(NbWidget):
     error = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
     done_seq = traitlets.Int(-1).tag(sync=True)
+    can_undo = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, model=None, prompt: str = DEFAULT_PROMPT, ablate=None, *, tokenizer=None,
                  target: str | int = "top", position: int = -1, method: str = "zero",
@@ -136,6 +137,8 @@ class Explorer(NbWidget):
         self._static_png: bytes | None = None
         self._static_seq: int | None = None
         self._pending_static_seq: int | None = None
+        self._history: list[list[str]] = []  # earlier ablations, for undo()
+        self._undoing = False
         self._submitted: dict | None = None
         try:
             super().__init__(prompt=prompt, position=position, target_mode=mode,
@@ -223,6 +226,18 @@ class Explorer(NbWidget):
         mode, text = self._check_target(target)
         self._check_position(self.position, len(self.tokens), mode)
         self._update(target_mode=mode, target_text=text)
+        return self
+
+    def undo(self) -> Explorer:
+        """Go back to the previous ablation (clicks, keys and Python calls all count); does
+        nothing when there is none."""
+        if self._history:
+            self._undoing = True
+            try:
+                self._update(ablation=self._history.pop())
+            finally:
+                self._undoing = False
+        self.can_undo = bool(self._history)
         return self
 
     def wait(self, timeout: float = 60.0) -> Explorer:
@@ -313,7 +328,11 @@ class Explorer(NbWidget):
                 setattr(self, name, value)
             self.request_seq += 1
 
-    def _on_state(self, _change) -> None:
+    def _on_state(self, change) -> None:
+        if change["name"] == "ablation" and not self._undoing and change["old"] != change["new"]:
+            self._history.append(list(change["old"]))
+            del self._history[:-50]
+            self.can_undo = True
         self._schedule()
 
     def _on_color(self, change) -> None:
@@ -503,6 +522,8 @@ class Explorer(NbWidget):
                    "mime": export.FORMATS[fmt]}, buffers=[data])
 
     def _on_custom_msg(self, widget, content, buffers) -> None:
+        if isinstance(content, dict) and content.get("type") == "undo":
+            self.undo()
         if isinstance(content, dict) and content.get("type") == "export":
             fmt = str(content.get("format", "png")).lower()
             if fmt not in export.FORMATS:

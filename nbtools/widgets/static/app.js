@@ -121,10 +121,13 @@ function renderExplorer(model, el) {
     tip, tips: (...a) => tips(...a),
     onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }),
     onClear: () => { if (ablation().length) commit({ ablation: [] }); },
+    onUndo: () => undo(),
   });
   const gridEmpty = h("div", { class: "nbx-empty" }, "measuring\u2026");
   const gridBody = h("div", { class: "nbx-grid-body" }, gridEmpty, grid.el);
   const chips = h("div", { class: "nbx-chips", "data-nb": "ablated" });
+  const undo = () => { if (model.get("can_undo")) model.send({ type: "undo" }); };
+  const undoBtn = h("button", { class: "nbx-btn nbx-btn-quiet", "data-nb": "undo", title: "back to the previous ablation (Ctrl+Z in the grid)", onclick: undo }, "\u21b6 undo");
   const gridPanel = panel("Heads \u00d7 layers", modeSegs, h("div", null, gridBody, chips,
     h("div", { class: "nbx-hint" }, "click a head to ablate it \u00b7 click L# for the whole attention layer \u00b7 MLP cell for the MLP layer \u00b7 shift-click to build a set \u00b7 keys: arrows, Enter, Esc")));
 
@@ -249,8 +252,9 @@ function renderExplorer(model, el) {
     grid.update({ ...gv, selected, exclude });
     chips.replaceChildren(...(selected.length
       ? [h("span", { class: "nbx-muted" }, "ablated:"), ...selected.map((n) => h("button", { class: "nbx-chip", title: "remove", onclick: () => commit({ ablation: ablation().filter((x) => x !== n) }) }, n, h("span", { class: "nbx-chip-x" }, "\u00d7"))),
-        h("button", { class: "nbx-btn nbx-btn-quiet", "data-nb": "clear", onclick: () => commit({ ablation: [] }) }, "clear")]
-      : [h("span", { class: "nbx-muted" }, "nothing ablated \u2014 showing the clean run")]));
+        h("button", { class: "nbx-btn nbx-btn-quiet", "data-nb": "clear", onclick: () => commit({ ablation: [] }) }, "clear"), undoBtn]
+      : [h("span", { class: "nbx-muted" }, "nothing ablated \u2014 showing the clean run"), undoBtn]));
+    undoBtn.disabled = !model.get("can_undo");
   }
 
   function drawPanels() {
@@ -268,7 +272,7 @@ function renderExplorer(model, el) {
       drawHeadline();
       slots.waterfall.replaceChildren(renderWaterfall(v.waterfall));
       slots.gauge.replaceChildren(renderGauge(v.gauge));
-      slots.neurons.replaceChildren(renderNeurons(v.neurons));
+      slots.neurons.replaceChildren(renderNeurons(v.neurons, { onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }) }));
     }
     slots.layers.replaceChildren(renderLayers(v.layers));
     slots.topk.replaceChildren(renderTopK(v.topk));
@@ -317,7 +321,7 @@ function renderExplorer(model, el) {
     root.dataset.renderMs = (performance.now() - t0).toFixed(1);
   });
   on("tokens prompt position target_mode", () => { drawTokens(); drawControls(); });
-  on("ablation sweep color_by", drawGrid);
+  on("ablation sweep color_by can_undo", drawGrid);
   on("method source positions scale target_text model_name", drawControls);
   on("busy error status request_seq done_seq", drawStatus);
 

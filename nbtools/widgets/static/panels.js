@@ -50,8 +50,9 @@ function gridGeometry(L, H, hasMlp) {
  *  built once per shape and then updated in place, so a press that lasts through a redraw
  *  still ends in a click on the same element, and keyboard focus survives updates.
  *  Keyboard (ARIA grid, roving tabindex): arrows / Home / End move, Enter or Space ablates
- *  (Shift adds to the set), Escape clears; JupyterLab's own shortcuts are suppressed there.
- *  opts: {onClick(name, additive, evt), onClear(), tip, tips(kind, l, h) -> lines}
+ *  (Shift adds to the set), Escape clears, Ctrl+Z undoes; JupyterLab's own shortcuts are
+ *  suppressed there.
+ *  opts: {onClick(name, additive, evt), onClear(), onUndo(), tip, tips(kind, l, h) -> lines}
  *  Returns {el, update(data)}; data: {values [L][H], mlp [L] | null, selected [names],
  *  legend, vmax?, dim?, exclude?(name, l, h) -> bool}. */
 function makeGrid(opts = {}) {
@@ -82,6 +83,7 @@ function makeGrid(opts = {}) {
     else if (e.key === "End") moveFocus(focus.row, g.hasMlp ? g.H : g.H - 1, true);
     else if (e.key === "Enter" || e.key === " ") { if (opts.onClick) opts.onClick(nameAt(focus.row, focus.col), e.shiftKey, e); }
     else if (e.key === "Escape") { if (opts.onClear) opts.onClear(); }
+    else if (e.key === "z" && (e.ctrlKey || e.metaKey)) { if (opts.onUndo) opts.onUndo(); }
     else return;
     e.preventDefault();
     e.stopPropagation();
@@ -356,8 +358,9 @@ function sparkline(values, W = 250, Hh = 34) {
 }
 
 /** Anti-erasure neurons. data: neuron_data() ({rows: anti-erasure neurons, negative: the
- *  largest negative movers, spark, n_total, n_ae, ae_sum, top_sum, sr_mlp, share_top}). */
-function renderNeurons(data) {
+ *  largest negative movers, spark, n_total, n_ae, ae_sum, top_sum, sr_mlp, share_top}).
+ *  opts.onClick(name, additive): a row was clicked (or Enter / Space on it): "mlp<L>:<n>". */
+function renderNeurons(data, opts = {}) {
   const d = data || {};
   const rows = d.rows || [], neg = d.negative || [];
   if (!rows.length && !neg.length && !d.n_total) return h("div", { class: "nbx-empty" }, "no neuron data (measure with neurons=True)");
@@ -367,7 +370,14 @@ function renderNeurons(data) {
     const col = (v || 0) >= 0 ? "var(--nbx-pos-soft)" : "var(--nbx-neg-soft)";
     return { background: `linear-gradient(90deg, ${col} ${pct}%, transparent ${pct}%)` };
   };
-  const line = (r, key) => h("tr", { class: r.anti_erasure ? "nbx-ae" : "nbx-negmove", "data-nb": key, "data-name": `mlp${r.layer}:${r.neuron}` },
+  const act = (name) => (e) => {
+    if (!opts.onClick || (e.type === "keydown" && e.key !== "Enter" && e.key !== " ")) return;
+    e.preventDefault();
+    opts.onClick(name, e.shiftKey || e.metaKey || e.ctrlKey);
+  };
+  const line = (r, key) => h("tr", { class: (r.anti_erasure ? "nbx-ae" : "nbx-negmove") + (opts.onClick ? " nbx-clickable" : ""), "data-nb": key, "data-name": `mlp${r.layer}:${r.neuron}`,
+    tabindex: opts.onClick ? "0" : null, title: opts.onClick ? `click: ablate neuron ${r.neuron} of MLP ${r.layer} (mlp${r.layer}:${r.neuron}) \u00b7 shift-click: add it` : null,
+    onclick: act(`mlp${r.layer}:${r.neuron}`), onkeydown: act(`mlp${r.layer}:${r.neuron}`) },
     h("td", null, h("code", null, `L${r.layer}.${r.neuron}`), r.anti_erasure ? h("span", { class: "nbx-ae-badge", title: "anti-erasure: erased the target on the clean run (DE < 0) and erases less when ablated (ΔDE > 0)" }, "AE") : null),
     h("td", { class: "nbx-num" }, fmt(r.de_clean, 3)),
     h("td", { class: "nbx-num" }, fmt(r.de_ablated, 3)),
