@@ -467,14 +467,16 @@ def test_narrow_cell_long_prompt_and_dark_theme(session, lab):
 def test_neuron_rows_undo_and_csv_export(session, lab):
     page = session["page"]
     head = f"L{lab.n_layers - 3}H1"
-    page.click(f'.nbx-explorer [data-name="{head}"]')
-    wait_settled(page)
-    if kernel_state(session)["state"]["ablation"] != [head]:  # the click toggled it off
-        page.click(f'.nbx-explorer [data-name="{head}"]')
+    execute(page, f"ex.ablate({head!r}).wait()")
+    page.wait_for_function(f"() => document.querySelector('.nbx-explorer [data-name=\"{head}\"]')"
+                           ".classList.contains('nbx-cell-abl')", timeout=60_000)
     check_against_reference(session, lab, [head])
     row = page.locator('.nbx-explorer tr[data-name^="mlp"]').first
     neuron = row.get_attribute("data-name")
     row.click(modifiers=["Shift"])  # shift: add the neuron to the head
+    page.wait_for_timeout(500)
+    wait_settled(page)
+    execute(page, "ex.wait()")
     check_against_reference(session, lab, [head, neuron])
     page.click('.nbx-explorer [data-nb="undo"]')
     check_against_reference(session, lab, [head])

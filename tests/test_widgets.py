@@ -623,3 +623,39 @@ def test_explorer_undo_and_neuron_ablation(explorer, lab):
     assert ex.undo().undo().state["ablation"] == [] and not ex.can_undo
     ex.wait()
     assert ex.view["clean_only"]
+
+
+def test_explorer_logit_difference_target(lab):
+    """target=(a, b): every number is measure(target=a) − measure(target=b) at the same norm
+    scales; the clean difference equals the model's own logit difference (centring cancels)."""
+    ex = Explorer(lab, prompt=PROMPT, target=("w42", "w17"), ablate="2.1", static_fallback=False)
+    try:
+        ex.wait()
+        assert ex.error == "" and ex.state["target_minus"] == "w17"
+        m = ex.measurement
+        a = _direct(lab, "2.1", target=42, measure_at=[7])
+        b = _direct(lab, "2.1", target=17, measure_at=[7])
+        for name in ("logit_clean", "logit_ablated", "delta_logit", "direct_effect",
+                     "self_repair", "sr_heads", "sr_mlp", "sr_ln", "self_repair_prime"):
+            want = float(getattr(a, name)[0] - getattr(b, name)[0])
+            assert float(getattr(m, name)[0]) == pytest.approx(want, abs=1e-9), name
+        assert torch.allclose(m.head_delta_de, a.head_delta_de - b.head_delta_de)
+        with torch.no_grad():
+            logits = lab.hf_model(lab.tokenize(PROMPT).input_ids).logits[0, 7].double()
+        assert float(m.logit_clean[0]) == pytest.approx(float(logits[42] - logits[17]), abs=1e-4)
+        parts = (m.direct_effect_ablated - m.direct_effect + m.sr_heads + m.sr_mlp + m.sr_ln)
+        assert float(parts[0]) == pytest.approx(float(m.delta_logit[0]), abs=1e-9)
+        assert ex.view["logit"]["minus"] == lab.tokenizer.decode([17])
+        assert float(m.logprob_clean[0]) == pytest.approx(float(a.logprob_clean[0]))
+        ex.color_by = "sr"
+        ex.wait()
+        alone = _direct(lab, "1.2", target=42, measure_at=[7]).self_repair[0] - \
+            _direct(lab, "1.2", target=17, measure_at=[7]).self_repair[0]
+        assert ex.sweep["heads"][1][2] == pytest.approx(float(alone), abs=1e-9)
+        ex.set_target("top")
+        ex.wait()
+        assert ex.state["target_minus"] == "" and "minus" not in ex.view["logit"]
+        with pytest.raises(InvalidInputError, match="pair"):
+            ex.set_target(("w1", "w2", "w3"))
+    finally:
+        ex.close()

@@ -19,6 +19,7 @@ click pauses, so it never delays a measurement.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import re
@@ -27,6 +28,7 @@ import time
 import warnings
 from collections import OrderedDict
 
+import torch
 import traitlets
 
 from ..batching import target_token_id
@@ -37,7 +39,8 @@ from .base import NbWidget
 from .fallback import StaticRenderer
 from .worker import LatestWins
 
-INPUTS = ("prompt", "position", "target_mode", "target_text", "ablation", "method", "source",
+INPUTS = ("prompt", "position", "target_mode", "target_text", "target_minus", "ablation",
+          "method", "source",
           "positions", "scale", "request_seq")
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 _PRIORITY = {"measure": 0, "export": 1, "sweep": 2}
@@ -62,7 +65,10 @@ class Explorer(NbWidget):
     model: a `Lab`, anything `nbtools.load` takes (default: the embedded "tiny" model) or a
         transformers model with `tokenizer=`.
     prompt: the text; position: the token whose next-token logit is measured (−1 = last).
-    target: "next" (actual next token), "top" (clean top prediction) or a single-token string.
+    target: "next" (actual next token), "top" (clean top prediction), a single-token string,
+        or a pair (" Mary", " John"): the logit difference, the IOI metric (every number shown
+        is linear in the target direction at fixed norm scales, so it is the first token's
+        measurement minus the second's; probabilities are the first token's).
     ablate: components ablated together ("3.1", "attn3", "mlp5", Head(3, 1), ...).
     method: "zero" | "mean" | "resample"; source: the resample source prompt (or the mean's
         reference prompt; default: the prompt itself). positions: ablate at "all" positions
@@ -87,6 +93,7 @@ class Explorer(NbWidget):
     position = traitlets.Int(-1).tag(sync=True)
     target_mode = traitlets.Enum(("next", "top", "custom"), "top").tag(sync=True)
     target_text = traitlets.Unicode("").tag(sync=True)
+    target_minus = traitlets.Unicode("").tag(sync=True)
     ablation = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     method = traitlets.Enum(("zero", "mean", "resample"), "zero").tag(sync=True)
     source = traitlets.Unicode("").tag(sync=True)
@@ -115,7 +122,7 @@ class Explorer(NbWidget):
         # validate everything on this thread before the worker exists (no forward pass)
         tokens = self._str_tokens(prompt)
         ablation = self._check_ablation(ablate)
-        mode, text = self._check_target(target)
+        mode, text, minus = self._check_target(target)
         position = self._check_position(position, len(tokens), mode)
         if top_k < 1 or n_neurons < 1:
             raise InvalidInputError("top_k and n_neurons must be at least 1")
@@ -142,7 +149,7 @@ class Explorer(NbWidget):
         self._submitted: dict | None = None
         try:
             super().__init__(prompt=prompt, position=position, target_mode=mode,
-                             target_text=text, ablation=ablation, method=method, source=source,
+                             target_text=text, target_minus=minus, ablation=ablation, method=method, source=source,
                              positions=positions, scale=scale, color_by=color_by,
                              tokens=tokens, model_name=self.lab.name)
         except traitlets.TraitError as err:
@@ -169,15 +176,21 @@ class Explorer(NbWidget):
         except InvalidInputError as err:
             raise InvalidInputError(_one_prompt(str(err), what)) from None
 
-    def _check_target(self, target) -> tuple[str, str]:
-        if target in ("next", "top"):
-            return target, ""
+    def _check_target(self, target) -> tuple[str, str, str]:
+        """(target_mode, target_text, target_minus) for a target argument."""
+        if isinstance(target, tuple | list):
+            if len(target) != 2:
+                raise InvalidInputError("a logit-difference target is a pair of tokens, e.g. "
+                                        "(' Mary', ' John')")
+            (_, a, _), (_, b, _) = (self._check_target(t) for t in target)
+            return "custom", a, b
+        if isinstance(target, str) and target in ("next", "top"):
+            return target, "", ""
         if isinstance(target, str):
             self._custom_target(target)
-            return "custom", target
+            return "custom", target, ""
         target_token_id(target, self.lab.tokenizer, self.lab.shape.d_vocab)
-        return "custom", str(target) if isinstance(target, str) else \
-            self.lab.tokenizer.decode([int(target)])
+        return "custom", self.lab.tokenizer.decode([int(target)]), ""
 
     @staticmethod
     def _check_position(position: int, n: int, mode: str) -> int:
@@ -222,10 +235,11 @@ class Explorer(NbWidget):
         return self
 
     def set_target(self, target) -> Explorer:
-        """"next", "top" or a single-token string (e.g. " Paris")."""
-        mode, text = self._check_target(target)
+        """"next", "top", a single-token string (e.g. " Paris") or a pair of them for their
+        logit difference ((" Mary", " John"))."""
+        mode, text, minus = self._check_target(target)
         self._check_position(self.position, len(self.tokens), mode)
-        self._update(target_mode=mode, target_text=text)
+        self._update(target_mode=mode, target_text=text, target_minus=minus)
         return self
 
     def undo(self) -> Explorer:
@@ -377,12 +391,11 @@ class Explorer(NbWidget):
 
     # --- jobs (worker thread only) --------------------------------------------------------
     def _init_worker(self) -> None:
-        import torch
-
         torch.set_num_threads(self.threads)
 
-    def _options(self, state: dict, n: int) -> tuple[int, dict]:
-        """Position and Lab.measure keyword arguments for a state (raises InvalidInputError)."""
+    def _options(self, state: dict, n: int) -> tuple[int, dict, int | None]:
+        """Position, Lab.measure keyword arguments and the subtracted target id (a logit
+        difference) or None, for a state (raises InvalidInputError)."""
         pos = n - 1 if state["position"] < 0 else state["position"]
         if not 0 <= pos < n:
             raise InvalidInputError(f"position {pos} out of range 0..{n - 1}")
@@ -396,6 +409,11 @@ class Explorer(NbWidget):
             target = "top"
         else:
             target = self._custom_target(state["target_text"])
+        minus = None
+        if mode == "custom" and state.get("target_minus", "").strip():
+            minus = self._custom_target(state["target_minus"])
+            if minus == target:
+                raise InvalidInputError("the two tokens of a logit difference are the same")
         opts = dict(method=state["method"], target=target, measure_at=[pos],
                     positions="all" if state["positions"] == "all" else [pos],
                     scale=state["scale"])
@@ -408,7 +426,16 @@ class Explorer(NbWidget):
             opts["sources"] = [state["source"]]
         elif state["method"] == "mean" and source:
             opts["reference"] = [state["source"]]
-        return pos, opts
+        return pos, opts, minus
+
+    def _measure_many(self, prompt: str, specs: list, minus: int | None, **opts) -> list:
+        """Lab.measure_many; for a logit difference, the first target's measurements minus
+        the second's (same runs, same norm scales)."""
+        ms = self.lab.measure_many(prompt, specs, **opts)
+        if minus is None:
+            return ms
+        others = self.lab.measure_many(prompt, specs, **{**opts, "target": minus})
+        return [logit_difference(a, b) for a, b in zip(ms, others, strict=True)]
 
     def _custom_target(self, text: str) -> int:
         tok, d_vocab = self.lab.tokenizer, self.lab.shape.d_vocab
@@ -443,7 +470,7 @@ class Explorer(NbWidget):
             self._tokens_for = state["prompt"]
             self.tokens = tokens
         n = len(self.tokens)
-        pos, opts = self._options(state, n)
+        pos, opts, minus = self._options(state, n)
         names = state["ablation"]
         comps = parse_components(names) if names else None
         if comps is not None:
@@ -457,12 +484,14 @@ class Explorer(NbWidget):
             opts.pop("reference", None)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            m = lab.measure(state["prompt"], comps, neurons=True, logprobs=True,
-                            top_k=self.top_k, **opts)
+            m, = self._measure_many(state["prompt"], [comps], minus, neurons=True,
+                                    logprobs=True, top_k=self.top_k, **opts)
         view = panels.measurement_view(m, self._decode, 0, self.n_neurons)
+        if minus is not None:
+            view["logit"]["minus"] = self._decode(minus)
         if not names:
             _clean_only(view)
-        key = _key(state, int(m.target_ids[0]), pos)
+        key = _key(state, int(m.target_ids[0]), pos, minus)
         view.update(seq=state["request_seq"], state=state, position=pos, key=key,
                     clean_only=not names, ablated_ui=list(names), n_layers=lab.n_layers,
                     n_heads=lab.n_heads, model=lab.name,
@@ -478,17 +507,17 @@ class Explorer(NbWidget):
         self._schedule_static()
 
     def _run_sweep(self, state: dict, key: str, layer: int) -> None:
-        lab, n_layers, n_heads = self.lab, self.lab.n_layers, self.lab.n_heads
+        n_layers, n_heads = self.lab.n_layers, self.lab.n_heads
         old = self._sweeps.get(key) or {"key": key, "done": 0, "n_layers": n_layers,
                                          "heads": [[None] * n_heads for _ in range(n_layers)],
                                          "mlp": [None] * n_layers}
         if old["done"] > layer:
             return
-        _, opts = self._options(state, len(self.tokens))
+        _, opts, minus = self._options(state, len(self.tokens))
         specs = [*(Head(layer, h) for h in range(n_heads)), MLPLayer(layer)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ms = lab.measure_many(state["prompt"], specs, **opts)
+            ms = self._measure_many(state["prompt"], specs, minus, **opts)
         part = panels.sweep_grid(ms, 1, n_heads)
         heads = [list(row) for row in old["heads"]]
         heads[layer] = part["heads"][0]
@@ -534,8 +563,6 @@ class Explorer(NbWidget):
 
 
 def _threads(lab, threads: int | None) -> int:
-    import torch
-
     if threads is not None:
         if int(threads) < 1:
             raise InvalidInputError(f"threads must be at least 1, not {threads}")
@@ -555,11 +582,32 @@ def _ui_name(c) -> str:
     return str(c)
 
 
-def _key(state: dict, target_id: int, pos: int) -> str:
+def _key(state: dict, target_id: int, pos: int, minus: int | None = None) -> str:
     """Identifies what a self-repair sweep depends on (everything but the ablation)."""
-    parts = [state["prompt"], pos, target_id, state["method"], state["source"],
+    parts = [state["prompt"], pos, target_id, minus, state["method"], state["source"],
              state["positions"], state["scale"]]
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+#: Measurement fields that do not depend on the target (or are kept from the first token).
+_TARGET_FREE = {"components", "rows", "positions", "target_ids", "scale_clean", "scale_ablated",
+                "logprob_clean", "logprob_ablated", "topk_ids_clean", "topk_probs_clean",
+                "topk_ids_ablated", "topk_probs_ablated", "settings"}
+
+
+def logit_difference(a, b):
+    """The Measurement of the logit difference a − b (same prompt, ablation and settings,
+    another target). Every logit and direct effect is a dot product with the target's
+    unembedding direction, scaled by run-wide norm scales, so each field is a's minus b's;
+    probabilities and top-k stay a's. b's norm scales must equal a's."""
+    same = (torch.allclose(x, y, rtol=1e-7, atol=0) for x, y in
+            ((a.scale_clean, b.scale_clean), (a.scale_ablated, b.scale_ablated)))
+    if not all(same):
+        raise ValueError("a logit difference needs the same runs (the norm scales differ)")
+    changes = {f.name: getattr(a, f.name) - getattr(b, f.name) for f in dataclasses.fields(a)
+               if f.name not in _TARGET_FREE and getattr(a, f.name) is not None}
+    settings = {**a.settings, "target": f"{a.settings.get('target')} − {b.settings.get('target')}"}
+    return dataclasses.replace(a, settings=settings, **changes)
 
 
 def _clean_only(view: dict) -> None:

@@ -108,11 +108,13 @@ function renderExplorer(model, el) {
     commit({ target_mode: mode });
   } }, text);
   const targetBtns = { next: modeBtn("next", "next token"), top: modeBtn("top", "top prediction"), custom: modeBtn("custom", "custom") };
-  const targetInput = h("input", { class: "nbx-input nbx-target-input", type: "text", placeholder: "type a token", "data-nb": "target-input", spellcheck: "false",
-    onkeydown: (e) => { if (e.key === "Enter") { customOpen = false; commit({ target_mode: "custom", target_text: e.target.value }); } } });
+  const commitTarget = (e) => { if (e.key === "Enter") { customOpen = false; commit({ target_mode: "custom", target_text: targetInput.value, target_minus: minusInput.value }); } };
+  const targetInput = h("input", { class: "nbx-input nbx-target-input", type: "text", placeholder: "type a token", "data-nb": "target-input", spellcheck: "false", onkeydown: commitTarget });
+  const minusInput = h("input", { class: "nbx-input nbx-target-input", type: "text", placeholder: "\u2212 token (logit diff.)", "data-nb": "target-minus-input", spellcheck: "false",
+    title: "optional: a second token; the target becomes the logit difference (e.g. ' Mary' \u2212 ' John', the IOI metric)", onkeydown: commitTarget });
   const targetInfo = h("span", { class: "nbx-target-info" });
   const targetRow = h("div", { class: "nbx-target" }, h("span", { class: "nbx-rowlabel" }, "target"),
-    h("span", { class: "nbx-segs" }, targetBtns.next, targetBtns.top, targetBtns.custom), targetInput, targetInfo);
+    h("span", { class: "nbx-segs" }, targetBtns.next, targetBtns.top, targetBtns.custom), targetInput, minusInput, targetInfo);
 
   // --- grid panel ---
   const modeSegs = h("span", { class: "nbx-segs nbx-segs-small" }, COLOR_MODES.map(([m, t, title]) =>
@@ -139,7 +141,7 @@ function renderExplorer(model, el) {
     [[false, "SR", "self-repair SR = ΔL − (DE\u2032 − DE), DE\u2032 the ablated parts' own DE in the ablated run"],
       [true, "SR\u2032 = ΔL + DE", "SR\u2032 assumes the ablated parts' DE is gone entirely (DE\u2032 = 0)"]].map(([p, t, title]) =>
       h("button", { class: "nbx-seg", "data-nb": p ? "sr-prime" : "sr-plain", title, onclick: () => { srPrime = p; drawHeadline(); } }, t)));
-  const result = { class: "nbx-result" };
+  const result = { class: "nbx-panel nbx-result" };
   const headPanel = panel("Self-repair", primeSegs, slot("headline"), { class: "nbx-panel nbx-result nbx-when-ablated" });
   const logitPanel = panel("Target", null, slot("logit"), result);
   const wfPanel = panel("Self-repair waterfall", "logits, at the measured position", slot("waterfall"), { class: "nbx-panel nbx-result nbx-when-ablated" });
@@ -177,6 +179,8 @@ function renderExplorer(model, el) {
     targetBtns.next.title = atLast ? "the last token has no next token: click an earlier token" : "the token that actually follows";
     if (document.activeElement !== targetInput) targetInput.value = model.get("target_text") || "";
     targetInput.classList.toggle("nbx-hidden", mode !== "custom");
+    if (document.activeElement !== minusInput) minusInput.value = model.get("target_minus") || "";
+    minusInput.classList.toggle("nbx-hidden", mode !== "custom");
     for (const b of modeSegs.children) b.classList.toggle("nbx-on", b.dataset.nb === `color-${model.get("color_by")}`);
     root.querySelector("[data-nb=model]").textContent = model.get("model_name") || "";
   }
@@ -278,7 +282,7 @@ function renderExplorer(model, el) {
     slots.topk.replaceChildren(renderTopK(v.topk));
     const t = v.logit;
     targetInfo.replaceChildren(h("span", { class: "nbx-muted" }, `predicting after position ${v.position} \u2192 `),
-      h("code", { class: "nbx-token" }, tokText(t.token)));
+      h("code", { class: "nbx-token" }, tokText(t.token)), ...(t.minus !== undefined ? [" \u2212 ", h("code", { class: "nbx-token" }, tokText(t.minus))] : []));
   }
 
   function drawHeadline() {
@@ -322,7 +326,7 @@ function renderExplorer(model, el) {
   });
   on("tokens prompt position target_mode", () => { drawTokens(); drawControls(); });
   on("ablation sweep color_by can_undo", drawGrid);
-  on("method source positions scale target_text model_name", drawControls);
+  on("method source positions scale target_text target_minus model_name", drawControls);
   on("busy error status request_seq done_seq", drawStatus);
 
   const onMsg = (msg, buffers) => {

@@ -213,19 +213,20 @@ function renderLogit(data, opts = {}) {
   const after = (key, value, text) => (clean ? null : h("span", { class: "nbx-num nbx-strong", "data-nb": key, "data-value": value }, text));
   const dp = (d.p_clean ?? null) === null ? null : (d.p_ablated ?? 0) - d.p_clean;
   const opposite = !clean && dp !== null && delta !== null && delta !== undefined && Math.abs(delta) > 1e-6 && Math.abs(dp) > 1e-9 && (delta > 0) !== (dp > 0);
-  const note = d.centred === false ? null : h("div", { class: "nbx-note" + (opposite ? " nbx-note-warn" : ""), "data-nb": "centred-note", "data-opposite": opposite ? "1" : "0" },
+  const note = d.centred === false || d.minus !== undefined ? null : h("div", { class: "nbx-note" + (opposite ? " nbx-note-warn" : ""), "data-nb": "centred-note", "data-opposite": opposite ? "1" : "0" },
     opposite ? `ΔL and the probability moved in opposite directions: ΔL is the centred logit (the target's logit minus the mean over the vocabulary), while the probability also depends on how every other token's logit moved (softmax).`
       : "logits are centred: the target's logit minus the mean logit over the vocabulary");
   return h("div", { class: "nbx-logit" },
     h("div", { class: "nbx-logit-target" }, "target ",
       h("code", { class: "nbx-token", "data-nb": "target-token" }, tokText(d.token)),
-      h("span", { class: "nbx-muted" }, ` id ${d.id ?? "?"}`)),
+      d.minus !== undefined ? [" \u2212 ", h("code", { class: "nbx-token", "data-nb": "target-minus" }, tokText(d.minus)),
+        h("span", { class: "nbx-muted" }, " logit difference")] : h("span", { class: "nbx-muted" }, ` id ${d.id ?? "?"}`)),
     h("div", { class: "nbx-logit-row" },
-      h("span", { class: "nbx-label" }, d.centred === false ? "logit" : "logit (centred)"),
+      h("span", { class: "nbx-label" }, d.minus !== undefined ? "logit diff." : d.centred === false ? "logit" : "logit (centred)"),
       h("span", { class: "nbx-num" + (clean ? " nbx-strong" : ""), "data-nb": "logit-clean", "data-value": d.clean }, fmt(d.clean, 3)), arrow(),
       after("logit-ablated", d.ablated, fmt(d.ablated, 3)), badge),
     h("div", { class: "nbx-logit-row" },
-      h("span", { class: "nbx-label" }, "probability"),
+      h("span", { class: "nbx-label" }, d.minus !== undefined ? `p(${tokText(d.token)})` : "probability"),
       h("span", { class: "nbx-num" + (clean ? " nbx-strong" : ""), "data-nb": "p-clean", "data-value": d.p_clean }, fmtP(d.p_clean)), arrow(),
       after("p-ablated", d.p_ablated, fmtP(d.p_ablated)),
       clean ? null : probBars(d.p_clean, d.p_ablated)),
