@@ -492,6 +492,26 @@ def test_neuron_rows_undo_and_csv_export(session, lab):
     assert session["errors"] == []
 
 
+def test_tokens_coloured_by_self_repair(session, lab):
+    page = session["page"]
+    name = f"L{lab.n_layers - 2}H4"
+    execute(page, f"ex.ablate({name!r}).wait()")
+    wait_settled(page)
+    page.click('.nbx-explorer [data-nb="tokens-sr"]')
+    n = len(lab.to_str_tokens(PROMPT))
+    page.wait_for_function(f"() => document.querySelectorAll('.nbx-explorer .nbx-tok[data-sr]')"
+                           f".length === {n}", timeout=60_000)
+    ks = kernel_state(session)
+    ref = reference(lab, {**ks["state"], "position": 4})
+    got = float(page.get_attribute('.nbx-explorer .nbx-tok[data-pos="4"]', "data-sr"))
+    assert got == pytest.approx(float(ref.self_repair[0]), abs=2e-5)
+    last = float(page.get_attribute(f'.nbx-explorer .nbx-tok[data-pos="{n - 1}"]', "data-sr"))
+    assert last == pytest.approx(dom_number(page, "hl-sr"), abs=2e-5)
+    page.click('.nbx-explorer [data-nb="tokens-sr"]')
+    assert page.locator(".nbx-explorer .nbx-tok[data-sr]").count() == 0
+    assert session["errors"] == []
+
+
 def test_export_and_static_fallback(session):
     page = session["page"]
     with page.expect_download(timeout=60_000) as info:

@@ -43,7 +43,7 @@ INPUTS = ("prompt", "position", "target_mode", "target_text", "target_minus", "a
           "method", "source",
           "positions", "scale", "request_seq")
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
-_PRIORITY = {"measure": 0, "export": 1, "sweep": 2}
+_PRIORITY = {"measure": 0, "export": 1, "tokens": 2, "sweep": 3}
 
 
 def _as_lab(model, tokenizer=None):
@@ -75,6 +75,8 @@ class Explorer(NbWidget):
         or only the "measured" one. scale: "clean" (R&N) or "recomputed" norm scale.
     color_by: head-grid colours — "de" (clean direct effect), "sr" (self-repair of each
         component ablated alone; a background sweep) or "delta" (ΔDE: who repaired).
+    token_colors: colour the prompt's tokens by the current ablation's self-repair at every
+        position (one more measurement per click, after the panels; in `token_sr`).
     static_fallback: keep a PNG of the last view in the notebook output (shown where no
         kernel runs); static_delay: idle seconds before it is refreshed.
     threads: torch CPU threads for the worker thread only (torch's thread count is per
@@ -100,12 +102,14 @@ class Explorer(NbWidget):
     positions = traitlets.Enum(("all", "measured"), "all").tag(sync=True)
     scale = traitlets.Enum(("clean", "recomputed"), "clean").tag(sync=True)
     color_by = traitlets.Enum(("de", "sr", "delta"), "de").tag(sync=True)
+    token_colors = traitlets.Bool(False).tag(sync=True)
     request_seq = traitlets.Int(0).tag(sync=True)
     # results: written by Python only
     model_name = traitlets.Unicode("").tag(sync=True)
     tokens = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     view = traitlets.Dict().tag(sync=True)
     sweep = traitlets.Dict().tag(sync=True)
+    token_sr = traitlets.Dict().tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
@@ -159,6 +163,7 @@ class Explorer(NbWidget):
                                   on_error=self._failed, init=self._init_worker)
         self.observe(self._on_state, names=list(INPUTS))
         self.observe(self._on_color, names="color_by")
+        self.observe(self._on_token_colors, names="token_colors")
         self._schedule()
 
     # --- validation (main thread; raises InvalidInputError) ------------------------------
@@ -257,7 +262,7 @@ class Explorer(NbWidget):
     def wait(self, timeout: float = 60.0) -> Explorer:
         """Block until the current measurement (and a pending sweep or export) is done, and
         bring the notebook's static image up to date. Raises TimeoutError after `timeout` s."""
-        if not self._worker.wait(timeout, kinds=("measure", "sweep", "export")):
+        if not self._worker.wait(timeout, kinds=("measure", "sweep", "export", "tokens")):
             raise TimeoutError(f"the Explorer was still busy after {timeout} s")
         if self._static is not None and self.view and self._static_seq != self.view.get("seq"):
             self._static.pause()  # draw it here and now instead
@@ -362,6 +367,15 @@ class Explorer(NbWidget):
             self._static.pause()  # a click: the fallback image must not hold it up
         self._worker.submit("measure", lambda: self._run_measure(state), _PRIORITY["measure"])
 
+    def _on_token_colors(self, change) -> None:
+        if change["new"] and self.view and not self.view.get("clean_only"):
+            self._schedule_tokens(self.view["state"], self.view["tokens_key"])
+
+    def _schedule_tokens(self, state: dict, key: str) -> None:
+        if self.token_sr.get("key") != key:
+            self._worker.submit("tokens", lambda: self._run_tokens(state, key),
+                                _PRIORITY["tokens"])
+
     def _schedule_sweep(self, state: dict, key: str | None, layer: int | None = None) -> None:
         """Sweep every head and MLP layer ablated alone, one layer per job (so clicks can run
         in between), filling `sweep` progressively; finished sweeps are cached per key."""
@@ -378,7 +392,7 @@ class Explorer(NbWidget):
                             _PRIORITY["sweep"])
     def _refresh_busy(self) -> None:
         with self._busy_lock:
-            busy = bool(self._worker.active(("measure", "sweep", "export")))
+            busy = bool(self._worker.active(("measure", "sweep", "export", "tokens")))
             if busy != self.busy:
                 self.busy = busy
 
@@ -504,7 +518,26 @@ class Explorer(NbWidget):
         self.status = f"{what} · {view['ms']:.0f} ms" + (f" · note: {notes[0]}" if notes else "")
         if self.color_by == "sr":
             self._schedule_sweep(state, key)
+        view["tokens_key"] = key + "|" + "+".join(names)
+        if self.token_colors and names:
+            self._schedule_tokens(state, view["tokens_key"])
         self._schedule_static()
+
+    def _run_tokens(self, state: dict, key: str) -> None:
+        """The current ablation's SR, DE and ΔL at every position of the prompt (for "next",
+        every position with a next token), in one measurement."""
+        n = len(self.tokens)
+        _, opts, minus = self._options(state, n)
+        at = list(range(n - 1 if state["target_mode"] == "next" else n))
+        if not at:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m, = self._measure_many(state["prompt"], [state["ablation"]], minus,
+                                    **{**opts, "measure_at": at})
+        self.token_sr = {"key": key, "positions": at, "sr": panels.nums(m.self_repair),
+                         "de": panels.nums(m.direct_effect), "dl": panels.nums(m.delta_logit),
+                         "ablated": list(state["ablation"])}
 
     def _run_sweep(self, state: dict, key: str, layer: int) -> None:
         n_layers, n_heads = self.lab.n_layers, self.lab.n_heads

@@ -192,8 +192,14 @@ function renderExplorer(model, el) {
     const win = long && !tokensOpen ? [Math.max(0, Math.min(sel - 14, n - 20)), Math.min(n, Math.max(sel - 14, 0) + 20)] : null;
     const toggle = long ? h("button", { class: "nbx-btn nbx-btn-quiet nbx-tok-toggle", "data-nb": "tokens-toggle", "aria-expanded": tokensOpen ? "true" : "false",
       onclick: () => { tokensOpen = !tokensOpen; drawTokens(); } }, tokensOpen ? "collapse" : `all ${n} tokens`) : null;
+    const tsr = model.get("token_sr") || {}, v = view();
+    const colored = model.get("token_colors") && !v.clean_only && tsr.key && tsr.key === v.tokens_key;
+    const values = colored ? Object.fromEntries(tsr.positions.map((p, k) => [p, { sr: tsr.sr[k], de: tsr.de[k], dl: tsr.dl[k] }])) : null;
+    const srBtn = h("button", { class: "nbx-btn nbx-btn-quiet nbx-tok-toggle" + (model.get("token_colors") ? " nbx-on-quiet" : ""), "data-nb": "tokens-sr",
+      "aria-pressed": model.get("token_colors") ? "true" : "false", title: "colour every token by the current ablation's self-repair when measured there (red: repaired, blue: the loss grew)",
+      onclick: () => { model.set("token_colors", !model.get("token_colors")); model.save_changes(); } }, "SR per token");
     tokensBox.replaceChildren(renderTokens(
-      { tokens, selected: model.get("position"), next: model.get("target_mode") === "next", window: win, extra: toggle },
+      { tokens, selected: model.get("position"), next: model.get("target_mode") === "next", window: win, extra: [srBtn, toggle], values },
       { onClick: (i) => {
         const n = (model.get("tokens") || []).length;
         const changes = { position: i };
@@ -321,10 +327,11 @@ function renderExplorer(model, el) {
   const on = (names, fn) => names.split(" ").forEach((n) => model.on(`change:${n}`, fn));
   on("view", () => {
     const t0 = performance.now();
-    drawPanels(); drawGrid(); drawStatus();
+    drawPanels(); drawGrid(); drawStatus(); drawTokens();
     root.dataset.renderMs = (performance.now() - t0).toFixed(1);
   });
   on("tokens prompt position target_mode", () => { drawTokens(); drawControls(); });
+  on("token_sr token_colors", drawTokens);
   on("ablation sweep color_by can_undo", drawGrid);
   on("method source positions scale target_text target_minus model_name", drawControls);
   on("busy error status request_seq done_seq", drawStatus);

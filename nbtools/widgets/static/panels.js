@@ -1,13 +1,16 @@
 // nbtools widgets — one pure renderer per panel: (data, opts) -> Element.
 // The same renderers draw the Explorer's panels and the standalone widgets.
 
-/** Prompt tokens as buttons. data: {tokens, selected, next?, window? [from, to], extra?};
+/** Prompt tokens as buttons. data: {tokens, selected, next?, window? [from, to], extra?,
+ *  values? {position: {sr, de, dl}} (each token coloured by its SR on a symmetric scale)};
  *  opts.onClick(pos, evt). A window shows only tokens from..to−1 (a long prompt collapsed to
  *  one row around the selected token); `extra` (an element) is appended. */
 function renderTokens(data, opts = {}) {
   const tokens = data.tokens || [];
   const sel = data.selected < 0 ? tokens.length - 1 : data.selected;
   const [from, to] = data.window || [0, tokens.length];
+  const vals = data.values || null;
+  const vmax = vals ? absMax(Object.values(vals).map((x) => x.sr)) || 1 : 0;
   const more = (n, where) => (n > 0 ? h("span", { class: "nbx-muted nbx-tok-more" }, `\u2026 ${n} ${where}`) : null);
   return h("div", { class: "nbx-tokens" + (data.window ? " nbx-tokens-collapsed" : ""), role: "listbox", "aria-label": "prompt tokens" },
     more(from, "earlier"),
@@ -16,8 +19,13 @@ function renderTokens(data, opts = {}) {
       const cls = ["nbx-tok"];
       if (i === sel) cls.push("nbx-tok-sel");
       if (data.next && i === sel + 1) cls.push("nbx-tok-next");
+      const val = vals && vals[i];
+      if (vals) cls.push("nbx-tok-colored");
+      const c = val ? divergingRGB(val.sr, vmax) : null;
       return h("button", {
-        class: cls.join(" "), "data-pos": i, title: `position ${i}: ${JSON.stringify(t)}`,
+        class: cls.join(" "), "data-pos": i, "data-sr": val ? val.sr : null,
+        style: c && i !== sel ? { background: rgb(c), color: inkFor(c) } : null,
+        title: `position ${i}: ${JSON.stringify(t)}` + (val ? `\nSR ${fmt(val.sr, 4)} · DE ${fmt(val.de, 4)} · ΔL ${fmt(val.dl, 4)}` : ""),
         role: "option", "aria-selected": i === sel ? "true" : "false",
         onclick: (e) => opts.onClick && opts.onClick(i, e),
       }, h("span", { class: "nbx-tok-text" }, tokText(t)), h("sub", { class: "nbx-tok-pos" }, String(i)));
