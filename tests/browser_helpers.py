@@ -260,7 +260,7 @@ def screenshot(out, model: str | None = None, prompt: str = "The Eiffel Tower is
             "ex.wait(); None",
         ])
         with jupyter_server(root) as url, chromium(chromium_path()) as browser:
-            page = browser.new_page(viewport={"width": width + 420, "height": 1500},
+            page = browser.new_page(viewport={"width": width + 420, "height": 2600},
                                     device_scale_factor=scale)
             open_notebook(page, url, "shot.ipynb")
             page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")

@@ -512,6 +512,27 @@ def test_tokens_coloured_by_self_repair(session, lab):
     assert session["errors"] == []
 
 
+def test_sortable_component_table(session, lab):
+    page = session["page"]
+    wait_settled(page)
+    ks = kernel_state(session)
+    ref = reference(lab, {**ks["state"], "ablation": ks["state"]["ablation"] or ["L0H0"]})
+    page.click('.nbx-explorer [data-nb="sort-de_clean"]')  # largest clean DE first
+    de = ref.head_de_clean[0]
+    values = [(float(de[layer, head]), f"L{layer}H{head}") for layer in range(lab.n_layers)
+              for head in range(lab.n_heads)]
+    values += [(float(ref.mlp_de_clean[0, layer]), f"mlp{layer}") for layer in range(lab.n_layers)]
+    best = max(values)
+    first = '.nbx-explorer [data-nb="comp-0"]'
+    assert page.get_attribute(first, "data-name") == best[1]
+    page.click('.nbx-explorer [data-nb="sort-de_clean"]')  # again: ascending
+    assert page.get_attribute(first, "data-name") == min(values)[1]
+    name = page.get_attribute(first, "data-name")
+    page.click(first)
+    check_against_reference(session, lab, toggle(ks["state"]["ablation"], name, False))
+    assert session["errors"] == []
+
+
 def test_export_and_static_fallback(session):
     page = session["page"]
     with page.expect_download(timeout=60_000) as info:

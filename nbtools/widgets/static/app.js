@@ -110,7 +110,7 @@ function renderExplorer(model, el) {
   const targetBtns = { next: modeBtn("next", "next token"), top: modeBtn("top", "top prediction"), custom: modeBtn("custom", "custom") };
   const commitTarget = (e) => { if (e.key === "Enter") { customOpen = false; commit({ target_mode: "custom", target_text: targetInput.value, target_minus: minusInput.value }); } };
   const targetInput = h("input", { class: "nbx-input nbx-target-input", type: "text", placeholder: "type a token", "data-nb": "target-input", spellcheck: "false", onkeydown: commitTarget });
-  const minusInput = h("input", { class: "nbx-input nbx-target-input", type: "text", placeholder: "\u2212 token (logit diff.)", "data-nb": "target-minus-input", spellcheck: "false",
+  const minusInput = h("input", { class: "nbx-input nbx-target-input", type: "text", placeholder: "\u2212 token", "data-nb": "target-minus-input", spellcheck: "false",
     title: "optional: a second token; the target becomes the logit difference (e.g. ' Mary' \u2212 ' John', the IOI metric)", onkeydown: commitTarget });
   const targetInfo = h("span", { class: "nbx-target-info" });
   const targetRow = h("div", { class: "nbx-target" }, h("span", { class: "nbx-rowlabel" }, "target"),
@@ -149,13 +149,15 @@ function renderExplorer(model, el) {
   const layersPanel = panel("Direct effect per layer", "Hydra Fig. 1 style", slot("layers"), result);
   const neuronsPanel = panel("Anti-erasure neurons", "erased the target, erase less now", slot("neurons"), { class: "nbx-panel nbx-result nbx-when-ablated" });
   const topkPanel = panel("Top predictions", "clean vs ablated", slot("topk"), result);
+  const compState = { sort: "delta_de", desc: true, limit: 12 };
+  const compPanel = panel("Components", "sortable; SR alone with the self-repair colouring", slot("components"), result);
   const staleNote = h("div", { class: "nbx-stale-note", "data-nb": "stale-note", role: "status" });
   const cleanNote = h("div", { class: "nbx-clean-note", "data-nb": "clean-note" },
     "nothing ablated: click a head, an L# label or an MLP cell (or focus the grid and press Enter) to see its self-repair");
 
   const rowA = h("div", { class: "nbx-row nbx-row-a" }, gridPanel, h("div", { class: "nbx-stack" }, staleNote, headPanel, logitPanel, cleanNote, wfPanel));
   const rowB = h("div", { class: "nbx-row nbx-row-b" }, neuronsPanel, gaugePanel, topkPanel);
-  const rowC = h("div", { class: "nbx-row nbx-row-c" }, layersPanel);
+  const rowC = h("div", { class: "nbx-row nbx-row-c" }, layersPanel, compPanel);
   root.prepend(bar, toolbar, errorBox, promptRow, targetRow, rowA, rowB, rowC);
 
   // --- drawing ---
@@ -182,7 +184,9 @@ function renderExplorer(model, el) {
     if (document.activeElement !== minusInput) minusInput.value = model.get("target_minus") || "";
     minusInput.classList.toggle("nbx-hidden", mode !== "custom");
     for (const b of modeSegs.children) b.classList.toggle("nbx-on", b.dataset.nb === `color-${model.get("color_by")}`);
-    root.querySelector("[data-nb=model]").textContent = model.get("model_name") || "";
+    const modelName = model.get("model_name") || "", badge = root.querySelector("[data-nb=model]");
+    badge.textContent = modelName.replace(/[\\/]+$/, "").split(/[\\/]/).pop();  // a folder: its name
+    badge.title = modelName;
   }
 
   let tokensOpen = false;
@@ -286,9 +290,34 @@ function renderExplorer(model, el) {
     }
     slots.layers.replaceChildren(renderLayers(v.layers));
     slots.topk.replaceChildren(renderTopK(v.topk));
+    drawComponents();
     const t = v.logit;
     targetInfo.replaceChildren(h("span", { class: "nbx-muted" }, `predicting after position ${v.position} \u2192 `),
       h("code", { class: "nbx-token" }, tokText(t.token)), ...(t.minus !== undefined ? [" \u2212 ", h("code", { class: "nbx-token" }, tokText(t.minus))] : []));
+  }
+
+  /** One row per head and MLP layer (as export.component_rows). */
+  function componentRows() {
+    const v = view(), g = v.grid, sw = model.get("sweep") || {};
+    if (!g) return [];
+    const swOk = sw.key && sw.key === v.key, abl = new Set(v.ablated_ui || []), rows = [];
+    g.de.forEach((row, l) => {
+      row.forEach((de, hd) => rows.push({ component: `L${l}H${hd}`, layer: l, head: hd, de_clean: de, delta_de: v.clean_only ? null : g.delta[l][hd],
+        sr_alone: swOk ? sw.heads[l][hd] : null, ablated: abl.has(`L${l}H${hd}`) || abl.has(`attn${l}`) }));
+      rows.push({ component: `mlp${l}`, layer: l, head: null, de_clean: g.mlp_de[l], delta_de: v.clean_only ? null : g.mlp_delta[l],
+        sr_alone: swOk ? sw.mlp[l] : null, ablated: abl.has(`mlp${l}`) });
+    });
+    return rows;
+  }
+
+  function drawComponents() {
+    if (!view().grid) return;
+    slots.components.replaceChildren(renderComponents(componentRows(), {
+      ...compState,
+      onSort: (k) => { compState.desc = compState.sort === k ? !compState.desc : true; compState.sort = k; drawComponents(); },
+      onMore: () => { compState.limit = 0; drawComponents(); },
+      onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }),
+    }));
   }
 
   function drawHeadline() {
@@ -333,6 +362,7 @@ function renderExplorer(model, el) {
   on("tokens prompt position target_mode", () => { drawTokens(); drawControls(); });
   on("token_sr token_colors", drawTokens);
   on("ablation sweep color_by can_undo", drawGrid);
+  on("sweep", drawComponents);
   on("method source positions scale target_text target_minus model_name", drawControls);
   on("busy error status request_seq done_seq", drawStatus);
 

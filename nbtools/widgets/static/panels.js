@@ -485,3 +485,34 @@ function renderTopK(data) {
     }));
   return h("div", { class: "nbx-topk" }, col("clean", d.clean, "clean"), col("ablated", d.ablated, "ablated"));
 }
+
+/** Components as a sortable table (heads and MLP layers). rows: [{component, de_clean,
+ *  delta_de, sr_alone, ablated}] (as export.component_rows); opts: {sort, desc, limit,
+ *  onSort(key), onClick(name, additive), onMore()}. */
+function renderComponents(rows, opts = {}) {
+  const cols = [["component", "component"], ["de_clean", "DE clean"], ["delta_de", "ΔDE now"], ["sr_alone", "SR alone"]];
+  const key = opts.sort || "delta_de", desc = opts.desc !== false;
+  const val = (r) => (key === "component" ? r.layer * 1000 + (r.head ?? 999) : r[key]);
+  const sorted = [...rows].sort((a, b) => {
+    const x = val(a), y = val(b);
+    if (x === null || x === undefined) return 1;
+    if (y === null || y === undefined) return -1;
+    return desc ? y - x : x - y;
+  });
+  const shown = sorted.slice(0, opts.limit || sorted.length);
+  const head = h("tr", null, cols.map(([k, label]) => h("th", { "aria-sort": k === key ? (desc ? "descending" : "ascending") : "none" },
+    h("button", { class: "nbx-sort" + (k === key ? " nbx-on-sort" : ""), "data-nb": `sort-${k}`, onclick: () => opts.onSort && opts.onSort(k) },
+      label + (k === key ? (desc ? " \u25bc" : " \u25b2") : "")))));
+  const act = (name) => (e) => {
+    if (!opts.onClick || (e.type === "keydown" && e.key !== "Enter" && e.key !== " ")) return;
+    e.preventDefault();
+    opts.onClick(name, e.shiftKey || e.metaKey || e.ctrlKey);
+  };
+  const body = shown.map((r, i) => h("tr", { class: "nbx-clickable" + (r.ablated ? " nbx-row-abl" : ""), tabindex: "0", "data-nb": `comp-${i}`, "data-name": r.component,
+    onclick: act(r.component), onkeydown: act(r.component), title: `click: ablate ${r.component} \u00b7 shift-click: add it` },
+  h("td", null, h("code", null, r.component)), h("td", { class: "nbx-num", "data-value": r.de_clean }, fmt(r.de_clean, 3)),
+  h("td", { class: "nbx-num", "data-value": r.delta_de }, fmt(r.delta_de, 3)), h("td", { class: "nbx-num", "data-value": r.sr_alone }, fmt(r.sr_alone, 3))));
+  return h("div", { class: "nbx-components" },
+    h("table", { class: "nbx-table" }, h("thead", null, head), h("tbody", null, body)),
+    shown.length < sorted.length ? h("button", { class: "nbx-btn nbx-btn-quiet", "data-nb": "comp-more", onclick: () => opts.onMore && opts.onMore() }, `all ${sorted.length}`) : null);
+}
