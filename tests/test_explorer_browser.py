@@ -103,6 +103,14 @@ def session(tmp_path_factory, model_source, browser):
         page.close()
 
 
+def ablate_from_python(page, name: str) -> None:
+    """ex.ablate(name) in the kernel, then wait until the page shows that request's view."""
+    execute(page, f"ex.ablate({name!r}).wait()")
+    page.wait_for_function(f"() => document.querySelector('.nbx-explorer [data-name=\"{name}\"]')"
+                           ".classList.contains('nbx-cell-abl')", timeout=60_000)
+    wait_settled(page)
+
+
 def kernel_state(session) -> dict:
     path = session["root"] / f"state-{time.monotonic_ns()}.json"
     execute(session["page"], DUMP.format(path=str(path), fields=FIELDS))
@@ -467,18 +475,16 @@ def test_narrow_cell_long_prompt_and_dark_theme(session, lab):
 def test_neuron_rows_undo_and_csv_export(session, lab):
     page = session["page"]
     head = f"L{lab.n_layers - 3}H1"
-    execute(page, f"ex.ablate({head!r}).wait()")
-    page.wait_for_function(f"() => document.querySelector('.nbx-explorer [data-name=\"{head}\"]')"
-                           ".classList.contains('nbx-cell-abl')", timeout=60_000)
+    ablate_from_python(page, head)
     check_against_reference(session, lab, [head])
-    row = page.locator('.nbx-explorer tr[data-name^="mlp"]').first
-    neuron = row.get_attribute("data-name")
+    row = page.locator(".nbx-explorer tr[data-neuron]").first
+    neuron = row.get_attribute("data-neuron")
     row.click(modifiers=["Shift"])  # shift: add the neuron to the head
-    page.wait_for_timeout(500)
-    wait_settled(page)
-    execute(page, "ex.wait()")
     check_against_reference(session, lab, [head, neuron])
-    page.click('.nbx-explorer [data-nb="undo"]')
+    before = int(page.get_attribute(".nbx-explorer", "data-request-seq"))
+    page.click('.nbx-explorer [data-nb="undo"]')  # the kernel makes this request: wait for it
+    page.wait_for_function(f"() => Number(document.querySelector('.nbx-explorer')"
+                           f".dataset.requestSeq) > {before}", timeout=60_000)
     check_against_reference(session, lab, [head])
     page.select_option('.nbx-explorer select[aria-label="export format"]', "csv")
     with page.expect_download(timeout=60_000) as info:
@@ -495,8 +501,7 @@ def test_neuron_rows_undo_and_csv_export(session, lab):
 def test_tokens_coloured_by_self_repair(session, lab):
     page = session["page"]
     name = f"L{lab.n_layers - 2}H4"
-    execute(page, f"ex.ablate({name!r}).wait()")
-    wait_settled(page)
+    ablate_from_python(page, name)
     page.click('.nbx-explorer [data-nb="tokens-sr"]')
     n = len(lab.to_str_tokens(PROMPT))
     page.wait_for_function(f"() => document.querySelectorAll('.nbx-explorer .nbx-tok[data-sr]')"
@@ -524,10 +529,10 @@ def test_sortable_component_table(session, lab):
     values += [(float(ref.mlp_de_clean[0, layer]), f"mlp{layer}") for layer in range(lab.n_layers)]
     best = max(values)
     first = '.nbx-explorer [data-nb="comp-0"]'
-    assert page.get_attribute(first, "data-name") == best[1]
+    assert page.get_attribute(first, "data-component") == best[1]
     page.click('.nbx-explorer [data-nb="sort-de_clean"]')  # again: ascending
-    assert page.get_attribute(first, "data-name") == min(values)[1]
-    name = page.get_attribute(first, "data-name")
+    assert page.get_attribute(first, "data-component") == min(values)[1]
+    name = page.get_attribute(first, "data-component")
     page.click(first)
     check_against_reference(session, lab, toggle(ks["state"]["ablation"], name, False))
     assert session["errors"] == []

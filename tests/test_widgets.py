@@ -481,7 +481,7 @@ def test_view_figure_of_every_state(explorer, lab, measurement):
     view.update(ablated_ui=["L2H1", "mlp1"], position=7)
     for mode in ("de", "delta", "sr"):
         assert figure_bytes(view_figure(view, mode), "png").startswith(b"\x89PNG")
-    assert set(FORMATS) == {"png", "svg", "pdf"}
+    assert set(FORMATS) == {"png", "svg", "pdf", "csv", "json"}
 
 
 # --- static assets ---------------------------------------------------------------------------

@@ -342,7 +342,8 @@ class Explorer(NbWidget):
 
     # --- scheduling --------------------------------------------------------------------
     def _update(self, **changes) -> None:
-        with self.hold_trait_notifications():
+        # one message to the browser: it sees the new state and its request_seq together
+        with self.hold_sync(), self.hold_trait_notifications():
             for name, value in changes.items():
                 setattr(self, name, value)
             self.request_seq += 1
@@ -507,6 +508,7 @@ class Explorer(NbWidget):
             _clean_only(view)
         key = _key(state, int(m.target_ids[0]), pos, minus)
         view.update(seq=state["request_seq"], state=state, position=pos, key=key,
+                    tokens_key=key + "|" + "+".join(names),
                     clean_only=not names, ablated_ui=list(names), n_layers=lab.n_layers,
                     n_heads=lab.n_heads, model=lab.name,
                     ms=round(1000 * (time.perf_counter() - t0), 1))
@@ -518,7 +520,6 @@ class Explorer(NbWidget):
         self.status = f"{what} · {view['ms']:.0f} ms" + (f" · note: {notes[0]}" if notes else "")
         if self.color_by == "sr":
             self._schedule_sweep(state, key)
-        view["tokens_key"] = key + "|" + "+".join(names)
         if self.token_colors and names:
             self._schedule_tokens(state, view["tokens_key"])
         self._schedule_static()

@@ -289,7 +289,7 @@ function renderExplorer(model, el) {
       slots.neurons.replaceChildren(renderNeurons(v.neurons, { onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }) }));
     }
     slots.layers.replaceChildren(renderLayers(v.layers));
-    slots.topk.replaceChildren(renderTopK(v.topk));
+    slots.topk.replaceChildren(renderTopK(v.topk, { cleanOnly: v.clean_only }));
     drawComponents();
     const t = v.logit;
     targetInfo.replaceChildren(h("span", { class: "nbx-muted" }, `predicting after position ${v.position} \u2192 `),
@@ -312,8 +312,9 @@ function renderExplorer(model, el) {
 
   function drawComponents() {
     if (!view().grid) return;
+    const nothing = view().clean_only && compState.sort === "delta_de";  // no ΔDE without an ablation
     slots.components.replaceChildren(renderComponents(componentRows(), {
-      ...compState,
+      ...compState, sort: nothing ? "de_clean" : compState.sort,
       onSort: (k) => { compState.desc = compState.sort === k ? !compState.desc : true; compState.sort = k; drawComponents(); },
       onMore: () => { compState.limit = 0; drawComponents(); },
       onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }),

@@ -384,7 +384,7 @@ function renderNeurons(data, opts = {}) {
     e.preventDefault();
     opts.onClick(name, e.shiftKey || e.metaKey || e.ctrlKey);
   };
-  const line = (r, key) => h("tr", { class: (r.anti_erasure ? "nbx-ae" : "nbx-negmove") + (opts.onClick ? " nbx-clickable" : ""), "data-nb": key, "data-name": `mlp${r.layer}:${r.neuron}`,
+  const line = (r, key) => h("tr", { class: (r.anti_erasure ? "nbx-ae" : "nbx-negmove") + (opts.onClick ? " nbx-clickable" : ""), "data-nb": key, "data-neuron": `mlp${r.layer}:${r.neuron}`,
     tabindex: opts.onClick ? "0" : null, title: opts.onClick ? `click: ablate neuron ${r.neuron} of MLP ${r.layer} (mlp${r.layer}:${r.neuron}) \u00b7 shift-click: add it` : null,
     onclick: act(`mlp${r.layer}:${r.neuron}`), onkeydown: act(`mlp${r.layer}:${r.neuron}`) },
     h("td", null, h("code", null, `L${r.layer}.${r.neuron}`), r.anti_erasure ? h("span", { class: "nbx-ae-badge", title: "anti-erasure: erased the target on the clean run (DE < 0) and erases less when ablated (ΔDE > 0)" }, "AE") : null),
@@ -471,8 +471,9 @@ function renderLayers(data) {
       h("span", { class: "nbx-muted" }, `DE at ${d.scale === "recomputed" ? "each run's own" : "the clean"} norm scale`)));
 }
 
-/** Top-k predictions, clean vs ablated. data: topk_data() ({clean, ablated, target_id}). */
-function renderTopK(data) {
+/** Top-k predictions, clean vs ablated. data: topk_data() ({clean, ablated, target_id});
+ *  opts.cleanOnly: the clean column only (nothing ablated). */
+function renderTopK(data, opts = {}) {
   const d = data || {};
   const col = (title, rows, cls) => h("div", { class: "nbx-topk-col" },
     h("div", { class: "nbx-topk-title" }, title),
@@ -483,7 +484,7 @@ function renderTopK(data) {
         style: { background: `linear-gradient(90deg, ${tint} ${pct}%, transparent ${pct}%)` } },
       h("code", { class: "nbx-token" }, tokText(r.token)), h("span", { class: "nbx-num" }, fmtP(r.p)));
     }));
-  return h("div", { class: "nbx-topk" }, col("clean", d.clean, "clean"), col("ablated", d.ablated, "ablated"));
+  return h("div", { class: "nbx-topk" }, col("clean", d.clean, "clean"), opts.cleanOnly ? null : col("ablated", d.ablated, "ablated"));
 }
 
 /** Components as a sortable table (heads and MLP layers). rows: [{component, de_clean,
@@ -508,7 +509,7 @@ function renderComponents(rows, opts = {}) {
     e.preventDefault();
     opts.onClick(name, e.shiftKey || e.metaKey || e.ctrlKey);
   };
-  const body = shown.map((r, i) => h("tr", { class: "nbx-clickable" + (r.ablated ? " nbx-row-abl" : ""), tabindex: "0", "data-nb": `comp-${i}`, "data-name": r.component,
+  const body = shown.map((r, i) => h("tr", { class: "nbx-clickable" + (r.ablated ? " nbx-row-abl" : ""), tabindex: "0", "data-nb": `comp-${i}`, "data-component": r.component,
     onclick: act(r.component), onkeydown: act(r.component), title: `click: ablate ${r.component} \u00b7 shift-click: add it` },
   h("td", null, h("code", null, r.component)), h("td", { class: "nbx-num", "data-value": r.de_clean }, fmt(r.de_clean, 3)),
   h("td", { class: "nbx-num", "data-value": r.delta_de }, fmt(r.delta_de, 3)), h("td", { class: "nbx-num", "data-value": r.sr_alone }, fmt(r.sr_alone, 3))));
