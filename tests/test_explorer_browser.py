@@ -553,10 +553,11 @@ def test_export_and_static_fallback(session):
     assert page.evaluate("() => getComputedStyle(document.querySelector('.nbtools-static'))"
                          ".display") == "none"
     ablated = kernel_state(session)["ablated"]
-    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     want = "ablated " + (" + ".join(ablated) or "nothing")
     deadline = time.monotonic() + 30
-    while True:
+    while True:  # save until the saved file has the image of the current view
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_timeout(500)
         nb = json.loads((session["root"] / "explorer.ipynb").read_text())
         outputs = nb["cells"][1]["outputs"]
         static = [o for o in outputs if "image/png" in o.get("data", {})]

@@ -265,9 +265,9 @@ class Explorer(NbWidget):
         if not self._worker.wait(timeout, kinds=("measure", "sweep", "export", "tokens")):
             raise TimeoutError(f"the Explorer was still busy after {timeout} s")
         if self._static is not None and self.view and self._static_seq != self.view.get("seq"):
-            self._static.pause()  # draw it here and now instead
-            self._show_static(export.figure_bytes(self.figure(dpi=72), "png"),
-                              self.view.get("seq"))
+            self._pending_static_seq = self.view.get("seq")
+            if not self._static.draw_now(self._static_payload(), timeout):
+                raise TimeoutError(f"the static image was not drawn in {timeout} s")
         return self
 
     def figure(self, dpi: int = 100):
@@ -322,11 +322,13 @@ class Explorer(NbWidget):
     def _schedule_static(self, delay: float | None = None) -> None:
         if not (self.static_fallback and self._static is not None and self.view):
             return
-        view = self.view
-        self._pending_static_seq = view.get("seq")
-        self._static.schedule({"view": view, "color_by": self.color_by, "sweep": self.sweep,
-                               "tokens": self.tokens, "dpi": 72},
+        self._pending_static_seq = self.view.get("seq")
+        self._static.schedule(self._static_payload(),
                               self.static_delay if delay is None else delay)
+
+    def _static_payload(self) -> dict:
+        return {"view": self.view, "color_by": self.color_by, "sweep": self.sweep,
+                "tokens": self.tokens, "dpi": 72}
 
     def _on_static_png(self, png: bytes) -> None:
         self._show_static(png, getattr(self, "_pending_static_seq", None))

@@ -39,6 +39,7 @@ class StaticRenderer:
         self._resume: threading.Timer | None = None
         self._closed = False
         self.rendered = 0
+        self._delivered = 0  # the generation of the last drawing handed to on_png
         self._thread = threading.Thread(target=self._loop, name="nbtools-static", daemon=True)
         self._thread.start()
 
@@ -57,6 +58,21 @@ class StaticRenderer:
                 self._resume.daemon = True
                 self._resume.start()
             self._cond.notify_all()
+
+    def draw_now(self, payload: dict, timeout: float = 60.0) -> bool:
+        """Draw `payload` at once (resuming a paused child) and wait until on_png has run;
+        False on timeout. on_png runs on this object's thread, as for scheduled drawings
+        (the notebook routes display updates from it to the Explorer's cell)."""
+        self.schedule(payload, 0.0)
+        end = time.monotonic() + timeout
+        with self._cond:
+            gen = self._gen
+            while self._delivered < gen and not self._closed:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
 
     def pause(self) -> None:
         """A click: drop the pending drawing and freeze one in progress."""
@@ -141,7 +157,12 @@ class StaticRenderer:
                 self._cond.notify_all()
             if not current:
                 continue
-            if status == b"P":
-                self.on_png(data)
-            elif status == b"E" and self.on_error is not None:
-                self.on_error(data.decode(errors="replace"))
+            try:
+                if status == b"P":
+                    self.on_png(data)
+                elif status == b"E" and self.on_error is not None:
+                    self.on_error(data.decode(errors="replace"))
+            finally:
+                with self._cond:
+                    self._delivered = max(self._delivered, gen)
+                    self._cond.notify_all()
