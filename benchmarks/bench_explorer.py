@@ -1,7 +1,8 @@
 """Explorer latency in a real browser: click a head → updated panels (median, p90).
 
     .venv/bin/python benchmarks/bench_explorer.py [--clicks 40] [--models embedded,gpt2-small]
-                                                  [--threads N]
+                                                  [--model FOLDER_OR_NAME] [--pauses 8]
+                                                  [--pause-s 2.0] [--no-static] [--threads N]
 
 Starts JupyterLab and headless Chromium (system package `chromium`), opens a notebook with the
 Explorer for each model, and clicks heads one at a time: the time from the click event to the
@@ -10,7 +11,12 @@ measurement time and the ratio of the click latency to one plain forward pass of
 model on the same prompt (timed in the kernel, no_grad, same torch thread count as the
 Explorer's worker). Models: "embedded" (`nbtools.load("tiny")`, or a random GPT-2 of the same
 shape while the trained weights are not built yet) and "gpt2-small" (random GPT-2 small shape:
-12 layers × 12 heads, d_model 768, vocabulary 50,257; no download).
+12 layers × 12 heads, d_model 768, vocabulary 50,257; no download); `--model` takes anything
+`nbtools.load` takes instead (a converted folder, a name).
+
+Clicks after a pause: `--pauses` more clicks, each `--pause-s` seconds after the previous
+result — how people explore, and when the static PNG fallback is drawn (it is on here, with
+its default delay, so the figure shows whether drawing it delays the next click).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from browser_helpers import (  # noqa: E402
+    CLICK_JS,
     chromium,
     chromium_path,
     embedded_available,
@@ -42,24 +49,6 @@ from browser_helpers import (  # noqa: E402
 
 PROMPT = "In his speech to Congress, the President of the United"
 GPT2_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "tokenizer-gpt2"
-
-CLICK_JS = """
-async (name) => {
-  const root = document.querySelector('.nbx-explorer');
-  const target = root.querySelector(`[data-name="${name}"]`);
-  const t0 = performance.now();
-  target.dispatchEvent(new MouseEvent('click', {bubbles: true}));
-  const want = root.dataset.requestSeq;
-  await new Promise((resolve) => {
-    const done = () => root.dataset.seq === want;
-    if (done()) return resolve();
-    const obs = new MutationObserver(() => { if (done()) { obs.disconnect(); resolve(); } });
-    obs.observe(root, {attributes: true, attributeFilter: ['data-seq']});
-  });
-  await new Promise((r) => requestAnimationFrame(() => r()));
-  return performance.now() - t0;
-}
-"""
 
 FORWARD = """
 import json, threading, time, statistics, torch
@@ -125,13 +114,19 @@ def model_folder(kind: str, work: Path) -> tuple[str, str]:
 
 
 def bench(kind: str, args, work: Path, browser, url: str, root: Path) -> dict:
-    source, description = model_folder(kind, work)
+    if kind.startswith("load:"):
+        source = kind[5:]
+        description = f"nbtools.load({Path(source).name if Path(source).exists() else source!r})"
+        kind = "model"
+    else:
+        source, description = model_folder(kind, work)
     name = f"bench-{kind}.ipynb"
     threads = "None" if args.threads is None else str(args.threads)
     write_notebook(root / name, [
         "import warnings\nwarnings.simplefilter('ignore')\nimport nbtools\n"
         f"from nbtools.widgets import Explorer\nlab = nbtools.load({source!r})",
-        f"ex = Explorer(lab, prompt={PROMPT!r}, static_fallback=False, threads={threads})\n"
+        f"ex = Explorer(lab, prompt={PROMPT!r}, threads={threads}, "
+        f"static_fallback={not args.no_static})\n"
         + TRACK + "ex",
     ])
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
@@ -153,6 +148,11 @@ def bench(kind: str, args, work: Path, browser, url: str, root: Path) -> dict:
         layer, head = (7 * i + 3) % n_layers, (5 * i + 1) % n_heads
         latencies.append(page.evaluate(CLICK_JS, f"L{layer}H{head}"))
         time.sleep(0.05)
+    paused = []
+    for i in range(args.pauses):
+        time.sleep(args.pause_s)
+        layer, head = (5 * i + 2) % n_layers, (3 * i + 2) % n_heads
+        paused.append(page.evaluate(CLICK_JS, f"L{layer}H{head}"))
     server_path = root / f"server-{kind}.json"
     execute(page, SERVER_MS.format(path=str(server_path)))
     fwd_path = root / f"forward-{kind}.json"
@@ -165,7 +165,11 @@ def bench(kind: str, args, work: Path, browser, url: str, root: Path) -> dict:
     med = statistics.median(latencies)
     return {"model": description, "threads": fwd["threads"], "tokens": fwd["n_tokens"],
             "params_M": fwd["n_params"] / 1e6, "clicks": len(latencies), "median_ms": med,
-            "p90_ms": percentile(latencies, 0.9), "server_median_ms": statistics.median(server),
+            "p90_ms": percentile(latencies, 0.9), "pauses": len(paused),
+            "pause_median_ms": statistics.median(paused) if paused else None,
+            "pause_p90_ms": percentile(paused, 0.9) if paused else None,
+            "n_layers": n_layers, "n_heads": n_heads,
+            "server_median_ms": statistics.median(server),
             "forward_ms": fwd["forward_ms"], "ratio": med / fwd["forward_ms"],
             "render_ms": render}
 
@@ -174,6 +178,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clicks", type=int, default=40)
     parser.add_argument("--models", default="embedded,gpt2-small")
+    parser.add_argument("--model", action="append", default=[],
+                        help="a model folder or name for nbtools.load (repeatable; replaces "
+                             "--models)")
+    parser.add_argument("--pauses", type=int, default=8, help="clicks after a pause")
+    parser.add_argument("--pause-s", type=float, default=2.0, help="seconds of each pause")
+    parser.add_argument("--no-static", action="store_true",
+                        help="turn the static PNG fallback off (a control for the pauses)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of the Explorer's worker (default: its own choice)")
     args = parser.parse_args(argv)
@@ -187,13 +198,19 @@ def main(argv=None) -> None:
         root.mkdir()
         rows = []
         with jupyter_server(root) as url, chromium(exe) as browser:
-            for kind in args.models.split(","):
+            kinds = [f"load:{m}" for m in args.model] or args.models.split(",")
+            for kind in kinds:
                 rows.append(bench(kind.strip(), args, work, browser, url, root))
                 r = rows[-1]
-                print(f"\n{r['model']} ({r['params_M']:.1f}M params, {r['tokens']} tokens, "
-                      f"worker threads {r['threads']}, {r['clicks']} clicks)")
+                print(f"\n{r['model']} ({r['n_layers']}×{r['n_heads']}, {r['params_M']:.1f}M "
+                      f"params, {r['tokens']} tokens, worker threads {r['threads']}, "
+                      f"{r['clicks']} clicks)")
                 print(f"  click → updated panels: median {r['median_ms']:.1f} ms, "
                       f"p90 {r['p90_ms']:.1f} ms")
+                if r["pauses"]:
+                    print(f"  click {args.pause_s:g} s after the last result ({r['pauses']}): "
+                          f"median {r['pause_median_ms']:.1f} ms, p90 {r['pause_p90_ms']:.1f} ms"
+                          f" → {r['pause_median_ms'] / r['median_ms']:.2f}× an immediate click")
                 print(f"  kernel-side measurement: median {r['server_median_ms']:.1f} ms; "
                       f"browser render of the last view {r['render_ms']:.1f} ms")
                 print(f"  one plain forward: {r['forward_ms']:.1f} ms → click/forward ratio "

@@ -209,6 +209,27 @@ def wait_settled(page, timeout: float = 60_000) -> dict:
     return page.evaluate("() => ({...document.querySelector('.nbx-explorer').dataset})")
 
 
+#: Click a cell (a real click event) and resolve with the ms until the animation frame after
+#: the panels show that click's measurement (page.evaluate(CLICK_JS, name)).
+CLICK_JS = """
+async (name) => {
+  const root = document.querySelector('.nbx-explorer');
+  const target = root.querySelector(`[data-name="${name}"]`);
+  const t0 = performance.now();
+  target.dispatchEvent(new MouseEvent('click', {bubbles: true}));
+  const want = root.dataset.requestSeq;
+  await new Promise((resolve) => {
+    const done = () => root.dataset.seq === want;
+    if (done()) return resolve();
+    const obs = new MutationObserver(() => { if (done()) { obs.disconnect(); resolve(); } });
+    obs.observe(root, {attributes: true, attributeFilter: ['data-seq']});
+  });
+  await new Promise((r) => requestAnimationFrame(() => r()));
+  return performance.now() - t0;
+}
+"""
+
+
 def dom_number(page, key: str) -> float:
     """The full-precision value behind a panel number (its data-value attribute)."""
     value = page.get_attribute(f'.nbx-explorer [data-nb="{key}"]', "data-value")
@@ -217,8 +238,13 @@ def dom_number(page, key: str) -> float:
 
 def screenshot(out, model: str | None = None, prompt: str = "The Eiffel Tower is located in the city of",
                ablate=(), color_by: str = "de", hover: str | None = None, width: int = 1180,
-               scale: float = 1.5) -> str:
-    """Render the Explorer in JupyterLab and save a PNG of the widget (the docs picture)."""
+               scale: float = 1.5, cell_width: int | None = None, dark: bool = False,
+               bad_target: str | None = None, focus: str | None = None) -> str:
+    """Render the Explorer in JupyterLab and save a PNG of the widget (the docs picture).
+
+    cell_width: make the widget this wide (a narrow notebook); dark: JupyterLab's dark theme;
+    bad_target: type this custom target (an error: the stale state); focus: keyboard focus on
+    this grid cell (e.g. "L3H1")."""
     import tempfile
 
     out = str(Path(out).resolve())
@@ -234,20 +260,36 @@ def screenshot(out, model: str | None = None, prompt: str = "The Eiffel Tower is
             "ex.wait(); None",
         ])
         with jupyter_server(root) as url, chromium(chromium_path()) as browser:
-            page = browser.new_page(viewport={"width": width + 420, "height": 1500},
+            page = browser.new_page(viewport={"width": width + 420, "height": 2600},
                                     device_scale_factor=scale)
             open_notebook(page, url, "shot.ipynb")
             page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+            if dark:
+                page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme',"
+                              " {theme: 'JupyterLab Dark'})")
+                page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'",
+                                       timeout=60_000)
             run_all(page)
             page.wait_for_selector(".nbx-explorer", timeout=120_000)
             wait_settled(page, timeout=120_000)
             if color_by == "sr":
                 page.wait_for_function("() => !document.querySelector('.nbx-grid.nbx-dim')",
                                        timeout=120_000)
+            if cell_width:
+                page.evaluate(f"() => {{ document.querySelector('.nbx-explorer').style.width ="
+                              f" '{cell_width}px'; }}")
+            if bad_target:
+                page.click('.nbx-explorer [data-nb="target-custom"]')
+                page.fill('.nbx-explorer [data-nb="target-input"]', bad_target)
+                page.press('.nbx-explorer [data-nb="target-input"]', "Enter")
+                wait_settled(page, timeout=120_000)
             if hover:
                 page.hover(f'.nbx-explorer [data-name="{hover}"]')
             else:
                 page.mouse.move(0, 0)
+            if focus:
+                page.focus(f'.nbx-explorer [data-name="{focus}"]')
+                page.keyboard.press("Shift")  # keyboard use: the focus ring shows
             page.wait_for_timeout(300)
             page.locator(".nbx-explorer").screenshot(path=out)
     return out
@@ -263,5 +305,11 @@ if __name__ == "__main__":  # python tests/browser_helpers.py docs/explorer.png 
     parser.add_argument("--ablate", nargs="*", default=[])
     parser.add_argument("--color-by", default="de")
     parser.add_argument("--hover")
+    parser.add_argument("--cell-width", type=int)
+    parser.add_argument("--dark", action="store_true")
+    parser.add_argument("--bad-target")
+    parser.add_argument("--focus")
     a = parser.parse_args()
-    print(screenshot(a.out, a.model, a.prompt, a.ablate, a.color_by, a.hover))
+    print(screenshot(a.out, a.model, a.prompt, a.ablate, a.color_by, a.hover,
+                     cell_width=a.cell_width, dark=a.dark, bad_target=a.bad_target,
+                     focus=a.focus))

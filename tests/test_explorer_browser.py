@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 import time
 import warnings
 
 import pytest
 from browser_helpers import (
+    CLICK_JS,
     chromium,
     chromium_path,
     dom_number,
@@ -101,6 +103,19 @@ def session(tmp_path_factory, model_source, browser):
         page.close()
 
 
+def ablate_in_browser(page, name: str) -> None:
+    """Click `name` until it is the only ablated component (a plain click toggles it), and
+    wait for its view. (Driven from the page: display updates of the static image that a
+    silent kernel request triggers do not reach JupyterLab's notebook.)"""
+    for _ in range(2):
+        page.click(f'.nbx-explorer [data-name="{name}"]')
+        wait_settled(page)
+        chips = page.locator(".nbx-explorer .nbx-chip").all_text_contents()
+        if [c.rstrip("\u00d7") for c in chips] == [name]:
+            return
+    raise AssertionError(f"could not ablate {name} alone: {chips}")
+
+
 def kernel_state(session) -> dict:
     path = session["root"] / f"state-{time.monotonic_ns()}.json"
     execute(session["page"], DUMP.format(path=str(path), fields=FIELDS))
@@ -146,6 +161,21 @@ def check_against_reference(session, lab, expected_ablation, *, position=None):
            "p-ablated": float(ref.logprob_ablated[0].exp())}
     for key, value in dom.items():
         assert dom_number(page, key) == pytest.approx(value, abs=2e-5), key
+    # the headline row: SR, the ablated parts' DE, SR/DE (R&N), ΔL
+    headline = {"hl-sr": got["self_repair"], "hl-de": got["direct_effect"],
+                "hl-share": got["self_repair"] / got["direct_effect"],
+                "hl-dl": got["delta_logit"]}
+    for key, value in headline.items():
+        assert dom_number(page, key) == pytest.approx(value, abs=2e-5, rel=1e-5), key
+    # anti-erasure rows: clean DE < 0 and ΔDE > 0, the largest ΔDE first
+    clean, delta = ref.neuron_de_clean[0], ref.neuron_delta_de[0]
+    ae = (clean < 0) & (delta > 0)
+    if ae.any():
+        best = float(delta[ae].max())
+        row = '.nbx-explorer [data-nb="neuron-0"]'
+        assert float(page.get_attribute(row + " [data-value]", "data-value")) == \
+            pytest.approx(best, abs=2e-5)
+        assert page.locator(row + " .nbx-ae-badge").count() == 1
     shown = page.text_content('.nbx-explorer [data-nb="logit-ablated"]')
     assert float(shown.replace("\u2212", "-")) == pytest.approx(got["logit_ablated"], abs=1e-3)
     assert int(page.get_attribute('.nbx-explorer [data-nb="ablated-0"]', "data-id")) == \
@@ -241,17 +271,276 @@ def test_colour_modes(session, lab):
     assert session["errors"] == []
 
 
-def test_errors_show_in_the_widget(session, lab):
+SLOT_OPACITY = """() => getComputedStyle(document.querySelector(
+    '.nbx-explorer .nbx-result .nbx-slot[data-panel="logit"]')).opacity"""
+TITLE_BADGE = """() => getComputedStyle(document.querySelector(
+    '.nbx-explorer .nbx-result .nbx-panel-title'), '::after').content"""
+
+
+def test_errors_show_in_the_widget_and_mark_the_panels_stale(session, lab):
     page = session["page"]
+    wait_settled(page)
+    good = page.text_content('.nbx-explorer [data-nb="target-token"]')
+    assert page.get_attribute(".nbx-explorer", "data-outdated") == "0"
+    assert float(page.evaluate(SLOT_OPACITY)) == 1.0
     page.click('.nbx-explorer [data-nb="target-custom"]')
     page.fill('.nbx-explorer [data-nb="target-input"]', "Eiffel Tower")
     page.press('.nbx-explorer [data-nb="target-input"]', "Enter")
     wait_settled(page)
-    assert "give a single token" in page.text_content('.nbx-explorer [data-nb="error"]')
+    error = page.text_content('.nbx-explorer [data-nb="error"]')
+    assert "give a single token" in error and "prompt 0" not in error
+    assert "\u0120" not in error  # readable pieces (' Tower'), not byte-level ones ('ĠTower')
     assert kernel_state(session)["error"] != ""
+    # the panels still show the last good result: dimmed, labelled stale, the note names it
+    assert page.get_attribute(".nbx-explorer", "data-outdated") == "1"
+    assert float(page.evaluate(SLOT_OPACITY)) < 0.5
+    assert page.evaluate(TITLE_BADGE) == '"stale"'
+    note = page.text_content('.nbx-explorer [data-nb="stale-note"]')
+    assert "last good result" in note and good in note
+    assert page.is_visible('.nbx-explorer [data-nb="stale-note"]')
     page.click('.nbx-explorer [data-nb="target-top"]')
     wait_settled(page)
     assert page.text_content('.nbx-explorer [data-nb="error"]') == ""
+    assert page.get_attribute(".nbx-explorer", "data-outdated") == "0"
+    assert float(page.evaluate(SLOT_OPACITY)) == 1.0
+    assert not page.is_visible('.nbx-explorer [data-nb="stale-note"]')
+    assert session["errors"] == []
+
+
+def test_a_click_held_through_a_redraw_registers(session, lab):
+    """Press 60 ms after the previous click, hold while that click's result redraws the
+    grid (at least 120 ms): the cells are updated in place, so the click still lands."""
+    page = session["page"]
+    wait_settled(page)
+    # a model as slow as a bigger one (+250 ms a measurement), so each press overlaps a redraw
+    execute(page, "import time as _time\n_measure = ex._measure\n"
+                  "ex._measure = lambda state, t0: (_time.sleep(0.25), _measure(state, t0))")
+    names = [f"L{lab.n_layers - 1}H0", f"L{lab.n_layers - 2}H1"]
+
+    def centre(name):
+        box = page.locator(f'.nbx-explorer [data-name="{name}"]').bounding_box()
+        return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+    points = {name: centre(name) for name in names}
+    during = 0
+    for i in range(6):
+        first, second = names[i % 2], names[1 - i % 2]
+        cell = f'.nbx-explorer [data-name="{second}"]'
+        page.evaluate("([sel, i]) => { document.querySelector(sel).__mark = i; }", [cell, i])
+        page.mouse.click(*points[first])
+        want = int(page.get_attribute(".nbx-explorer", "data-request-seq"))
+        page.wait_for_timeout(60)
+        page.mouse.move(*points[second])
+        page.mouse.down()
+        t0 = time.monotonic()
+        if int(page.get_attribute(".nbx-explorer", "data-seq")) < want:
+            during += 1  # the redraw happens while the button is held
+        page.wait_for_function(f"() => Number(document.querySelector('.nbx-explorer')"
+                               f".dataset.seq) >= {want}", timeout=60_000)
+        page.wait_for_timeout(max(0, 120 - 1000 * (time.monotonic() - t0)))
+        page.mouse.up()
+        ks = check_against_reference(session, lab, [second])
+        assert ks["state"]["ablation"] == [second], f"click {i} on {second} was lost"
+        assert page.evaluate("([sel, i]) => document.querySelector(sel).__mark === i",
+                             [cell, i]), "the grid cell was replaced by the redraw"
+    execute(page, "ex._measure = _measure")
+    assert during >= 3, f"only {during} of 6 presses overlapped a redraw"
+    assert session["errors"] == []
+
+
+def test_a_click_after_a_pause_is_as_fast_as_an_immediate_one(session, lab):
+    """After 2 s idle the static fallback image is being drawn (static_delay=0.3 here); it is
+    drawn in a child process that the click pauses, so the click does not wait for it."""
+    page = session["page"]
+    wait_settled(page)
+    execute(page, "_r0 = ex._static.rendered")
+    immediate, paused = [], []
+    for i in range(7):  # medians of 7 interleaved pairs: the machine's load is shared by both
+        name = f"L{(3 * i + 1) % lab.n_layers}H{(5 * i + 2) % lab.n_heads}"
+        other = f"L{(3 * i + 2) % lab.n_layers}H{(5 * i + 3) % lab.n_heads}"
+        immediate.append(page.evaluate(CLICK_JS, name))
+        page.wait_for_timeout(2000)
+        paused.append(page.evaluate(CLICK_JS, other))
+        page.wait_for_timeout(150)
+    path = session["root"] / "rendered.json"
+    execute(page, f"import json; json.dump(ex._static.rendered - _r0, open({str(path)!r}, 'w'))")
+    assert json.loads(path.read_text()) >= 1, "the fallback image was never drawn in the pauses"
+    fast, slow = statistics.median(immediate), statistics.median(paused)
+    assert slow <= 1.5 * fast, (immediate, paused)
+    wait_settled(page)
+    assert session["errors"] == []
+
+
+def test_keyboard_only_navigation_ablates_a_head(session, lab):
+    page = session["page"]
+    wait_settled(page)
+    cells = page.evaluate("""() => [...document.querySelectorAll(
+        '.nbx-explorer .nbx-grid [role=gridcell], .nbx-explorer .nbx-grid [role=rowheader]')]
+        .map(c => [c.getAttribute('tabindex'), c.getAttribute('aria-label') || ''])""")
+    assert len(cells) == lab.n_layers * (lab.n_heads + 2)
+    assert all(t in ("0", "-1") and label for t, label in cells)
+    assert sum(t == "0" for t, _ in cells) == 1  # one tab stop (roving tabindex)
+    # from the first control of the widget, Tab until the grid has the focus
+    page.focus('.nbx-explorer select[data-nb="method"]')
+    for _ in range(80):
+        if page.evaluate("() => document.activeElement.getAttribute('role')") == "gridcell":
+            break
+        page.keyboard.press("Tab")
+    start = page.evaluate("() => document.activeElement.dataset.name")
+    assert start and start.startswith("L"), start
+    layer, head = (int(x) for x in start[1:].split("H"))
+    goal_layer, goal_head = lab.n_layers - 2, 2
+    for key, n in (("ArrowDown", goal_layer - layer), ("ArrowUp", layer - goal_layer),
+                   ("ArrowRight", goal_head - head), ("ArrowLeft", head - goal_head)):
+        for _ in range(max(0, n)):
+            page.keyboard.press(key)
+    name = f"L{goal_layer}H{goal_head}"
+    assert page.evaluate("() => document.activeElement.dataset.name") == name
+    ablation = toggle(kernel_state(session)["state"]["ablation"], name, False)
+    page.keyboard.press("Enter")
+    check_against_reference(session, lab, ablation)
+    assert ablation == [name]
+    # the focus survives the redraw; Shift+Space adds the MLP cell of the same layer
+    assert page.evaluate("() => document.activeElement.dataset.name") == name
+    page.keyboard.press("End")
+    page.keyboard.press("Shift+Space")
+    check_against_reference(session, lab, [name, f"mlp{goal_layer}"])
+    label = page.get_attribute(f'.nbx-explorer [data-name="{name}"]', "aria-label")
+    assert label.startswith(f"{name}: head {goal_head} of layer {goal_layer}") and "ablated" in label
+    page.keyboard.press("Escape")
+    wait_settled(page)
+    assert kernel_state(session)["state"]["ablation"] == []
+    assert page.is_visible('.nbx-explorer [data-nb="clean-note"]')
+    assert not page.is_visible('.nbx-explorer [data-panel="waterfall"]')  # compact clean state
+    assert session["errors"] == []
+
+
+def test_headline_sr_prime_switch(session, lab):
+    page = session["page"]
+    name = f"L{lab.n_layers - 2}H3"
+    page.click(f'.nbx-explorer [data-name="{name}"]')
+    ks = check_against_reference(session, lab, [name])
+    ref = reference(lab, ks["state"])
+    page.click('.nbx-explorer [data-nb="sr-prime"]')
+    prime = float(ref.self_repair_prime[0])
+    assert dom_number(page, "hl-sr") == pytest.approx(prime, abs=2e-5)
+    assert prime == pytest.approx(float(ref.delta_logit[0] + ref.direct_effect[0]), abs=1e-6)
+    assert dom_number(page, "hl-share") == pytest.approx(prime / float(ref.direct_effect[0]),
+                                                         rel=1e-5)
+    page.click('.nbx-explorer [data-nb="sr-plain"]')
+    assert dom_number(page, "hl-sr") == pytest.approx(float(ref.self_repair[0]), abs=2e-5)
+    de_change = float(ref.direct_effect_ablated[0] - ref.direct_effect[0])
+    label = page.text_content(".nbx-explorer .nbx-waterfall")
+    assert ("direct effect lost" in label) == (de_change <= 0)
+    assert session["errors"] == []
+
+
+def test_narrow_cell_long_prompt_and_dark_theme(session, lab):
+    """At a 568 px wide cell nothing is clipped (the rows wrap); a long prompt's tokens
+    collapse to one row around the measured token; the error box follows a dark theme."""
+    page = session["page"]
+    wait_settled(page)
+    page.evaluate("() => { document.querySelector('.nbx-explorer').style.width = '568px'; }")
+    page.wait_for_timeout(200)
+    overflow = page.evaluate("""() => {
+        const root = document.querySelector('.nbx-explorer'), box = root.getBoundingClientRect();
+        const out = [];
+        for (const el of root.querySelectorAll('.nbx-panel, .nbx-cell, .nbx-bar > *, .nbx-target > *'))
+          { const b = el.getBoundingClientRect();
+            if (b.width && (b.right > box.right + 0.5 || b.left < box.left - 0.5))
+              out.push(el.className.baseVal ?? el.className); }
+        return {out, scroll: root.scrollWidth - root.clientWidth}; }""")
+    assert overflow == {"out": [], "scroll": 0}, overflow
+    page.evaluate("() => { document.querySelector('.nbx-explorer').style.width = ''; }")
+    long_prompt = " ".join([PROMPT] * 4)
+    page.click('.nbx-explorer [data-nb="edit-prompt"]')
+    page.fill('.nbx-explorer [data-nb="prompt-input"]', long_prompt)
+    page.press('.nbx-explorer [data-nb="prompt-input"]', "Enter")
+    wait_settled(page)
+    n = len(lab.to_str_tokens(long_prompt))
+    shown = page.locator(".nbx-explorer .nbx-tok").count()
+    assert n > 24 and shown <= 20
+    assert page.is_visible(f'.nbx-explorer .nbx-tok[data-pos="{n - 1}"]')
+    page.click('.nbx-explorer [data-nb="tokens-toggle"]')
+    assert page.locator(".nbx-explorer .nbx-tok").count() == n
+    page.click('.nbx-explorer [data-nb="edit-prompt"]')
+    page.fill('.nbx-explorer [data-nb="prompt-input"]', PROMPT)
+    page.press('.nbx-explorer [data-nb="prompt-input"]', "Enter")
+    wait_settled(page)
+    light = page.evaluate("() => getComputedStyle(document.querySelector("
+                          "'.nbx-explorer [data-nb=error]')).backgroundColor")
+    page.evaluate("() => { document.body.dataset.jpThemeLight = 'false'; }")
+    dark = page.evaluate("() => getComputedStyle(document.querySelector("
+                         "'.nbx-explorer [data-nb=error]')).backgroundColor")
+    page.evaluate("() => { document.body.dataset.jpThemeLight = 'true'; }")
+    assert light == "rgb(253, 236, 238)" and dark.startswith("rgba(209, 73, 91")
+    assert session["errors"] == []
+
+
+def test_neuron_rows_undo_and_csv_export(session, lab):
+    page = session["page"]
+    head = f"L{lab.n_layers - 3}H1"
+    ablate_in_browser(page, head)
+    check_against_reference(session, lab, [head])
+    row = page.locator(".nbx-explorer tr[data-neuron]").first
+    neuron = row.get_attribute("data-neuron")
+    row.click(modifiers=["Shift"])  # shift: add the neuron to the head
+    check_against_reference(session, lab, [head, neuron])
+    before = int(page.get_attribute(".nbx-explorer", "data-request-seq"))
+    page.click('.nbx-explorer [data-nb="undo"]')  # the kernel makes this request: wait for it
+    page.wait_for_function(f"() => Number(document.querySelector('.nbx-explorer')"
+                           f".dataset.requestSeq) > {before}", timeout=60_000)
+    check_against_reference(session, lab, [head])
+    page.select_option('.nbx-explorer select[aria-label="export format"]', "csv")
+    with page.expect_download(timeout=60_000) as info:
+        page.click('.nbx-explorer [data-nb="export"]')
+    text = open(info.value.path()).read()
+    assert info.value.suggested_filename.endswith(".csv")
+    lines = [x for x in text.splitlines() if not x.startswith("#")]
+    assert lines[0].startswith("component,kind,layer,head,de_clean")
+    assert len(lines) == 1 + lab.n_layers * (lab.n_heads + 1)
+    page.select_option('.nbx-explorer select[aria-label="export format"]', "png")
+    assert session["errors"] == []
+
+
+def test_tokens_coloured_by_self_repair(session, lab):
+    page = session["page"]
+    name = f"L{lab.n_layers - 2}H4"
+    ablate_in_browser(page, name)
+    page.click('.nbx-explorer [data-nb="tokens-sr"]')
+    n = len(lab.to_str_tokens(PROMPT))
+    page.wait_for_function(f"() => document.querySelectorAll('.nbx-explorer .nbx-tok[data-sr]')"
+                           f".length === {n}", timeout=60_000)
+    ks = kernel_state(session)
+    ref = reference(lab, {**ks["state"], "position": 4})
+    got = float(page.get_attribute('.nbx-explorer .nbx-tok[data-pos="4"]', "data-sr"))
+    assert got == pytest.approx(float(ref.self_repair[0]), abs=2e-5)
+    last = float(page.get_attribute(f'.nbx-explorer .nbx-tok[data-pos="{n - 1}"]', "data-sr"))
+    assert last == pytest.approx(dom_number(page, "hl-sr"), abs=2e-5)
+    page.click('.nbx-explorer [data-nb="tokens-sr"]')
+    assert page.locator(".nbx-explorer .nbx-tok[data-sr]").count() == 0
+    assert session["errors"] == []
+
+
+def test_sortable_component_table(session, lab):
+    page = session["page"]
+    wait_settled(page)
+    ks = kernel_state(session)
+    ref = reference(lab, {**ks["state"], "ablation": ks["state"]["ablation"] or ["L0H0"]})
+    page.click('.nbx-explorer [data-nb="sort-de_clean"]')  # largest clean DE first
+    de = ref.head_de_clean[0]
+    values = [(float(de[layer, head]), f"L{layer}H{head}") for layer in range(lab.n_layers)
+              for head in range(lab.n_heads)]
+    values += [(float(ref.mlp_de_clean[0, layer]), f"mlp{layer}") for layer in range(lab.n_layers)]
+    best = max(values)
+    first = '.nbx-explorer [data-nb="comp-0"]'
+    assert page.get_attribute(first, "data-component") == best[1]
+    page.click('.nbx-explorer [data-nb="sort-de_clean"]')  # again: ascending
+    assert page.get_attribute(first, "data-component") == min(values)[1]
+    name = page.get_attribute(first, "data-component")
+    page.click(first)
+    check_against_reference(session, lab, toggle(ks["state"]["ablation"], name, False))
+    assert session["errors"] == []
 
 
 def test_export_and_static_fallback(session):
@@ -269,10 +558,11 @@ def test_export_and_static_fallback(session):
     assert page.evaluate("() => getComputedStyle(document.querySelector('.nbtools-static'))"
                          ".display") == "none"
     ablated = kernel_state(session)["ablated"]
-    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     want = "ablated " + (" + ".join(ablated) or "nothing")
     deadline = time.monotonic() + 30
-    while True:
+    while True:  # save until the saved file has the image of the current view
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_timeout(500)
         nb = json.loads((session["root"] / "explorer.ipynb").read_text())
         outputs = nb["cells"][1]["outputs"]
         static = [o for o in outputs if "image/png" in o.get("data", {})]

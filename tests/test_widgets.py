@@ -33,6 +33,7 @@ from nbtools.widgets import (
 )
 from nbtools.widgets.base import CSS, ESM, STATIC
 from nbtools.widgets.export import FORMATS, figure_bytes, view_figure
+from nbtools.widgets.fallback import StaticRenderer
 
 PROMPT = "w5 w17 w301 w44 w9 w120 w77 w3"
 KW = dict(neurons=True, logprobs=True, top_k=10)
@@ -131,14 +132,39 @@ def test_panel_data_matches_measurement(measurement, lab):
     layers = panels.layer_data(m)
     assert layers["marked_attn"] == [2] and layers["marked_mlp"] == [1]
     neurons = panels.neuron_data(m, k=5)
-    assert [(r["layer"], r["neuron"]) for r in neurons["rows"]] == \
-        [(r["layer"], r["neuron"]) for r in m.top_neurons(5, site=0)]
+    clean, delta = m.neuron_de_clean[0].numpy(), m.neuron_delta_de[0].numpy()
+    ae = (clean < 0) & (delta > 0)
+    ranked = sorted(zip(*np.nonzero(ae), strict=True), key=lambda ln: -delta[ln])[:5]
+    assert [(r["layer"], r["neuron"]) for r in neurons["rows"]] == [tuple(map(int, x)) for x in ranked]
+    assert all(r["anti_erasure"] and r["de_clean"] < 0 < r["delta_de"] for r in neurons["rows"])
+    assert neurons["n_ae"] == int(ae.sum())
+    assert neurons["ae_sum"] == pytest.approx(float(delta[ae].sum()), abs=1e-9)
+    assert neurons["top_sum"] == pytest.approx(sum(r["delta_de"] for r in neurons["rows"]))
+    assert neurons["share_top"] == pytest.approx(neurons["top_sum"] / float(m.sr_mlp[0]))
+    lowest = np.sort(delta.flatten())[:3]
+    assert [r["delta_de"] for r in neurons["negative"]] == pytest.approx(lowest[lowest < 0])
     assert neurons["n_total"] == lab.shape.n_layers * lab.shape.d_mlp
     assert neurons["spark"][0] == pytest.approx(float(m.neuron_delta_de[0].max()))
     assert neurons["spark"][-1] == pytest.approx(float(m.neuron_delta_de[0].min()))
     topk = panels.topk_data(m, lambda i: f"w{i}")
     assert [r["id"] for r in topk["clean"]] == m.topk_ids_clean[0].tolist()
     assert topk["clean"][0]["id"] == topk["target_id"]  # target="top"
+
+
+def test_headline_numbers_and_de_wording(measurement):
+    m = measurement
+    hl = panels.headline_data(m)
+    assert hl["sr"] == pytest.approx(float(m.self_repair[0]))
+    assert hl["de"] == pytest.approx(float(m.direct_effect[0]))
+    assert hl["sr_share"] == pytest.approx(float(m.self_repair[0] / m.direct_effect[0]))
+    assert hl["sr_prime"] == pytest.approx(float(m.delta_logit[0] + m.direct_effect[0]))
+    assert hl["sr_prime_share"] == pytest.approx(hl["sr_prime"] / hl["de"])
+    assert panels.de_change_label(-0.5, 0.6) == "direct effect lost"
+    assert panels.de_change_label(0.597, -0.597) == "negative DE removed"
+    assert panels.de_change_label(0.2, 0.1) == "direct effect gained"
+    wf = panels.waterfall_data(m)
+    change = float(m.direct_effect_ablated[0] - m.direct_effect[0])
+    assert wf["steps"][0]["label"] == panels.de_change_label(change, float(m.direct_effect[0]))
 
 
 def test_nums_makes_json_safe():
@@ -254,7 +280,7 @@ def _direct(lab, state_ablation, **kw):
 
 
 def test_explorer_validates_before_any_forward_pass(lab):
-    with pytest.raises(InvalidInputError, match="empty"):
+    with pytest.raises(InvalidInputError, match="the prompt is empty"):
         Explorer(lab, prompt="")
     with pytest.raises(InvalidInputError, match="out of range"):
         Explorer(lab, prompt=PROMPT, ablate="9.0")
@@ -347,7 +373,7 @@ def test_explorer_errors_from_the_browser_land_in_the_widget(explorer):
     assert "no next token" in ex.error
     ex.prompt = ""
     ex.wait()
-    assert "empty" in ex.error
+    assert "the prompt is empty" in ex.error and "prompt 0" not in ex.error
 
 
 def test_explorer_burst_latest_wins(explorer, lab):
@@ -405,12 +431,47 @@ def test_explorer_export_and_static_fallback(explorer, tmp_path):
 
     assert "text/html" in ex._static_bundle()  # placeholder before the first image
     ex._static_handle = Handle()
+    ex._static = StaticRenderer(ex._on_static_png)  # what displaying the Explorer does
     ex.static_fallback, ex.static_delay = True, 60.0
     ex.ablate("0.2").wait()  # wait() brings the static image up to date at once
     bundle = ex._static_handle.bundles[-1]
     assert bundle["image/png"] and "nbtools-static" in bundle["text/html"]
     assert "ablated L0H2" in bundle["text/plain"]
     assert "L0H2" in repr(ex)
+    assert ex._static.rendered == 1  # drawn by the child process, not the measuring thread
+    ex._static.close()
+
+
+def test_static_renderer_draws_in_a_child_and_a_click_pauses_it(explorer):
+    """The fallback PNG is drawn by a child process; pause() (what a click does) drops the
+    pending drawing and freezes a running one, whose answer is then discarded."""
+    ex = explorer.ablate("1.1").wait()
+    pngs = []
+    r = StaticRenderer(pngs.append)
+    payload = {"view": ex.view, "color_by": "de", "sweep": {}, "tokens": ex.tokens, "dpi": 40}
+    try:
+        r.schedule(payload, 0.0)
+        deadline = time.monotonic() + 60
+        while not pngs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pngs and pngs[0].startswith(b"\x89PNG")
+        r.schedule(payload, 30.0)
+        r.pause()  # the pending job is dropped
+        assert not r.busy()
+        r.schedule(payload, 0.0)
+        deadline = time.monotonic() + 5
+        while not r._rendering and time.monotonic() < deadline:
+            time.sleep(0.001)
+        r.pause()  # frozen mid-drawing (or just finished): its answer is not delivered
+        time.sleep(0.5)
+        assert len(pngs) == 1
+        r.schedule({**payload, "dpi": 30}, 0.05)  # resumes the child, then draws this one
+        deadline = time.monotonic() + 60
+        while len(pngs) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(pngs) == 2 and pngs[1] != pngs[0]
+    finally:
+        r.close()
 
 
 def test_view_figure_of_every_state(explorer, lab, measurement):
@@ -421,7 +482,7 @@ def test_view_figure_of_every_state(explorer, lab, measurement):
     view.update(ablated_ui=["L2H1", "mlp1"], position=7)
     for mode in ("de", "delta", "sr"):
         assert figure_bytes(view_figure(view, mode), "png").startswith(b"\x89PNG")
-    assert set(FORMATS) == {"png", "svg", "pdf"}
+    assert set(FORMATS) == {"png", "svg", "pdf", "csv", "json"}
 
 
 # --- static assets ---------------------------------------------------------------------------
@@ -441,6 +502,32 @@ def test_static_module_parses(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in STATIC.iterdir()) == ["app.js", "core.js", "panels.js",
                                                          "widgets.css"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_colour_scales_are_the_same_in_the_browser_and_the_export(tmp_path):
+    """The widget's colour map and robust MLP limit (JS) equal the ones the matplotlib export
+    uses (Python), so an exported heat map looks like the screen."""
+    from nbtools.widgets.export import colormap
+
+    rng = np.random.default_rng(2)
+    values = [None, 0.0, 1e-9, -1e-9, 1.0, -1.0, 3.0, -7.5] + rng.normal(0, 2, 60).tolist()
+    columns = [[11.0, 0.5, -0.8, 0.3], [1.0, 0.9, -0.95], [0.0, 0.0], [5.0], [None, 2.0, -9.0]]
+    script = (STATIC / "core.js").read_text() + (STATIC / "panels.js").read_text() + f"""
+const values = {json.dumps(values)};
+console.log(JSON.stringify({{rgb: values.map((v) => divergingRGB(v, 2.5)),
+                            vmax: {json.dumps(columns)}.map((c) => robustVmax(c))}}));
+"""
+    path = tmp_path / "colours.mjs"
+    path.write_text(script)
+    out = json.loads(subprocess.run(["node", str(path)], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert out["rgb"] == [list(panels.diverging_rgb(v, 2.5)) for v in values]
+    assert out["vmax"] == pytest.approx([panels.robust_vmax(c) for c in columns])
+    assert panels.robust_vmax([11.0, 0.5, -0.8, 0.3]) == pytest.approx(1.0)  # MLP0 set aside
+    cmap = colormap(5)
+    assert [round(255 * c) for c in cmap(1.0)[:3]] == list(panels.diverging_rgb(1.0, 1.0))
+    assert [round(255 * c) for c in cmap(0.5)[:3]] == [247, 247, 247]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
@@ -469,3 +556,125 @@ console.log(JSON.stringify({{states, f: [fmt(-0.1234), fmt(0.5, 2), fmt(0), fmtP
     assert out["states"] == states
     assert out["f"] == ["\u22120.123", "+0.50", "\u00b10.000", "45.7%", "<0.001%"]
     assert out["t"][0] <= 0 <= out["t"][-1] and 0 in out["t"]
+
+
+def test_target_errors_show_readable_pieces():
+    """A multi-token target names its pieces as text (' K' + 'ing'), not byte-level BPE
+    symbols ('ĠK'): checked with a real byte-level BPE tokenizer."""
+    from pathlib import Path
+
+    from transformers import GPT2TokenizerFast
+
+    folder = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tokenizer-gpt2"
+    if not (folder / "vocab.json").is_file():
+        pytest.skip("the GPT-2 tokenizer is not in the shared data")
+    tok = GPT2TokenizerFast.from_pretrained(folder)
+
+    class FakeLab:  # only what _custom_target reads
+        tokenizer = tok
+        shape = type("S", (), {"d_vocab": len(tok)})()
+
+    ex = Explorer.__new__(Explorer)
+    ex.lab = FakeLab()
+    assert ex._custom_target(" Paris") == tok(" Paris")["input_ids"][0]
+    assert ex._custom_target("located") == tok(" located")["input_ids"][0]  # space added
+    with pytest.raises(InvalidInputError) as info:
+        ex._custom_target(" Kingsbridgeworth")
+    message = str(info.value)
+    assert "give a single token" in message and "\u0120" not in message
+    assert "' K" in message or "' Kings" in message
+
+
+def test_explorer_exports_its_numbers_as_csv_and_json(explorer, lab, tmp_path):
+    import csv
+
+    ex = explorer.ablate("2.1").wait()
+    m = ex.measurement
+    rows = list(csv.DictReader(line for line in open(ex.save(tmp_path / "view.csv"))
+                               if not line.startswith("#")))
+    assert len(rows) == lab.n_layers * (lab.n_heads + 1)
+    by_name = {r["component"]: r for r in rows}
+    assert float(by_name["L3H0"]["delta_de"]) == pytest.approx(float(m.head_delta_de[0, 3, 0]))
+    assert float(by_name["mlp1"]["de_clean"]) == pytest.approx(float(m.mlp_de_clean[0, 1]))
+    assert by_name["L2H1"]["ablated"] == "True" and by_name["L2H0"]["ablated"] == "False"
+    assert "SR/DE" in open(tmp_path / "view.csv").read()
+    data = json.loads(open(ex.save(tmp_path / "view.json")).read())
+    assert data["headline"]["sr"] == pytest.approx(float(m.self_repair[0]))
+    assert data["ablated_ui"] == ["L2H1"]
+    sent = []
+    ex.send = lambda content, buffers=None: sent.append((content, buffers))
+    ex._on_custom_msg(ex, {"type": "export", "format": "csv"}, [])
+    ex.wait()
+    assert sent[0][0]["mime"] == "text/csv" and sent[0][1][0].startswith(b"# model")
+
+
+def test_explorer_undo_and_neuron_ablation(explorer, lab):
+    ex = explorer.wait()
+    ex.ablate("1.1")
+    ex.ablate("2.2", add=True)
+    ex.ablation = ["mlp1:3,7"]  # what a click on a neuron row sends
+    ex.wait()
+    ref = _direct(lab, "mlp1:3,7", target="top", measure_at=[7])
+    assert ex.error == "" and ex.view["ablated_ui"] == ["mlp1:3,7"]
+    assert float(ex.measurement.delta_logit[0]) == pytest.approx(float(ref.delta_logit[0]), abs=1e-9)
+    assert ex.can_undo
+    assert ex.undo().state["ablation"] == ["L1H1", "L2H2"]
+    ex._on_custom_msg(ex, {"type": "undo"}, [])  # the browser's undo button
+    assert ex.state["ablation"] == ["L1H1"]
+    assert ex.undo().undo().state["ablation"] == [] and not ex.can_undo
+    ex.wait()
+    assert ex.view["clean_only"]
+
+
+def test_explorer_logit_difference_target(lab):
+    """target=(a, b): every number is measure(target=a) − measure(target=b) at the same norm
+    scales; the clean difference equals the model's own logit difference (centring cancels)."""
+    ex = Explorer(lab, prompt=PROMPT, target=("w42", "w17"), ablate="2.1", static_fallback=False)
+    try:
+        ex.wait()
+        assert ex.error == "" and ex.state["target_minus"] == "w17"
+        m = ex.measurement
+        a = _direct(lab, "2.1", target=42, measure_at=[7])
+        b = _direct(lab, "2.1", target=17, measure_at=[7])
+        for name in ("logit_clean", "logit_ablated", "delta_logit", "direct_effect",
+                     "self_repair", "sr_heads", "sr_mlp", "sr_ln", "self_repair_prime"):
+            want = float(getattr(a, name)[0] - getattr(b, name)[0])
+            assert float(getattr(m, name)[0]) == pytest.approx(want, abs=1e-9), name
+        assert torch.allclose(m.head_delta_de, a.head_delta_de - b.head_delta_de)
+        with torch.no_grad():
+            logits = lab.hf_model(lab.tokenize(PROMPT).input_ids).logits[0, 7].double()
+        assert float(m.logit_clean[0]) == pytest.approx(float(logits[42] - logits[17]), abs=1e-4)
+        parts = (m.direct_effect_ablated - m.direct_effect + m.sr_heads + m.sr_mlp + m.sr_ln)
+        assert float(parts[0]) == pytest.approx(float(m.delta_logit[0]), abs=1e-9)
+        assert ex.view["logit"]["minus"] == lab.tokenizer.decode([17])
+        assert float(m.logprob_clean[0]) == pytest.approx(float(a.logprob_clean[0]))
+        ex.color_by = "sr"
+        ex.wait()
+        alone = _direct(lab, "1.2", target=42, measure_at=[7]).self_repair[0] - \
+            _direct(lab, "1.2", target=17, measure_at=[7]).self_repair[0]
+        assert ex.sweep["heads"][1][2] == pytest.approx(float(alone), abs=1e-9)
+        ex.set_target("top")
+        ex.wait()
+        assert ex.state["target_minus"] == "" and "minus" not in ex.view["logit"]
+        with pytest.raises(InvalidInputError, match="pair"):
+            ex.set_target(("w1", "w2", "w3"))
+    finally:
+        ex.close()
+
+
+def test_explorer_self_repair_at_every_token(explorer, lab):
+    ex = explorer.ablate("2.1").wait()
+    assert ex.token_sr == {}  # off by default: no extra work per click
+    ex.token_colors = True
+    ex.wait()
+    ref = _direct(lab, "2.1", target="top", measure_at="all")
+    assert ex.token_sr["positions"] == list(range(8))
+    assert ex.token_sr["sr"] == pytest.approx(ref.self_repair.tolist(), abs=1e-9)
+    assert ex.token_sr["sr"][7] == pytest.approx(float(ex.measurement.self_repair[0]), abs=1e-9)
+    ex.select(3)
+    ex.set_target("next")
+    ex.ablate("1.0").wait()
+    ref = _direct(lab, "1.0", target="next", measure_at="all")
+    assert ex.token_sr["positions"] == list(range(7)) and ex.token_sr["ablated"] == ["L1H0"]
+    assert ex.token_sr["dl"] == pytest.approx(ref.delta_logit.tolist(), abs=1e-9)
+    assert ex.token_sr["key"] == ex.view["tokens_key"]

@@ -12,18 +12,23 @@ thread with latest-wins slots (nnsight is not thread-safe, so only that thread t
 model, and a burst of clicks never queues stale work). Each measurement is one
 `Lab.measure(..., measure_at=[position])` call — the clean run is cached per prompt — and
 its panels are sent back as one `view` dict. Errors land in `error`, never in a dead cell.
+The static PNG kept in the notebook is drawn by a child process (`fallback.py`) that every
+click pauses, so it never delays a measurement.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
+import re
 import threading
 import time
 import warnings
 from collections import OrderedDict
 
+import torch
 import traitlets
 
 from ..batching import target_token_id
@@ -31,12 +36,14 @@ from ..components import Head, MLPLayer, check_components, parse_components
 from ..errors import InvalidInputError, NbtoolsError
 from . import export, panels
 from .base import NbWidget
+from .fallback import StaticRenderer
 from .worker import LatestWins
 
-INPUTS = ("prompt", "position", "target_mode", "target_text", "ablation", "method", "source",
+INPUTS = ("prompt", "position", "target_mode", "target_text", "target_minus", "ablation",
+          "method", "source",
           "positions", "scale", "request_seq")
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
-_PRIORITY = {"measure": 0, "export": 1, "sweep": 2, "static": 3}
+_PRIORITY = {"measure": 0, "export": 1, "tokens": 2, "sweep": 3}
 
 
 def _as_lab(model, tokenizer=None):
@@ -58,13 +65,18 @@ class Explorer(NbWidget):
     model: a `Lab`, anything `nbtools.load` takes (default: the embedded "tiny" model) or a
         transformers model with `tokenizer=`.
     prompt: the text; position: the token whose next-token logit is measured (−1 = last).
-    target: "next" (actual next token), "top" (clean top prediction) or a single-token string.
+    target: "next" (actual next token), "top" (clean top prediction), a single-token string,
+        or a pair (" Mary", " John"): the logit difference, the IOI metric (every number shown
+        is linear in the target direction at fixed norm scales, so it is the first token's
+        measurement minus the second's; probabilities are the first token's).
     ablate: components ablated together ("3.1", "attn3", "mlp5", Head(3, 1), ...).
     method: "zero" | "mean" | "resample"; source: the resample source prompt (or the mean's
         reference prompt; default: the prompt itself). positions: ablate at "all" positions
         or only the "measured" one. scale: "clean" (R&N) or "recomputed" norm scale.
     color_by: head-grid colours — "de" (clean direct effect), "sr" (self-repair of each
         component ablated alone; a background sweep) or "delta" (ΔDE: who repaired).
+    token_colors: colour the prompt's tokens by the current ablation's self-repair at every
+        position (one more measurement per click, after the panels; in `token_sr`).
     static_fallback: keep a PNG of the last view in the notebook output (shown where no
         kernel runs); static_delay: idle seconds before it is refreshed.
     threads: torch CPU threads for the worker thread only (torch's thread count is per
@@ -72,7 +84,7 @@ class Explorer(NbWidget):
         parameters (one prompt's matrices are small: more threads gain little and lose badly
         when the cores are shared), else the notebook thread's count.
 
-    Python API: `ablate()`, `select()`, `set_target()`, `wait()`, `measurement` (the last
+    Python API: `ablate()`, `undo()`, `select()`, `set_target()`, `wait()`, `measurement` (the last
     Measurement, None while nothing is ablated), `view`, `state`, `figure()`, `save()`,
     `close()`. Every state trait can also be set directly (`ex.method = "mean"`).
     """
@@ -83,22 +95,26 @@ class Explorer(NbWidget):
     position = traitlets.Int(-1).tag(sync=True)
     target_mode = traitlets.Enum(("next", "top", "custom"), "top").tag(sync=True)
     target_text = traitlets.Unicode("").tag(sync=True)
+    target_minus = traitlets.Unicode("").tag(sync=True)
     ablation = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     method = traitlets.Enum(("zero", "mean", "resample"), "zero").tag(sync=True)
     source = traitlets.Unicode("").tag(sync=True)
     positions = traitlets.Enum(("all", "measured"), "all").tag(sync=True)
     scale = traitlets.Enum(("clean", "recomputed"), "clean").tag(sync=True)
     color_by = traitlets.Enum(("de", "sr", "delta"), "de").tag(sync=True)
+    token_colors = traitlets.Bool(False).tag(sync=True)
     request_seq = traitlets.Int(0).tag(sync=True)
     # results: written by Python only
     model_name = traitlets.Unicode("").tag(sync=True)
     tokens = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     view = traitlets.Dict().tag(sync=True)
     sweep = traitlets.Dict().tag(sync=True)
+    token_sr = traitlets.Dict().tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
     done_seq = traitlets.Int(-1).tag(sync=True)
+    can_undo = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, model=None, prompt: str = DEFAULT_PROMPT, ablate=None, *, tokenizer=None,
                  target: str | int = "top", position: int = -1, method: str = "zero",
@@ -108,9 +124,9 @@ class Explorer(NbWidget):
                  threads: int | None = None):
         self.lab = _as_lab(model, tokenizer)
         # validate everything on this thread before the worker exists (no forward pass)
-        tokens = self.lab.to_str_tokens(prompt)
+        tokens = self._str_tokens(prompt)
         ablation = self._check_ablation(ablate)
-        mode, text = self._check_target(target)
+        mode, text, minus = self._check_target(target)
         position = self._check_position(position, len(tokens), mode)
         if top_k < 1 or n_neurons < 1:
             raise InvalidInputError("top_k and n_neurons must be at least 1")
@@ -118,7 +134,7 @@ class Explorer(NbWidget):
             if not source.strip():
                 raise InvalidInputError("method='resample' needs source='<a prompt at least as "
                                         "long as the ablated positions>'")
-            self.lab.to_str_tokens(source)
+            self._str_tokens(source, "source prompt")
         self.top_k, self.n_neurons = int(top_k), int(n_neurons)
         self.static_fallback, self.static_delay = bool(static_fallback), float(static_delay)
         self.measurement = None
@@ -128,13 +144,19 @@ class Explorer(NbWidget):
         self._sweeps: OrderedDict = OrderedDict()
         self._busy_lock = threading.Lock()
         self._static_handle = None
+        self._static: StaticRenderer | None = None
         self._static_png: bytes | None = None
+        self._static_seq: int | None = None
+        self._pending_static_seq: int | None = None
+        self._history: list[list[str]] = []  # earlier ablations, for undo()
+        self._undoing = False
         self._submitted: dict | None = None
         try:
             super().__init__(prompt=prompt, position=position, target_mode=mode,
-                             target_text=text, ablation=ablation, method=method, source=source,
-                             positions=positions, scale=scale, color_by=color_by,
-                             tokens=tokens, model_name=f"{self.lab.name} · {str(self.lab.hf_model.dtype)[6:]}")
+                             target_text=text, target_minus=minus, ablation=ablation,
+                             method=method, source=source, positions=positions, scale=scale,
+                             color_by=color_by, tokens=tokens,
+                             model_name=f"{self.lab.name} · {str(self.lab.hf_model.dtype)[6:]}")
         except traitlets.TraitError as err:
             raise InvalidInputError(str(err)) from None
         self.threads = _threads(self.lab, threads)
@@ -142,6 +164,7 @@ class Explorer(NbWidget):
                                   on_error=self._failed, init=self._init_worker)
         self.observe(self._on_state, names=list(INPUTS))
         self.observe(self._on_color, names="color_by")
+        self.observe(self._on_token_colors, names="token_colors")
         self._schedule()
 
     # --- validation (main thread; raises InvalidInputError) ------------------------------
@@ -152,12 +175,28 @@ class Explorer(NbWidget):
         check_components(comps, self.lab.shape)
         return [_ui_name(c) for c in comps]
 
-    def _check_target(self, target) -> tuple[str, str]:
-        if target in ("next", "top"):
-            return target, ""
+    def _str_tokens(self, prompt: str, what: str = "prompt") -> list[str]:
+        """The prompt's tokens; errors speak of one prompt, not of a batch."""
+        try:
+            return self.lab.to_str_tokens(prompt)
+        except InvalidInputError as err:
+            raise InvalidInputError(_one_prompt(str(err), what)) from None
+
+    def _check_target(self, target) -> tuple[str, str, str]:
+        """(target_mode, target_text, target_minus) for a target argument."""
+        if isinstance(target, tuple | list):
+            if len(target) != 2:
+                raise InvalidInputError("a logit-difference target is a pair of tokens, e.g. "
+                                        "(' Mary', ' John')")
+            (_, a, _), (_, b, _) = (self._check_target(t) for t in target)
+            return "custom", a, b
+        if isinstance(target, str) and target in ("next", "top"):
+            return target, "", ""
+        if isinstance(target, str):
+            self._custom_target(target)
+            return "custom", target, ""
         target_token_id(target, self.lab.tokenizer, self.lab.shape.d_vocab)
-        return "custom", str(target) if isinstance(target, str) else \
-            self.lab.tokenizer.decode([int(target)])
+        return "custom", self.lab.tokenizer.decode([int(target)]), ""
 
     @staticmethod
     def _check_position(position: int, n: int, mode: str) -> int:
@@ -202,21 +241,34 @@ class Explorer(NbWidget):
         return self
 
     def set_target(self, target) -> Explorer:
-        """"next", "top" or a single-token string (e.g. " Paris")."""
-        mode, text = self._check_target(target)
+        """"next", "top", a single-token string (e.g. " Paris") or a pair of them for their
+        logit difference ((" Mary", " John"))."""
+        mode, text, minus = self._check_target(target)
         self._check_position(self.position, len(self.tokens), mode)
-        self._update(target_mode=mode, target_text=text)
+        self._update(target_mode=mode, target_text=text, target_minus=minus)
+        return self
+
+    def undo(self) -> Explorer:
+        """Go back to the previous ablation (clicks, keys and Python calls all count); does
+        nothing when there is none."""
+        if self._history:
+            self._undoing = True
+            try:
+                self._update(ablation=self._history.pop())
+            finally:
+                self._undoing = False
+        self.can_undo = bool(self._history)
         return self
 
     def wait(self, timeout: float = 60.0) -> Explorer:
         """Block until the current measurement (and a pending sweep or export) is done, and
         bring the notebook's static image up to date. Raises TimeoutError after `timeout` s."""
-        end = time.monotonic() + timeout
-        if not self._worker.wait(timeout, kinds=("measure", "sweep", "export")):
+        if not self._worker.wait(timeout, kinds=("measure", "sweep", "export", "tokens")):
             raise TimeoutError(f"the Explorer was still busy after {timeout} s")
-        if "static" in self._worker.active():
-            self._schedule_static(0.0)
-            self._worker.wait(max(0.0, end - time.monotonic()), kinds=("static",))
+        if self._static is not None and self.view and self._static_seq != self.view.get("seq"):
+            self._pending_static_seq = self.view.get("seq")
+            if not self._static.draw_now(self._static_payload(), timeout):
+                raise TimeoutError(f"the static image was not drawn in {timeout} s")
         return self
 
     def figure(self, dpi: int = 100):
@@ -226,10 +278,10 @@ class Explorer(NbWidget):
         return export.view_figure(self.view, self.color_by, self.sweep, self.tokens, dpi=dpi)
 
     def save(self, path, dpi: int = 150) -> str:
-        """Save the current view; the format (png, svg, pdf) comes from the file name."""
+        """Save the current view: a figure (png, svg, pdf) or its data (csv: one row per
+        component; json: every panel's numbers); the format comes from the file name."""
         path = str(path)
-        fmt = path.rsplit(".", 1)[-1].lower()
-        data = export.figure_bytes(self.figure(dpi=dpi), fmt, dpi)
+        data = self._export_bytes(path.rsplit(".", 1)[-1].lower(), dpi)
         with open(path, "wb") as handle:
             handle.write(data)
         return path
@@ -254,6 +306,8 @@ class Explorer(NbWidget):
         """Stop the worker thread and close the widget."""
         if getattr(self, "_worker", None) is not None:
             self._worker.close()
+        if getattr(self, "_static", None) is not None:
+            self._static.close()
         super().close()
 
     # --- display with a static fallback --------------------------------------------------
@@ -264,6 +318,8 @@ class Explorer(NbWidget):
         display(data, metadata=metadata, raw=True)
         if self.static_fallback:
             self._static_handle = display(self._static_bundle(), raw=True, display_id=True)
+            if self._static is None:
+                self._static = StaticRenderer(self._on_static_png, self._on_static_error)
             if self.view:
                 self._schedule_static(0.0)
 
@@ -281,25 +337,41 @@ class Explorer(NbWidget):
         return {"text/plain": alt, "text/html": html, "image/png": b64}
 
     def _schedule_static(self, delay: float | None = None) -> None:
-        if self.static_fallback and self._static_handle is not None and not self._worker.closed:
-            self._worker.submit("static", self._run_static, _PRIORITY["static"],
-                                self.static_delay if delay is None else delay)
+        if not (self.static_fallback and self._static is not None and self.view):
+            return
+        self._pending_static_seq = self.view.get("seq")
+        self._static.schedule(self._static_payload(),
+                              self.static_delay if delay is None else delay)
 
-    def _run_static(self) -> None:
-        png = export.figure_bytes(self.figure(dpi=72), "png")
-        self._static_png = png
+    def _static_payload(self) -> dict:
+        return {"view": self.view, "color_by": self.color_by, "sweep": self.sweep,
+                "tokens": self.tokens, "dpi": 72}
+
+    def _on_static_png(self, png: bytes) -> None:
+        self._show_static(png, getattr(self, "_pending_static_seq", None))
+
+    def _on_static_error(self, message: str) -> None:
+        self.error = "static image: " + message
+
+    def _show_static(self, png: bytes, seq) -> None:
+        self._static_png, self._static_seq = png, seq
         # sent with the kernel's latest parent message: JupyterLab routes display updates by
         # display_id alone; nbclient only reads messages of the cell it is running
         self._static_handle.update(self._static_bundle(), raw=True)
 
     # --- scheduling --------------------------------------------------------------------
     def _update(self, **changes) -> None:
-        with self.hold_trait_notifications():
+        # one message to the browser: it sees the new state and its request_seq together
+        with self.hold_sync(), self.hold_trait_notifications():
             for name, value in changes.items():
                 setattr(self, name, value)
             self.request_seq += 1
 
-    def _on_state(self, _change) -> None:
+    def _on_state(self, change) -> None:
+        if change["name"] == "ablation" and not self._undoing and change["old"] != change["new"]:
+            self._history.append(list(change["old"]))
+            del self._history[:-50]
+            self.can_undo = True
         self._schedule()
 
     def _on_color(self, change) -> None:
@@ -311,8 +383,18 @@ class Explorer(NbWidget):
         if self._worker.closed or state == self._submitted:
             return  # one message from the browser changes several traits: measure once
         self._submitted = state
+        if self._static is not None:
+            self._static.pause()  # a click: the fallback image must not hold it up
         self._worker.submit("measure", lambda: self._run_measure(state), _PRIORITY["measure"])
-        self._worker.cancel("static")
+
+    def _on_token_colors(self, change) -> None:
+        if change["new"] and self.view and not self.view.get("clean_only"):
+            self._schedule_tokens(self.view["state"], self.view["tokens_key"])
+
+    def _schedule_tokens(self, state: dict, key: str) -> None:
+        if self.token_sr.get("key") != key:
+            self._worker.submit("tokens", lambda: self._run_tokens(state, key),
+                                _PRIORITY["tokens"])
 
     def _schedule_sweep(self, state: dict, key: str | None, layer: int | None = None) -> None:
         """Sweep every head and MLP layer ablated alone, one layer per job (so clicks can run
@@ -330,25 +412,24 @@ class Explorer(NbWidget):
                             _PRIORITY["sweep"])
     def _refresh_busy(self) -> None:
         with self._busy_lock:
-            busy = bool(self._worker.active(("measure", "sweep", "export")))
+            busy = bool(self._worker.active(("measure", "sweep", "export", "tokens")))
             if busy != self.busy:
                 self.busy = busy
 
     def _failed(self, kind: str, exc: Exception, text: str) -> None:
         self.last_traceback = text
-        msg = str(exc) if isinstance(exc, NbtoolsError) else f"{type(exc).__name__}: {exc}"
-        what = {"measure": "", "sweep": "self-repair sweep: ", "export": "export: ",
-                "static": "static image: "}.get(kind, "")
+        msg = _one_prompt(str(exc)) if isinstance(exc, NbtoolsError) else \
+            f"{type(exc).__name__}: {exc}"
+        what = {"measure": "", "sweep": "self-repair sweep: ", "export": "export: "}.get(kind, "")
         self.error = what + msg
 
     # --- jobs (worker thread only) --------------------------------------------------------
     def _init_worker(self) -> None:
-        import torch
-
         torch.set_num_threads(self.threads)
 
-    def _options(self, state: dict, n: int) -> tuple[int, dict]:
-        """Position and Lab.measure keyword arguments for a state (raises InvalidInputError)."""
+    def _options(self, state: dict, n: int) -> tuple[int, dict, int | None]:
+        """Position, Lab.measure keyword arguments and the subtracted target id (a logit
+        difference) or None, for a state (raises InvalidInputError)."""
         pos = n - 1 if state["position"] < 0 else state["position"]
         if not 0 <= pos < n:
             raise InvalidInputError(f"position {pos} out of range 0..{n - 1}")
@@ -362,6 +443,11 @@ class Explorer(NbWidget):
             target = "top"
         else:
             target = self._custom_target(state["target_text"])
+        minus = None
+        if mode == "custom" and state.get("target_minus", "").strip():
+            minus = self._custom_target(state["target_minus"])
+            if minus == target:
+                raise InvalidInputError("the two tokens of a logit difference are the same")
         opts = dict(method=state["method"], target=target, measure_at=[pos],
                     positions="all" if state["positions"] == "all" else [pos],
                     scale=state["scale"])
@@ -370,24 +456,36 @@ class Explorer(NbWidget):
             if not source:
                 raise InvalidInputError("resample needs a source prompt: type one in the "
                                         "'source' box (at least as long as the prompt)")
+            self._str_tokens(state["source"], "source prompt")
             opts["sources"] = [state["source"]]
         elif state["method"] == "mean" and source:
             opts["reference"] = [state["source"]]
-        return pos, opts
+        return pos, opts, minus
+
+    def _measure_many(self, prompt: str, specs: list, minus: int | None, **opts) -> list:
+        """Lab.measure_many; for a logit difference, the first target's measurements minus
+        the second's (same runs, same norm scales)."""
+        ms = self.lab.measure_many(prompt, specs, **opts)
+        if minus is None:
+            return ms
+        others = self.lab.measure_many(prompt, specs, **{**opts, "target": minus})
+        return [logit_difference(a, b) for a, b in zip(ms, others, strict=True)]
 
     def _custom_target(self, text: str) -> int:
         tok, d_vocab = self.lab.tokenizer, self.lab.shape.d_vocab
         if not text:
             raise InvalidInputError("type a target token in the box (e.g. ' Paris')")
-        try:
-            return target_token_id(text, tok, d_vocab)
-        except InvalidInputError:
-            if not text.startswith(" "):
-                try:  # most BPE words carry their leading space
-                    return target_token_id(" " + text, tok, d_vocab)
-                except InvalidInputError:
-                    pass
-            raise
+        for candidate in (text, " " + text) if not text.startswith(" ") else (text,):
+            try:  # most BPE words carry their leading space
+                return target_token_id(candidate, tok, d_vocab)
+            except InvalidInputError:
+                pass
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise InvalidInputError(f"the target {text!r} has no tokens; type a token")
+        pieces = " + ".join(repr(tok.decode([i])) for i in ids)
+        raise InvalidInputError(f"the target {text!r} is {len(ids)} tokens ({pieces}); give a "
+                                "single token (mind the leading space, e.g. ' Paris')")
 
     def _decode(self, i: int) -> str:
         return self.lab.tokenizer.decode([int(i)])
@@ -402,11 +500,11 @@ class Explorer(NbWidget):
     def _measure(self, state: dict, t0: float) -> None:
         lab = self.lab
         if state["prompt"] != self._tokens_for or not self.tokens:
-            tokens = lab.to_str_tokens(state["prompt"])
+            tokens = self._str_tokens(state["prompt"])
             self._tokens_for = state["prompt"]
             self.tokens = tokens
         n = len(self.tokens)
-        pos, opts = self._options(state, n)
+        pos, opts, minus = self._options(state, n)
         names = state["ablation"]
         comps = parse_components(names) if names else None
         if comps is not None:
@@ -420,13 +518,16 @@ class Explorer(NbWidget):
             opts.pop("reference", None)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            m = lab.measure(state["prompt"], comps, neurons=True, logprobs=True,
-                            top_k=self.top_k, **opts)
+            m, = self._measure_many(state["prompt"], [comps], minus, neurons=True,
+                                    logprobs=True, top_k=self.top_k, **opts)
         view = panels.measurement_view(m, self._decode, 0, self.n_neurons)
+        if minus is not None:
+            view["logit"]["minus"] = self._decode(minus)
         if not names:
             _clean_only(view)
-        key = _key(state, int(m.target_ids[0]), pos)
+        key = _key(state, int(m.target_ids[0]), pos, minus)
         view.update(seq=state["request_seq"], state=state, position=pos, key=key,
+                    tokens_key=key + "|" + "+".join(names),
                     clean_only=not names, ablated_ui=list(names), n_layers=lab.n_layers,
                     n_heads=lab.n_heads, model=lab.name,
                     ms=round(1000 * (time.perf_counter() - t0), 1))
@@ -438,20 +539,38 @@ class Explorer(NbWidget):
         self.status = f"{what} · {view['ms']:.0f} ms" + (f" · note: {notes[0]}" if notes else "")
         if self.color_by == "sr":
             self._schedule_sweep(state, key)
+        if self.token_colors and names:
+            self._schedule_tokens(state, view["tokens_key"])
         self._schedule_static()
 
+    def _run_tokens(self, state: dict, key: str) -> None:
+        """The current ablation's SR, DE and ΔL at every position of the prompt (for "next",
+        every position with a next token), in one measurement."""
+        n = len(self.tokens)
+        _, opts, minus = self._options(state, n)
+        at = list(range(n - 1 if state["target_mode"] == "next" else n))
+        if not at:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m, = self._measure_many(state["prompt"], [state["ablation"]], minus,
+                                    **{**opts, "measure_at": at})
+        self.token_sr = {"key": key, "positions": at, "sr": panels.nums(m.self_repair),
+                         "de": panels.nums(m.direct_effect), "dl": panels.nums(m.delta_logit),
+                         "ablated": list(state["ablation"])}
+
     def _run_sweep(self, state: dict, key: str, layer: int) -> None:
-        lab, n_layers, n_heads = self.lab, self.lab.n_layers, self.lab.n_heads
+        n_layers, n_heads = self.lab.n_layers, self.lab.n_heads
         old = self._sweeps.get(key) or {"key": key, "done": 0, "n_layers": n_layers,
                                          "heads": [[None] * n_heads for _ in range(n_layers)],
                                          "mlp": [None] * n_layers}
         if old["done"] > layer:
             return
-        _, opts = self._options(state, len(self.tokens))
+        _, opts, minus = self._options(state, len(self.tokens))
         specs = [*(Head(layer, h) for h in range(n_heads)), MLPLayer(layer)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ms = lab.measure_many(state["prompt"], specs, **opts)
+            ms = self._measure_many(state["prompt"], specs, minus, **opts)
         part = panels.sweep_grid(ms, 1, n_heads)
         heads = [list(row) for row in old["heads"]]
         heads[layer] = part["heads"][0]
@@ -467,8 +586,17 @@ class Explorer(NbWidget):
             if self.color_by == "sr":
                 self._schedule_sweep(state, key, layer + 1)
 
+    def _export_bytes(self, fmt: str, dpi: int = 150) -> bytes:
+        if fmt in export.DATA_FORMATS:
+            if not self.view:
+                raise RuntimeError("nothing measured yet; call wait() first")
+            return export.view_data(self.view, fmt, self.sweep)
+        if fmt not in export.FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(export.FORMATS)}")
+        return export.figure_bytes(self.figure(dpi=dpi), fmt, dpi)
+
     def _export(self, fmt: str) -> None:
-        data = export.figure_bytes(self.figure(dpi=150), fmt, 150)
+        data = self._export_bytes(fmt)
         label = "-".join(self.view.get("ablated_ui") or ["clean"])
         filename = f"nbtools-explorer-{label}.{fmt}"
         self.last_export = (filename, data)
@@ -482,17 +610,19 @@ class Explorer(NbWidget):
             except NbtoolsError as err:
                 self.error = f"code: {err}"
             return
+        if isinstance(content, dict) and content.get("type") == "undo":
+            self.undo()
+            return
         if isinstance(content, dict) and content.get("type") == "export":
             fmt = str(content.get("format", "png")).lower()
             if fmt not in export.FORMATS:
-                self.error = f"export: unknown format {fmt!r}; choose png, svg or pdf"
+                self.error = (f"export: unknown format {fmt!r}; choose "
+                              f"{', '.join(export.FORMATS)}")
                 return
             self._worker.submit("export", lambda: self._export(fmt), _PRIORITY["export"])
 
 
 def _threads(lab, threads: int | None) -> int:
-    import torch
-
     if threads is not None:
         if int(threads) < 1:
             raise InvalidInputError(f"threads must be at least 1, not {threads}")
@@ -501,16 +631,43 @@ def _threads(lab, threads: int | None) -> int:
     return 1 if n_params < 200_000_000 else torch.get_num_threads()
 
 
+def _one_prompt(message: str, what: str = "prompt") -> str:
+    """An engine message about a batch ("prompt 0 is empty") for the Explorer's one prompt."""
+    message = re.sub(r"\bprompt 0 (is|has)\b", rf"the {what} \1", message)
+    return re.sub(r"\bevery prompt has\b", f"the {what} has", message)
+
+
 def _ui_name(c) -> str:
     """The grid's name for a component ("L3H1", "attn3", "mlp3", "mlp3:1,2")."""
     return str(c)
 
 
-def _key(state: dict, target_id: int, pos: int) -> str:
+def _key(state: dict, target_id: int, pos: int, minus: int | None = None) -> str:
     """Identifies what a self-repair sweep depends on (everything but the ablation)."""
-    parts = [state["prompt"], pos, target_id, state["method"], state["source"],
+    parts = [state["prompt"], pos, target_id, minus, state["method"], state["source"],
              state["positions"], state["scale"]]
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+#: Measurement fields that do not depend on the target (or are kept from the first token).
+_TARGET_FREE = {"components", "rows", "positions", "target_ids", "scale_clean", "scale_ablated",
+                "logprob_clean", "logprob_ablated", "topk_ids_clean", "topk_probs_clean",
+                "topk_ids_ablated", "topk_probs_ablated", "settings"}
+
+
+def logit_difference(a, b):
+    """The Measurement of the logit difference a − b (same prompt, ablation and settings,
+    another target). Every logit and direct effect is a dot product with the target's
+    unembedding direction, scaled by run-wide norm scales, so each field is a's minus b's;
+    probabilities and top-k stay a's. b's norm scales must equal a's."""
+    same = (torch.allclose(x, y, rtol=1e-7, atol=0) for x, y in
+            ((a.scale_clean, b.scale_clean), (a.scale_ablated, b.scale_ablated)))
+    if not all(same):
+        raise ValueError("a logit difference needs the same runs (the norm scales differ)")
+    changes = {f.name: getattr(a, f.name) - getattr(b, f.name) for f in dataclasses.fields(a)
+               if f.name not in _TARGET_FREE and getattr(a, f.name) is not None}
+    settings = {**a.settings, "target": f"{a.settings.get('target')} − {b.settings.get('target')}"}
+    return dataclasses.replace(a, settings=settings, **changes)
 
 
 def _clean_only(view: dict) -> None:

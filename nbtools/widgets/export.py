@@ -1,4 +1,4 @@
-"""The Explorer's current view as a matplotlib figure (PNG / SVG / PDF).
+"""The Explorer's current view as a matplotlib figure (PNG / SVG / PDF) or as data (CSV / JSON).
 
 `view_figure(view)` draws the same panel dicts the browser draws (built by `panels` from one
 Measurement), so the exported figure and the live widget always agree.
@@ -13,7 +13,13 @@ import io
 
 import numpy as np
 
-FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+from . import panels
+
+FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf",
+           "csv": "text/csv", "json": "application/json"}
+DATA_FORMATS = ("csv", "json")
+CSV_COLUMNS = ("component", "kind", "layer", "head", "de_clean", "de_ablated", "delta_de",
+               "sr_alone", "ablated")
 ABL = "#e4701e"
 CLEAN = "#6b7280"
 POS = "#3a9d5d"
@@ -33,6 +39,25 @@ def _tok(t) -> str:
     return repr(t) if t is not None else "?"
 
 
+def grid_scales(heads: np.ndarray, mlp: np.ndarray, excluded: np.ndarray) -> tuple[float, float]:
+    """Colour limits (heads, MLP column), as the widget computes them: the heads' largest
+    |value|; the MLP column on its own robust scale (`panels.robust_vmax`). `excluded` [L, H+1]
+    marks cells left out (the ablated ones in the ΔDE view)."""
+    hv = heads[~excluded[:, :-1] & np.isfinite(heads)]
+    mv = mlp[~excluded[:, -1] & np.isfinite(mlp)]
+    v_mlp = panels.robust_vmax(mv.tolist()) or 1.0
+    v_heads = float(np.abs(hv).max()) if hv.size else 0.0
+    return v_heads or v_mlp, v_mlp
+
+
+def colormap(n: int = 256):
+    """The widget's diverging colour map (`panels.diverging_rgb`) as a matplotlib colormap."""
+    from matplotlib.colors import ListedColormap
+
+    xs = np.linspace(-1, 1, n)
+    return ListedColormap([[c / 255 for c in panels.diverging_rgb(x, 1.0)] for x in xs])
+
+
 def _grid(ax, view, color_by: str, sweep: dict | None):
     g = view["grid"]
     if color_by == "sr" and sweep and sweep.get("key") == view.get("key"):
@@ -44,38 +69,45 @@ def _grid(ax, view, color_by: str, sweep: dict | None):
         heads, mlp = _arr(g["de"]), _arr(g["mlp_de"])
     n_layers, n_heads = heads.shape
     ablated = set(view.get("ablated_ui") or [])
-    mask = np.zeros((n_layers, n_heads + 2), dtype=bool)
+    mask = np.zeros((n_layers, n_heads + 1), dtype=bool)
     for layer in range(n_layers):
         for head in range(n_heads):
             mask[layer, head] = f"L{layer}H{head}" in ablated or f"attn{layer}" in ablated
-        mask[layer, n_heads + 1] = f"mlp{layer}" in ablated
-    full = np.full((n_layers, n_heads + 2), np.nan)
-    full[:, :n_heads] = heads
-    full[:, n_heads + 1] = mlp
-    # colour scale: the heads' range, as in the widget (MLP cells may clip)
-    head_vals = full[:, :n_heads][~mask[:, :n_heads]] if color_by == "delta" else heads
-    vmax = float(np.nanmax(np.abs(head_vals))) if np.isfinite(head_vals).any() else 0.0
-    if not vmax:
-        vmax = float(np.nanmax(np.abs(mlp))) if np.isfinite(mlp).any() else 1.0
-    vmax = vmax or 1.0
-    shown = np.where(mask & (color_by == "delta"), np.nan, full)
-    im = ax.imshow(shown, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="equal")
+        mask[layer, n_heads] = f"mlp{layer}" in ablated
+    excluded = mask & (color_by == "delta")
+    v_heads, v_mlp = grid_scales(heads, mlp, excluded)
+    image = np.ones((n_layers, n_heads + 2, 3))  # a white gap column before the MLP column
+    for layer in range(n_layers):
+        for col in range(n_heads + 1):
+            v = heads[layer, col] if col < n_heads else mlp[layer]
+            rgb = (225, 225, 225) if excluded[layer, col] else \
+                panels.diverging_rgb(float(v), v_heads if col < n_heads else v_mlp)
+            image[layer, col + (col == n_heads)] = [c / 255 for c in rgb]
+    ax.imshow(image, aspect="equal")
     for (layer, col), hit in np.ndenumerate(mask):
         if hit:
-            ax.add_patch(_rect(col, layer))
-            ax.text(col, layer, "×", ha="center", va="center", color=ABL, fontsize=10,
+            x = col + (col == n_heads)
+            ax.add_patch(_rect(x, layer))
+            ax.text(x, layer, "×", ha="center", va="center", color=ABL, fontsize=10,
                     fontweight="bold")
     ax.set_xticks(list(range(n_heads)) + [n_heads + 1],
                   [f"H{h}" for h in range(n_heads)] + ["MLP"], fontsize=7)
-    ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)], fontsize=7)
+    ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)],
+                  fontsize=7 if n_layers <= 16 else 5.5)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    clipped = bool(np.nanmax(np.abs(np.where(mask[:, n_heads + 1], np.nan, mlp)), initial=0) > vmax)
-    ax.set_title("heads × layers — " + MODE_LABELS[color_by]
-                 + (" · MLP cells clipped" if clipped else ""), fontsize=9, loc="left")
-    cb = ax.figure.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.08)
+    clipped = [f"MLP{i}" for i, v in enumerate(mlp)
+               if np.isfinite(v) and abs(v) > v_mlp * 1.0001 and not excluded[i, n_heads]]
+    note = f" · MLP column ±{v_mlp:.2f}" + (f" ({', '.join(clipped)} beyond)" if clipped else "")
+    ax.set_title("heads × layers — " + MODE_LABELS[color_by] + note, fontsize=9, loc="left")
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    sm = ScalarMappable(Normalize(-v_heads, v_heads), colormap())
+    cb = ax.figure.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.05, pad=0.08)
     cb.ax.tick_params(labelsize=7)
+    cb.set_label("heads", fontsize=7)
 
 
 def _rect(col, row):
@@ -158,6 +190,17 @@ def _layers(ax, layers, which: str):
     ax.plot(x, clean, "--o", color=CLEAN, markersize=3, linewidth=1.2, label="clean")
     ax.plot(x, abl, "-o", color=ABL, markersize=3, linewidth=1.6, label="ablated")
     ax.axhline(0, color="#888", linewidth=0.8)
+    values = [v for v in np.concatenate([clean, abl]) if np.isfinite(v)]
+    lim = panels.robust_vmax(np.fmax(np.abs(clean), np.abs(abl)).tolist())  # one per layer
+    if values and 0 < lim < max(abs(v) for v in values):  # one layer off scale, as on screen
+        lo, hi = max(-lim, min(0.0, *values)), min(lim, max(0.0, *values))
+        pad = 0.08 * (hi - lo or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
+        for layer, v in enumerate(np.where(np.abs(abl) > np.abs(clean), abl, clean)):
+            if np.isfinite(v) and abs(v) > lim:
+                ax.annotate(f"{'▲' if v > 0 else '▼'} layer {layer}: {v:+.2f} (off scale)",
+                            (layer, hi if v > 0 else lo), fontsize=7, color="#555",
+                            ha="left" if layer < len(clean) / 2 else "right", va="top")
     ax.set_xticks(x)
     ax.tick_params(labelsize=7)
     name = "attention" if which == "attn" else "MLP"
@@ -168,11 +211,13 @@ def _layers(ax, layers, which: str):
 
 
 def _neurons(ax, neurons):
-    rows = neurons["rows"][:8]
+    """Anti-erasure neurons (AE) and the largest negative movers, clean vs ablated DE."""
+    rows = neurons["rows"][:8] + neurons.get("negative", [])
     if not rows:
-        ax.set_axis_off()
+        _empty(ax, "no anti-erasure neuron")
         return
-    labels = [f"L{r['layer']}.{r['neuron']}" + (" AE" if r["anti_erasure"] else "") for r in rows]
+    labels = [f"L{r['layer']}.{r['neuron']}" + (" AE" if r["anti_erasure"] else " (−)")
+              for r in rows]
     y = np.arange(len(rows))[::-1]
     ax.barh(y + 0.2, [r["de_clean"] for r in rows], height=0.38, color=CLEAN, label="DE clean")
     ax.barh(y - 0.2, [r["de_ablated"] for r in rows], height=0.38, color=ABL, label="DE ablated")
@@ -180,7 +225,10 @@ def _neurons(ax, neurons):
     ax.axvline(0, color="#888", linewidth=0.8)
     ax.tick_params(axis="x", labelsize=7)
     ax.legend(fontsize=7, frameon=False, loc="lower right")
-    ax.set_title("top neurons by ΔDE (AE = anti-erasure)", fontsize=9, loc="left")
+    title = "anti-erasure neurons (DE < 0, ΔDE > 0)"
+    if neurons.get("top_sum") is not None and neurons.get("sr_mlp") is not None:
+        title += f"\ntogether {neurons['top_sum']:+.3f} of SR_MLP {neurons['sr_mlp']:+.3f}"
+    ax.set_title(title, fontsize=9, loc="left")
     ax.spines[["top", "right"]].set_visible(False)
 
 
@@ -231,6 +279,11 @@ def view_figure(view: dict, color_by: str = "de", sweep: dict | None = None, tok
              f"logit {t['clean']:+.3f} → {t['ablated']:+.3f} (ΔL {t['delta']:+.3f})")
     if t.get("p_clean") is not None:
         line2 += f", p {100 * t['p_clean']:.2f}% → {100 * t['p_ablated']:.2f}%"
+    hl = view.get("headline")
+    if hl and not view.get("clean_only"):
+        share = "–" if hl["sr_share"] is None else f"{100 * hl['sr_share']:.0f}%"
+        line2 += (f"\nSR {hl['sr']:+.3f} · DE {hl['de']:+.3f} · SR/DE {share} · "
+                  f"SR′ = ΔL + DE {hl['sr_prime']:+.3f}")
     fig.suptitle(line1 + "\n" + line2, fontsize=9, x=0.01, ha="left")
     _grid(fig.add_subplot(gs[0, 0:2]), view, color_by, sweep)
     if view.get("clean_only"):
@@ -248,11 +301,89 @@ def view_figure(view: dict, color_by: str = "de", sweep: dict | None = None, tok
     return fig
 
 
+def component_rows(view: dict, sweep: dict | None = None) -> list[dict]:
+    """One row per head and per MLP layer of a view: clean / ablated DE, ΔDE, the self-repair
+    when ablated alone (from a finished sweep of the same key, else None) and whether it is
+    ablated now. The Explorer's sortable table and the CSV export read these rows."""
+    g = view["grid"]
+    ablated = set(view.get("ablated_ui") or [])
+    sw = sweep if sweep and sweep.get("key") == view.get("key") else None
+    rows = []
+    for layer, de_row in enumerate(g["de"]):
+        for head, de in enumerate(de_row):
+            name = f"L{layer}H{head}"
+            rows.append({"component": name, "kind": "head", "layer": layer, "head": head,
+                         "de_clean": de, "de_ablated": g["de_ablated"][layer][head],
+                         "delta_de": g["delta"][layer][head],
+                         "sr_alone": sw["heads"][layer][head] if sw else None,
+                         "ablated": name in ablated or f"attn{layer}" in ablated})
+        rows.append({"component": f"mlp{layer}", "kind": "mlp", "layer": layer, "head": None,
+                     "de_clean": g["mlp_de"][layer], "de_ablated": g["mlp_de_ablated"][layer],
+                     "delta_de": g["mlp_delta"][layer],
+                     "sr_alone": sw["mlp"][layer] if sw else None,
+                     "ablated": f"mlp{layer}" in ablated})
+    return rows
+
+
+def view_data(view: dict, fmt: str, sweep: dict | None = None) -> bytes:
+    """The view as CSV (one row per component, `CSV_COLUMNS`, the settings as # comments) or
+    JSON (the whole view dict, with the sweep when it belongs to this view)."""
+    import csv
+    import json
+
+    if fmt == "json":
+        out = dict(view)
+        if sweep and sweep.get("key") == view.get("key"):
+            out["sweep"] = sweep
+        return json.dumps(out, indent=1, default=str).encode()
+    buf = io.StringIO()
+    st, hl = view.get("settings", {}), view.get("headline") or {}
+    for key in ("model", "method", "sources", "positions", "scale", "target"):
+        buf.write(f"# {key}: {st.get(key)}\n")
+    buf.write(f"# prompt: {view.get('state', {}).get('prompt', '')!r}; position "
+              f"{view.get('position')}; target token {view['logit'].get('token')!r}\n")
+    if hl and not view.get("clean_only"):
+        buf.write(f"# ablated {' + '.join(view.get('ablated_ui') or [])}: SR {hl['sr']}, "
+                  f"DE {hl['de']}, SR/DE {hl['sr_share']}, delta_logit {hl['delta_logit']}\n")
+    writer = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(component_rows(view, sweep))
+    return buf.getvalue().encode()
+
+
 def figure_bytes(fig, fmt: str = "png", dpi: int | None = None) -> bytes:
     """Render a Figure to PNG / SVG / PDF bytes."""
     fmt = fmt.lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if fmt not in FORMATS or fmt in DATA_FORMATS:
+        raise ValueError(f"unknown figure format {fmt!r}; choose from png, svg, pdf")
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
     return buf.getvalue()
+
+
+def serve(stdin=None, stdout=None) -> None:
+    """Draw PNGs for another process, at low CPU priority: read one JSON request a line
+    ({"view", "color_by", "sweep", "tokens", "dpi"}), answer b"P" or b"E" (an error message),
+    an 8-byte big-endian length, then the PNG (or the message). Runs until stdin closes."""
+    import json
+    import os
+    import sys
+
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    if hasattr(os, "nice"):
+        os.nice(10)
+    for line in stdin:
+        try:
+            req = json.loads(line)
+            fig = view_figure(req["view"], req.get("color_by", "de"), req.get("sweep"),
+                              req.get("tokens"), dpi=req.get("dpi", 72))
+            status, data = b"P", figure_bytes(fig, "png")
+        except Exception as exc:  # reported to the widget, never fatal to the server
+            status, data = b"E", f"{type(exc).__name__}: {exc}".encode()
+        stdout.write(status + len(data).to_bytes(8, "big") + data)
+        stdout.flush()
+
+
+if __name__ == "__main__":  # python -m nbtools.widgets.export (see widgets/fallback.py)
+    serve()

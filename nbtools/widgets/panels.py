@@ -14,8 +14,9 @@ import torch
 
 from ..components import AttnLayer, Head, MLPLayer, Neurons
 
-#: Waterfall steps: (key, label). The first is the ablated components' own change in DE, the
-#: last the net change in the target logit; the bars in between are the self-repair terms.
+#: Waterfall steps: (key, label). The first is the ablated components' own change in DE (its
+#: label follows the sign, see `de_change_label`), the last the net change in the target
+#: logit; the bars in between are the self-repair terms.
 WATERFALL_STEPS = (
     ("de_lost", "direct effect lost"),
     ("sr_heads", "downstream heads"),
@@ -69,21 +70,43 @@ def logit_data(m, site: int = 0, token: str | None = None) -> dict:
     return out
 
 
+def de_change_label(change: float, de: float) -> str:
+    """Words for the ablated components' DE^abl − DE: a loss, or (DE < 0) an opposing push
+    removed, or a gain."""
+    if change <= 0:
+        return "direct effect lost"
+    return "negative DE removed" if de < 0 else "direct effect gained"
+
+
 def waterfall_data(m, site: int = 0) -> dict:
-    """Self-repair waterfall: DE lost (DE^abl − DE), + downstream heads, + MLPs, + final norm,
-    = ΔL. The bars add up exactly: ΔL = (DE^abl − DE) + SR_heads + SR_MLP + SR_LN."""
+    """Self-repair waterfall: DE change (DE^abl − DE), + downstream heads, + MLPs, + final
+    norm, = ΔL. The bars add up exactly: ΔL = (DE^abl − DE) + SR_heads + SR_MLP + SR_LN."""
     values = {
         "de_lost": float(m.direct_effect_ablated[site] - m.direct_effect[site]),
         "sr_heads": float(m.sr_heads[site]), "sr_mlp": float(m.sr_mlp[site]),
         "sr_ln": float(m.sr_ln[site]), "delta_logit": float(m.delta_logit[site]),
     }
+    labels = dict(WATERFALL_STEPS)
+    labels["de_lost"] = de_change_label(values["de_lost"], float(m.direct_effect[site]))
     return {
-        "steps": [{"key": k, "label": label, "value": num(values[k]),
-                   "total": k == "delta_logit"} for k, label in WATERFALL_STEPS],
+        "steps": [{"key": k, "label": labels[k], "value": num(values[k]),
+                   "total": k == "delta_logit"} for k, _ in WATERFALL_STEPS],
         "direct_effect": num(m.direct_effect[site]),
         "direct_effect_ablated": num(m.direct_effect_ablated[site]),
         "self_repair": num(m.self_repair[site]),
     }
+
+
+def headline_data(m, site: int = 0) -> dict:
+    """The numbers papers quote: SR, the ablated components' clean DE, SR/DE (R&N's share of
+    the direct effect that was repaired), ΔL, and SR′ = ΔL + DE (the variant that assumes
+    DE^abl = 0) with its share SR′/DE. Shares are None when |DE| < 1e-9."""
+    sr, de = float(m.self_repair[site]), float(m.direct_effect[site])
+    prime = float(m.self_repair_prime[site])
+    share = (lambda x: num(x / de)) if abs(de) >= 1e-9 else (lambda x: None)
+    return {"sr": num(sr), "de": num(de), "de_ablated": num(m.direct_effect_ablated[site]),
+            "delta_logit": num(m.delta_logit[site]), "sr_prime": num(prime),
+            "sr_share": share(sr), "sr_prime_share": share(prime)}
 
 
 def gauge_data(m, site: int = 0) -> dict:
@@ -93,27 +116,43 @@ def gauge_data(m, site: int = 0) -> dict:
             "sr_ln": num(m.sr_ln[site]), "sr_ln_closed": num(m.sr_ln_closed[site])}
 
 
-def neuron_data(m, site: int = 0, k: int = 8, spark_points: int = 96) -> dict:
-    """Top-k neurons by ΔDE (anti-erasure: clean DE < 0 and ΔDE > 0) and a sparkline of the
-    ΔDE distribution (every neuron's ΔDE sorted descending, downsampled to `spark_points`)."""
+def neuron_data(m, site: int = 0, k: int = 8, spark_points: int = 96,
+                n_negative: int = 3) -> dict:
+    """Anti-erasure neurons: those that pushed against the target on the clean run (DE < 0)
+    and pushed less under the ablation (ΔDE > 0), the top k by ΔDE; the `n_negative` neurons
+    with the most negative ΔDE (they worked against the repair); the totals the footer
+    quotes; and a sparkline of every neuron's ΔDE (sorted descending, `spark_points` long)."""
+    empty = {"rows": [], "negative": [], "spark": [], "n_total": 0, "n_ae": 0, "ae_sum": None,
+             "top_sum": None, "sr_mlp": None, "share_top": None}
     if m.neuron_de_clean is None:
-        return {"rows": [], "spark": [], "n_total": 0, "share_top": None}
-    rows = m.top_neurons(k, site=site)
-    for r in rows:
-        r["anti_erasure"] = r["de_clean"] < 0 < r["delta_de"]
-        for key in ("delta_de", "de_clean", "de_ablated"):
-            r[key] = num(r[key])
-    delta = m.neuron_delta_de[site].flatten().double()
+        return empty
+    clean = m.neuron_de_clean[site].double()
+    abl = m.neuron_de_ablated[site].double()
+    delta = (abl - clean).flatten()
+    clean, abl = clean.flatten(), abl.flatten()
+    n_mlp = m.neuron_de_clean.shape[-1]
+    ae = (clean < 0) & (delta > 0)
+
+    def rows(idx):
+        return [{"layer": int(i) // n_mlp, "neuron": int(i) % n_mlp, "delta_de": num(delta[i]),
+                 "de_clean": num(clean[i]), "de_ablated": num(abl[i]),
+                 "anti_erasure": bool(ae[i])} for i in idx.tolist()]
+
+    n_ae = int(ae.sum())
+    top = torch.where(ae, delta, torch.tensor(float("-inf"), dtype=delta.dtype))
+    top_idx = top.topk(min(k, n_ae)).indices if n_ae else torch.empty(0, dtype=torch.long)
+    neg_vals, neg_idx = delta.topk(min(n_negative, delta.numel()), largest=False)
     ordered = delta.sort(descending=True).values
     n = ordered.numel()
     if n > spark_points:
         # keep the extremes exactly; sample the middle evenly
-        idx = torch.linspace(0, n - 1, spark_points).round().long()
-        ordered = ordered[idx]
-    total = float(m.sr_mlp[site])
-    top = sum(r["delta_de"] or 0.0 for r in rows[:5])
-    return {"rows": rows, "spark": nums(ordered), "n_total": int(n),
-            "share_top": num(top / total) if abs(total) > 1e-12 else None}
+        ordered = ordered[torch.linspace(0, n - 1, spark_points).round().long()]
+    sr_mlp = float(m.sr_mlp[site])
+    top_sum = float(delta[top_idx].sum())
+    return {"rows": rows(top_idx), "negative": rows(neg_idx[neg_vals < 0]),
+            "spark": nums(ordered), "n_total": int(n), "n_ae": n_ae,
+            "ae_sum": num(delta[ae].sum()), "top_sum": num(top_sum), "sr_mlp": num(sr_mlp),
+            "share_top": num(top_sum / sr_mlp) if abs(sr_mlp) > 1e-12 else None}
 
 
 def marked_layers(components) -> dict:
@@ -152,6 +191,7 @@ def measurement_view(m, decode, site: int = 0, top_neurons: int = 8) -> dict:
     return {
         "grid": grid_data(m, site),
         "logit": logit_data(m, site, token),
+        "headline": headline_data(m, site),
         "waterfall": waterfall_data(m, site),
         "gauge": gauge_data(m, site),
         "neurons": neuron_data(m, site, top_neurons),
@@ -174,3 +214,42 @@ def sweep_grid(measurements, n_layers: int, n_heads: int, site: int = 0) -> dict
     mlp = [num(measurements[layer * per + n_heads].self_repair[site])
            for layer in range(n_layers)]
     return {"heads": heads, "mlp": mlp}
+
+
+# --- colour scales (the same numbers as static/core.js; a test runs both) ------------------
+
+#: Diverging colour stops from white (0) to the darkest blue (negative) / red (positive).
+NEG_STOPS = ((247, 247, 247), (209, 229, 240), (146, 197, 222), (67, 147, 195), (33, 102, 172),
+             (5, 48, 97))
+POS_STOPS = ((247, 247, 247), (253, 219, 199), (244, 165, 130), (214, 96, 77), (178, 24, 43),
+             (103, 0, 31))
+MISSING_RGB = (238, 238, 238)
+
+
+def _ramp(stops, t: float) -> tuple[int, int, int]:
+    x = min(1.0, max(0.0, t)) * (len(stops) - 1)
+    i = min(len(stops) - 2, int(math.floor(x)))
+    f = x - i
+    return tuple(int(math.floor(a + f * (b - a) + 0.5)) for a, b in zip(stops[i], stops[i + 1],
+                                                                         strict=True))
+
+
+def diverging_rgb(v, vmax: float) -> tuple[int, int, int]:
+    """(r, g, b) of value v on the symmetric scale [−vmax, vmax]: the square root of |v|/vmax
+    picks the shade (small values stay visible), the sign picks red or blue."""
+    if v is None or not vmax > 0 or not math.isfinite(v):
+        return MISSING_RGB
+    t = math.sqrt(min(1.0, abs(v) / vmax)) * 0.92
+    return _ramp(NEG_STOPS if v < 0 else POS_STOPS, t)
+
+
+def robust_vmax(values, outlier: float = 3.0) -> float:
+    """A symmetric colour-scale limit for a column of values: the largest |value|, unless it
+    is more than `outlier` × the next largest (e.g. MLP0 of many models); then 1.25 × that
+    next one, so one layer does not wash out the rest (its cell shows as clipped)."""
+    mags = sorted((abs(v) for v in values if v is not None and math.isfinite(v)), reverse=True)
+    if not mags or mags[0] == 0:
+        return 0.0
+    if len(mags) > 1 and mags[1] > 0 and mags[0] > outlier * mags[1]:
+        return 1.25 * mags[1]
+    return mags[0]

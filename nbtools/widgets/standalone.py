@@ -313,7 +313,11 @@ class NeuronTable(_DataPanel):
                 out.append({"layer": layer, "neuron": neuron, "de_clean": c, "de_ablated": a,
                             "delta_de": a - c, "anti_erasure": c < 0 < a - c})
             spark = sorted((finite(x, "distribution") for x in (distribution or [])), reverse=True)
-            kwargs["data"] = {"rows": out, "spark": spark, "n_total": len(spark), "share_top": None}
+            ae = [r["delta_de"] for r in out if r["anti_erasure"]]
+            kwargs["data"] = {"rows": out, "negative": [], "spark": spark,
+                              "n_total": len(spark) or len(out), "n_ae": len(ae),
+                              "ae_sum": sum(ae), "top_sum": sum(ae), "sr_mlp": None,
+                              "share_top": None}
         super().__init__(**kwargs)
 
     @staticmethod

@@ -76,8 +76,8 @@ function renderExplorer(model, el) {
   });
   const sourceField = h("label", { class: "nbx-field nbx-source-field" }, h("span", null, "source"), source);
   const fmtSel = h("select", { class: "nbx-select", "aria-label": "export format", onchange: (e) => { exportFormat = e.target.value; } },
-    ["png", "svg", "pdf"].map((f) => h("option", { value: f }, f.toUpperCase())));
-  const exportBtn = h("button", { class: "nbx-btn", "data-nb": "export", title: "download the current view as a matplotlib figure",
+    ["png", "svg", "pdf", "csv", "json"].map((f) => h("option", { value: f }, f.toUpperCase())));
+  const exportBtn = h("button", { class: "nbx-btn", "data-nb": "export", title: "download the current view: a matplotlib figure (PNG, SVG, PDF) or its numbers (CSV: one row per component; JSON: every panel)",
     onclick: () => { model.send({ type: "export", format: exportFormat }); status.text.textContent = `exporting ${exportFormat.toUpperCase()}\u2026`; } }, "Export");
   const codeBtn = h("button", { class: "nbx-btn", "data-nb": "code", title: "copy a notebook cell that reproduces this view (nbtools.load + lab.measure + the figure)",
     onclick: () => { model.send({ type: "code" }); status.text.textContent = "writing code\u2026"; } }, "Code");
@@ -110,33 +110,56 @@ function renderExplorer(model, el) {
     commit({ target_mode: mode });
   } }, text);
   const targetBtns = { next: modeBtn("next", "next token"), top: modeBtn("top", "top prediction"), custom: modeBtn("custom", "custom") };
-  const targetInput = h("input", { class: "nbx-input nbx-target-input", type: "text", placeholder: "type a token", "data-nb": "target-input", spellcheck: "false",
-    onkeydown: (e) => { if (e.key === "Enter") { customOpen = false; commit({ target_mode: "custom", target_text: e.target.value }); } } });
+  const commitTarget = (e) => { if (e.key === "Enter") { customOpen = false; commit({ target_mode: "custom", target_text: targetInput.value, target_minus: minusInput.value }); } };
+  const targetInput = h("input", { class: "nbx-input nbx-target-input", type: "text", placeholder: "type a token", "data-nb": "target-input", spellcheck: "false", onkeydown: commitTarget });
+  const minusInput = h("input", { class: "nbx-input nbx-target-input", type: "text", placeholder: "\u2212 token", "data-nb": "target-minus-input", spellcheck: "false",
+    title: "optional: a second token; the target becomes the logit difference (e.g. ' Mary' \u2212 ' John', the IOI metric)", onkeydown: commitTarget });
   const targetInfo = h("span", { class: "nbx-target-info" });
   const targetRow = h("div", { class: "nbx-target" }, h("span", { class: "nbx-rowlabel" }, "target"),
-    h("span", { class: "nbx-segs" }, targetBtns.next, targetBtns.top, targetBtns.custom), targetInput, targetInfo);
+    h("span", { class: "nbx-segs" }, targetBtns.next, targetBtns.top, targetBtns.custom), targetInput, minusInput, targetInfo);
 
   // --- grid panel ---
   const modeSegs = h("span", { class: "nbx-segs nbx-segs-small" }, COLOR_MODES.map(([m, t, title]) =>
     h("button", { class: "nbx-seg", "data-nb": `color-${m}`, title, onclick: () => { model.set("color_by", m); model.save_changes(); drawGrid(); } }, t)));
-  const gridBody = h("div", { class: "nbx-grid-body" });
+  const grid = makeGrid({
+    tip, tips: (...a) => tips(...a),
+    onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }),
+    onClear: () => { if (ablation().length) commit({ ablation: [] }); },
+    onUndo: () => undo(),
+  });
+  const gridEmpty = h("div", { class: "nbx-empty" }, "measuring\u2026");
+  const gridBody = h("div", { class: "nbx-grid-body" }, gridEmpty, grid.el);
   const chips = h("div", { class: "nbx-chips", "data-nb": "ablated" });
+  const undo = () => { if (model.get("can_undo")) model.send({ type: "undo" }); };
+  const undoBtn = h("button", { class: "nbx-btn nbx-btn-quiet", "data-nb": "undo", title: "back to the previous ablation (Ctrl+Z in the grid)", onclick: undo }, "\u21b6 undo");
   const gridPanel = panel("Heads \u00d7 layers", modeSegs, h("div", null, gridBody, chips,
-    h("div", { class: "nbx-hint" }, "click a head to ablate it \u00b7 click L# for the whole attention layer \u00b7 MLP cell for the MLP layer \u00b7 shift-click to build a set")));
+    h("div", { class: "nbx-hint" }, "click a head to ablate it \u00b7 click L# for the whole attention layer \u00b7 MLP cell for the MLP layer \u00b7 shift-click to build a set \u00b7 keys: arrows, Enter, Esc")));
 
   // --- result panels ---
   const slots = {};
   const slot = (name) => (slots[name] = h("div", { class: "nbx-slot", "data-panel": name }));
-  const logitPanel = panel("Target", null, slot("logit"));
-  const wfPanel = panel("Self-repair waterfall", "logits, at the measured position", slot("waterfall"));
-  const gaugePanel = panel("Final-norm rescaling", "s/s\u2032 scales every surviving logit", slot("gauge"));
-  const layersPanel = panel("Direct effect per layer", "Hydra Fig. 1 style", slot("layers"));
-  const neuronsPanel = panel("Anti-erasure neurons", "top MLP neurons by ΔDE", slot("neurons"));
-  const topkPanel = panel("Top predictions", "clean vs ablated", slot("topk"));
+  let srPrime = false;
+  const primeSegs = h("span", { class: "nbx-segs nbx-segs-small" },
+    [[false, "SR", "self-repair SR = ΔL − (DE\u2032 − DE), DE\u2032 the ablated parts' own DE in the ablated run"],
+      [true, "SR\u2032 = ΔL + DE", "SR\u2032 assumes the ablated parts' DE is gone entirely (DE\u2032 = 0)"]].map(([p, t, title]) =>
+      h("button", { class: "nbx-seg", "data-nb": p ? "sr-prime" : "sr-plain", title, onclick: () => { srPrime = p; drawHeadline(); } }, t)));
+  const result = { class: "nbx-panel nbx-result" };
+  const headPanel = panel("Self-repair", primeSegs, slot("headline"), { class: "nbx-panel nbx-result nbx-when-ablated" });
+  const logitPanel = panel("Target", null, slot("logit"), result);
+  const wfPanel = panel("Self-repair waterfall", "logits, at the measured position", slot("waterfall"), { class: "nbx-panel nbx-result nbx-when-ablated" });
+  const gaugePanel = panel("Final-norm rescaling", "s/s\u2032 scales every surviving logit", slot("gauge"), { class: "nbx-panel nbx-result nbx-when-ablated" });
+  const layersPanel = panel("Direct effect per layer", "Hydra Fig. 1 style", slot("layers"), result);
+  const neuronsPanel = panel("Anti-erasure neurons", "erased the target, erase less now", slot("neurons"), { class: "nbx-panel nbx-result nbx-when-ablated" });
+  const topkPanel = panel("Top predictions", "clean vs ablated", slot("topk"), result);
+  const compState = { sort: "delta_de", desc: true, limit: 12 };
+  const compPanel = panel("Components", "sortable; SR alone with the self-repair colouring", slot("components"), result);
+  const staleNote = h("div", { class: "nbx-stale-note", "data-nb": "stale-note", role: "status" });
+  const cleanNote = h("div", { class: "nbx-clean-note", "data-nb": "clean-note" },
+    "nothing ablated: click a head, an L# label or an MLP cell (or focus the grid and press Enter) to see its self-repair");
 
-  const rowA = h("div", { class: "nbx-row nbx-row-a" }, gridPanel, h("div", { class: "nbx-stack" }, logitPanel, wfPanel));
-  const rowB = h("div", { class: "nbx-row nbx-row-b" }, gaugePanel, neuronsPanel, topkPanel);
-  const rowC = h("div", { class: "nbx-row nbx-row-c" }, layersPanel);
+  const rowA = h("div", { class: "nbx-row nbx-row-a" }, gridPanel, h("div", { class: "nbx-stack" }, staleNote, headPanel, logitPanel, cleanNote, wfPanel));
+  const rowB = h("div", { class: "nbx-row nbx-row-b" }, neuronsPanel, gaugePanel, topkPanel);
+  const rowC = h("div", { class: "nbx-row nbx-row-c" }, layersPanel, compPanel);
   root.prepend(bar, toolbar, errorBox, promptRow, targetRow, rowA, rowB, rowC);
 
   // --- drawing ---
@@ -160,13 +183,29 @@ function renderExplorer(model, el) {
     targetBtns.next.title = atLast ? "the last token has no next token: click an earlier token" : "the token that actually follows";
     if (document.activeElement !== targetInput) targetInput.value = model.get("target_text") || "";
     targetInput.classList.toggle("nbx-hidden", mode !== "custom");
+    if (document.activeElement !== minusInput) minusInput.value = model.get("target_minus") || "";
+    minusInput.classList.toggle("nbx-hidden", mode !== "custom");
     for (const b of modeSegs.children) b.classList.toggle("nbx-on", b.dataset.nb === `color-${model.get("color_by")}`);
-    root.querySelector("[data-nb=model]").textContent = model.get("model_name") || "";
+    const modelName = model.get("model_name") || "", badge = root.querySelector("[data-nb=model]");
+    badge.textContent = modelName.replace(/[\\/]+$/, "").split(/[\\/]/).pop();  // a folder: its name
+    badge.title = modelName;
   }
 
+  let tokensOpen = false;
   function drawTokens() {
+    const tokens = model.get("tokens") || [], n = tokens.length, sel = position();
+    const long = n > 24;
+    const win = long && !tokensOpen ? [Math.max(0, Math.min(sel - 14, n - 20)), Math.min(n, Math.max(sel - 14, 0) + 20)] : null;
+    const toggle = long ? h("button", { class: "nbx-btn nbx-btn-quiet nbx-tok-toggle", "data-nb": "tokens-toggle", "aria-expanded": tokensOpen ? "true" : "false",
+      onclick: () => { tokensOpen = !tokensOpen; drawTokens(); } }, tokensOpen ? "collapse" : `all ${n} tokens`) : null;
+    const tsr = model.get("token_sr") || {}, v = view();
+    const colored = model.get("token_colors") && !v.clean_only && tsr.key && tsr.key === v.tokens_key;
+    const values = colored ? Object.fromEntries(tsr.positions.map((p, k) => [p, { sr: tsr.sr[k], de: tsr.de[k], dl: tsr.dl[k] }])) : null;
+    const srBtn = h("button", { class: "nbx-btn nbx-btn-quiet nbx-tok-toggle" + (model.get("token_colors") ? " nbx-on-quiet" : ""), "data-nb": "tokens-sr",
+      "aria-pressed": model.get("token_colors") ? "true" : "false", title: "colour every token by the current ablation's self-repair when measured there (red: repaired, blue: the loss grew)",
+      onclick: () => { model.set("token_colors", !model.get("token_colors")); model.save_changes(); } }, "SR per token");
     tokensBox.replaceChildren(renderTokens(
-      { tokens: model.get("tokens") || [], selected: model.get("position"), next: model.get("target_mode") === "next" },
+      { tokens, selected: model.get("position"), next: model.get("target_mode") === "next", window: win, extra: [srBtn, toggle], values },
       { onClick: (i) => {
         const n = (model.get("tokens") || []).length;
         const changes = { position: i };
@@ -218,20 +257,20 @@ function renderExplorer(model, el) {
   function drawGrid() {
     const gv = gridValues();
     for (const b of modeSegs.children) b.classList.toggle("nbx-on", b.dataset.nb === `color-${model.get("color_by")}`);
-    if (!gv) { gridBody.replaceChildren(h("div", { class: "nbx-empty" }, "measuring\u2026")); return; }
+    gridEmpty.classList.toggle("nbx-hidden", !!gv);
+    grid.el.classList.toggle("nbx-hidden", !gv);
+    if (!gv) return;
     const selected = ablation();
     const v = view();
     const inView = new Set(v.ablated_ui || []);
     const exclude = model.get("color_by") === "delta" && !v.clean_only
       ? (name, l) => inView.has(name) || (name.startsWith("L") && inView.has(`attn${l}`)) : null;
-    gridBody.replaceChildren(renderGrid({ ...gv, selected }, {
-      tip, tips, exclude,
-      onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }),
-    }));
+    grid.update({ ...gv, selected, exclude });
     chips.replaceChildren(...(selected.length
       ? [h("span", { class: "nbx-muted" }, "ablated:"), ...selected.map((n) => h("button", { class: "nbx-chip", title: "remove", onclick: () => commit({ ablation: ablation().filter((x) => x !== n) }) }, n, h("span", { class: "nbx-chip-x" }, "\u00d7"))),
-        h("button", { class: "nbx-btn nbx-btn-quiet", "data-nb": "clear", onclick: () => commit({ ablation: [] }) }, "clear")]
-      : [h("span", { class: "nbx-muted" }, "nothing ablated \u2014 showing the clean run")]));
+        h("button", { class: "nbx-btn nbx-btn-quiet", "data-nb": "clear", onclick: () => commit({ ablation: [] }) }, "clear"), undoBtn]
+      : [h("span", { class: "nbx-muted" }, "nothing ablated \u2014 showing the clean run"), undoBtn]));
+    undoBtn.disabled = !model.get("can_undo");
   }
 
   function drawPanels() {
@@ -241,25 +280,68 @@ function renderExplorer(model, el) {
       for (const el_ of Object.values(slots)) el_.replaceChildren(h("div", { class: "nbx-empty" }, "measuring\u2026"));
       return;
     }
-    slots.logit.replaceChildren(renderLogit(v.logit));
-    const none = (what) => h("div", { class: "nbx-empty" }, `click a head, layer or MLP to see ${what}`);
+    slots.logit.replaceChildren(renderLogit(v.logit, { cleanOnly: v.clean_only }));
+    root.classList.toggle("nbx-clean", !!v.clean_only);
     if (v.clean_only) {
-      slots.waterfall.replaceChildren(none("its self-repair"));
-      slots.gauge.replaceChildren(none("the final-norm rescaling"));
-      slots.neurons.replaceChildren(none("anti-erasure neurons"));
+      for (const k of ["headline", "waterfall", "gauge", "neurons"]) slots[k].replaceChildren();
     } else {
+      drawHeadline();
       slots.waterfall.replaceChildren(renderWaterfall(v.waterfall));
       slots.gauge.replaceChildren(renderGauge(v.gauge));
-      slots.neurons.replaceChildren(renderNeurons(v.neurons));
+      slots.neurons.replaceChildren(renderNeurons(v.neurons, { onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }) }));
     }
     slots.layers.replaceChildren(renderLayers(v.layers));
-    slots.topk.replaceChildren(renderTopK(v.topk));
+    slots.topk.replaceChildren(renderTopK(v.topk, { cleanOnly: v.clean_only }));
+    drawComponents();
     const t = v.logit;
     targetInfo.replaceChildren(h("span", { class: "nbx-muted" }, `predicting after position ${v.position} \u2192 `),
-      h("code", { class: "nbx-token" }, tokText(t.token)));
+      h("code", { class: "nbx-token" }, tokText(t.token)), ...(t.minus !== undefined ? [" \u2212 ", h("code", { class: "nbx-token" }, tokText(t.minus))] : []));
+  }
+
+  /** One row per head and MLP layer (as export.component_rows). */
+  function componentRows() {
+    const v = view(), g = v.grid, sw = model.get("sweep") || {};
+    if (!g) return [];
+    const swOk = sw.key && sw.key === v.key, abl = new Set(v.ablated_ui || []), rows = [];
+    g.de.forEach((row, l) => {
+      row.forEach((de, hd) => rows.push({ component: `L${l}H${hd}`, layer: l, head: hd, de_clean: de, delta_de: v.clean_only ? null : g.delta[l][hd],
+        sr_alone: swOk ? sw.heads[l][hd] : null, ablated: abl.has(`L${l}H${hd}`) || abl.has(`attn${l}`) }));
+      rows.push({ component: `mlp${l}`, layer: l, head: null, de_clean: g.mlp_de[l], delta_de: v.clean_only ? null : g.mlp_delta[l],
+        sr_alone: swOk ? sw.mlp[l] : null, ablated: abl.has(`mlp${l}`) });
+    });
+    return rows;
+  }
+
+  function drawComponents() {
+    if (!view().grid) return;
+    const nothing = view().clean_only && compState.sort === "delta_de";  // no ΔDE without an ablation
+    slots.components.replaceChildren(renderComponents(componentRows(), {
+      ...compState, sort: nothing ? "de_clean" : compState.sort,
+      onSort: (k) => { compState.desc = compState.sort === k ? !compState.desc : true; compState.sort = k; drawComponents(); },
+      onMore: () => { compState.limit = 0; drawComponents(); },
+      onClick: (name, additive) => commit({ ablation: toggleSelection(ablation(), name, additive) }),
+    }));
+  }
+
+  function drawHeadline() {
+    const v = view();
+    for (const b of primeSegs.children) b.classList.toggle("nbx-on", (b.dataset.nb === "sr-prime") === srPrime);
+    if (v.headline && !v.clean_only) slots.headline.replaceChildren(renderHeadline(v.headline, { prime: srPrime, ablated: v.ablated_ui }));
+  }
+
+  /** After a failed request the panels still show the last good result: dim and label them. */
+  function drawOutdated() {
+    const v = view(), err = model.get("error");
+    const outdated = !!err && v.seq !== undefined && (model.get("done_seq") ?? -1) > v.seq;
+    root.classList.toggle("nbx-outdated", outdated);
+    root.dataset.outdated = outdated ? "1" : "0";
+    staleNote.replaceChildren(...(outdated ? [h("strong", null, "stale: "),
+      `these panels still show the last good result (target `, h("code", { class: "nbx-token" }, tokText(v.logit?.token)),
+      `, ablated ${(v.ablated_ui || []).join(" + ") || "nothing"}); the current input failed \u2014 see the message above`] : []));
   }
 
   function drawStatus() {
+    drawOutdated();
     const err = model.get("error");
     errorBox.textContent = err || "";
     errorBox.classList.toggle("nbx-hidden", !err);
@@ -277,12 +359,14 @@ function renderExplorer(model, el) {
   const on = (names, fn) => names.split(" ").forEach((n) => model.on(`change:${n}`, fn));
   on("view", () => {
     const t0 = performance.now();
-    drawPanels(); drawGrid(); drawStatus();
+    drawPanels(); drawGrid(); drawStatus(); drawTokens();
     root.dataset.renderMs = (performance.now() - t0).toFixed(1);
   });
   on("tokens prompt position target_mode", () => { drawTokens(); drawControls(); });
-  on("ablation sweep color_by", drawGrid);
-  on("method source positions scale target_text model_name", drawControls);
+  on("token_sr token_colors", drawTokens);
+  on("ablation sweep color_by can_undo", drawGrid);
+  on("sweep", drawComponents);
+  on("method source positions scale target_text target_minus model_name", drawControls);
   on("busy error status request_seq done_seq", drawStatus);
 
   const onMsg = (msg, buffers) => {

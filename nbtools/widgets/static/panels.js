@@ -1,103 +1,202 @@
 // nbtools widgets — one pure renderer per panel: (data, opts) -> Element.
 // The same renderers draw the Explorer's panels and the standalone widgets.
 
-/** Prompt tokens as buttons. data: {tokens, selected, next?}; opts.onClick(pos, evt). */
+/** Prompt tokens as buttons. data: {tokens, selected, next?, window? [from, to], extra?,
+ *  values? {position: {sr, de, dl}} (each token coloured by its SR on a symmetric scale)};
+ *  opts.onClick(pos, evt). A window shows only tokens from..to−1 (a long prompt collapsed to
+ *  one row around the selected token); `extra` (an element) is appended. */
 function renderTokens(data, opts = {}) {
   const tokens = data.tokens || [];
   const sel = data.selected < 0 ? tokens.length - 1 : data.selected;
-  return h("div", { class: "nbx-tokens", role: "listbox", "aria-label": "prompt tokens" },
-    tokens.map((t, i) => {
+  const [from, to] = data.window || [0, tokens.length];
+  const vals = data.values || null;
+  const vmax = vals ? absMax(Object.values(vals).map((x) => x.sr)) || 1 : 0;
+  const more = (n, where) => (n > 0 ? h("span", { class: "nbx-muted nbx-tok-more" }, `\u2026 ${n} ${where}`) : null);
+  return h("div", { class: "nbx-tokens" + (data.window ? " nbx-tokens-collapsed" : ""), role: "listbox", "aria-label": "prompt tokens" },
+    more(from, "earlier"),
+    tokens.slice(from, to).map((t, k) => {
+      const i = from + k;
       const cls = ["nbx-tok"];
       if (i === sel) cls.push("nbx-tok-sel");
       if (data.next && i === sel + 1) cls.push("nbx-tok-next");
+      const val = vals && vals[i];
+      if (vals) cls.push("nbx-tok-colored");
+      const c = val ? divergingRGB(val.sr, vmax) : null;
       return h("button", {
-        class: cls.join(" "), "data-pos": i, title: `position ${i}: ${JSON.stringify(t)}`,
+        class: cls.join(" "), "data-pos": i, "data-sr": val ? val.sr : null,
+        style: c && i !== sel ? { background: rgb(c), color: inkFor(c) } : null,
+        title: `position ${i}: ${JSON.stringify(t)}` + (val ? `\nSR ${fmt(val.sr, 4)} · DE ${fmt(val.de, 4)} · ΔL ${fmt(val.dl, 4)}` : ""),
         role: "option", "aria-selected": i === sel ? "true" : "false",
         onclick: (e) => opts.onClick && opts.onClick(i, e),
       }, h("span", { class: "nbx-tok-text" }, tokText(t)), h("sub", { class: "nbx-tok-pos" }, String(i)));
-    }));
+    }), more(tokens.length - to, "later"), data.extra || null);
 }
 
 /** Name of a grid cell. */
 const headName = (l, hd) => `L${l}H${hd}`;
 
-/** Layers × heads heat map with an MLP column and clickable layer labels.
- *  data: {values [L][H], mlp [L] | null, selected [names], legend, vmax?, dim?}
- *  opts: {onClick(name, additive, evt), tip, tips(kind, l, h) -> lines, exclude(name) -> bool} */
-function renderGrid(data, opts = {}) {
-  const values = data.values || [];
-  const L = values.length, H = L ? values[0].length : 0;
-  const mlp = data.mlp || null;
-  const selected = new Set(data.selected || []);
-  const cell = Math.max(11, Math.min(34, Math.floor(Math.min(440 / Math.max(H, 1), 360 / Math.max(L, 1)))));
+/** A symmetric colour limit for one column: the largest |value|, unless it is more than
+ *  `outlier` × the next largest (MLP0 of many models); then 1.25 × that next one. Same rule
+ *  as panels.robust_vmax in Python. */
+function robustVmax(values, outlier = 3) {
+  const mags = values.filter((v) => v !== null && v !== undefined && Number.isFinite(v)).map(Math.abs).sort((a, b) => b - a);
+  if (!mags.length || mags[0] === 0) return 0;
+  if (mags.length > 1 && mags[1] > 0 && mags[0] > outlier * mags[1]) return 1.25 * mags[1];
+  return mags[0];
+}
+
+/** Cell geometry for an L × H grid: wide cells for few heads, shorter rows for deep models. */
+function gridGeometry(L, H, hasMlp) {
+  const cw = Math.max(11, Math.min(34, Math.floor(440 / Math.max(H, 1))));
+  const ch = Math.max(13, Math.min(cw, 34, Math.floor(560 / Math.max(L, 1))));
   const gap = 2, left = 40, top = 20, mlpGap = 14;
-  const gridW = H * (cell + gap), width = left + gridW + (mlp ? mlpGap + cell + 4 : 0) + 6;
-  const height = top + L * (cell + gap) + 4;
-  const isAblated = (l, hd) => selected.has(headName(l, hd)) || selected.has(`attn${l}`);
-  const excluded = (name, l, hd) => opts.exclude && opts.exclude(name, l, hd);
-  // colour scale: the heads' range (MLP layers often dwarf single heads; their cells clip)
-  let vmax = data.vmax;
-  if (!(vmax > 0)) {
+  const gridW = H * (cw + gap);
+  return { cw, ch, gap, left, top, mlpGap, gridW, width: left + gridW + (hasMlp ? mlpGap + cw + 4 : 0) + 6, height: top + L * (ch + gap) + 4 };
+}
+
+/** A persistent layers × heads heat map with an MLP column and clickable layer labels. It is
+ *  built once per shape and then updated in place, so a press that lasts through a redraw
+ *  still ends in a click on the same element, and keyboard focus survives updates.
+ *  Keyboard (ARIA grid, roving tabindex): arrows / Home / End move, Enter or Space ablates
+ *  (Shift adds to the set), Escape clears, Ctrl+Z undoes; JupyterLab's own shortcuts are
+ *  suppressed there.
+ *  opts: {onClick(name, additive, evt), onClear(), onUndo(), tip, tips(kind, l, h) -> lines}
+ *  Returns {el, update(data)}; data: {values [L][H], mlp [L] | null, selected [names],
+ *  legend, vmax?, dim?, exclude?(name, l, h) -> bool}. */
+function makeGrid(opts = {}) {
+  const wrap = h("div", { class: "nbx-grid-wrap" });
+  let g = null, data = {};
+  let focus = { row: 0, col: 0 };
+
+  const nameAt = (row, col) => (col < 0 ? `attn${row}` : col >= g.H ? `mlp${row}` : headName(row, col));
+  const kindAt = (col) => (col < 0 ? "attn" : col >= g.H ? "mlp" : "head");
+  const cellAt = (row, col) => g.cells.get(nameAt(row, col));
+
+  function moveFocus(row, col, takeFocus) {
+    const minCol = -1, maxCol = g.hasMlp ? g.H : g.H - 1;
+    row = Math.max(0, Math.min(g.L - 1, row));
+    col = Math.max(minCol, Math.min(maxCol, col));
+    const old = cellAt(focus.row, focus.col);
+    if (old) old.el.setAttribute("tabindex", "-1");
+    focus = { row, col };
+    const c = cellAt(row, col);
+    c.el.setAttribute("tabindex", "0");
+    if (takeFocus) c.el.focus();
+  }
+
+  function onKey(e) {
+    const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+    if (moves[e.key]) { moveFocus(focus.row + moves[e.key][0], focus.col + moves[e.key][1], true); }
+    else if (e.key === "Home") moveFocus(focus.row, e.ctrlKey ? -1 : 0, true);
+    else if (e.key === "End") moveFocus(focus.row, g.hasMlp ? g.H : g.H - 1, true);
+    else if (e.key === "Enter" || e.key === " ") { if (opts.onClick) opts.onClick(nameAt(focus.row, focus.col), e.shiftKey, e); }
+    else if (e.key === "Escape") { if (opts.onClear) opts.onClear(); }
+    else if (e.key === "z" && (e.ctrlKey || e.metaKey)) { if (opts.onUndo) opts.onUndo(); }
+    else return;
+    e.preventDefault();
+    e.stopPropagation();
+  }
+
+  function build(L, H, hasMlp) {
+    const geo = gridGeometry(L, H, hasMlp);
+    const svg = s("svg", { class: "nbx-grid", width: geo.width, height: geo.height, viewBox: `0 0 ${geo.width} ${geo.height}`, role: "grid", "data-lm-suppress-shortcuts": "true", "aria-label": `attention heads (${L} layers × ${H} heads)${hasMlp ? " and MLP layers" : ""}`, onkeydown: onKey });
+    svg.style.maxWidth = geo.width + "px";
+    g = { L, H, hasMlp, geo, svg, cells: new Map() };
+    const header = s("g", { role: "row" });
+    const step = Math.ceil(H / Math.max(1, Math.floor(geo.gridW / 22)));
+    for (let hd = 0; hd < H; hd++) {
+      header.append(s("text", { class: "nbx-axis", role: "columnheader", x: geo.left + hd * (geo.cw + geo.gap) + geo.cw / 2, y: geo.top - 6, "text-anchor": "middle", visibility: hd % step ? "hidden" : null }, `H${hd}`));
+    }
+    if (hasMlp) header.append(s("text", { class: "nbx-axis nbx-axis-strong", role: "columnheader", x: geo.left + geo.gridW + geo.mlpGap + geo.cw / 2, y: geo.top - 6, "text-anchor": "middle" }, "MLP"));
+    svg.append(header);
+    const add = (name, kind, l, hd, el, cross) => {
+      el.addEventListener("click", (e) => { moveFocus(l, kind === "attn" ? -1 : kind === "mlp" ? H : hd, false); if (opts.onClick) opts.onClick(name, e.shiftKey || e.metaKey || e.ctrlKey, e); });
+      el.addEventListener("focus", () => { if (focus.row !== l || nameAt(focus.row, focus.col) !== name) moveFocus(l, kind === "attn" ? -1 : kind === "mlp" ? H : hd, false); });
+      if (opts.tip) hover(el, opts.tip, () => (opts.tips ? opts.tips(kind, l, hd) : [name, `value ${fmt(el.__value, 4)}`]));
+      g.cells.set(name, { el, cross, kind, l, hd });
+    };
+    for (let l = 0; l < L; l++) {
+      const y = geo.top + l * (geo.ch + geo.gap);
+      const row = s("g", { role: "row" });
+      const lab = s("text", { class: "nbx-layer", x: geo.left - 8, y: y + geo.ch / 2 + 4, "text-anchor": "end", "data-name": `attn${l}`, role: "rowheader", tabindex: "-1" }, `L${l}`);
+      row.append(lab);
+      add(`attn${l}`, "attn", l, null, lab, null);
+      const cellFor = (name, kind, hd, x) => {
+        const r = s("rect", { class: "nbx-cell" + (kind === "mlp" ? " nbx-mlp" : ""), x, y, width: geo.cw, height: geo.ch, rx: 3, "data-name": name, role: "gridcell", tabindex: "-1" });
+        const p = Math.min(geo.cw, geo.ch) * 0.3, cx = x + geo.cw / 2, cy = y + geo.ch / 2, d = Math.min(geo.cw, geo.ch) / 2 - p;
+        const cross = s("path", { class: "nbx-cross", d: `M${cx - d},${cy - d}L${cx + d},${cy + d}M${cx + d},${cy - d}L${cx - d},${cy + d}`, display: "none" });
+        row.append(r, cross);
+        add(name, kind, l, hd, r, cross);
+      };
+      for (let hd = 0; hd < H; hd++) cellFor(headName(l, hd), "head", hd, geo.left + hd * (geo.cw + geo.gap));
+      if (hasMlp) cellFor(`mlp${l}`, "mlp", null, geo.left + geo.gridW + geo.mlpGap);
+      svg.append(row);
+    }
+    g.legend = h("div", { class: "nbx-legend-box" });
+    wrap.replaceChildren(svg, g.legend);
+    focus = { row: 0, col: 0 };
+    moveFocus(0, 0, false);
+  }
+
+  function update(next) {
+    data = next || {};
+    const values = data.values || [];
+    const L = values.length, H = L ? values[0].length : 0, mlp = data.mlp || null;
+    if (!g || g.L !== L || g.H !== H || g.hasMlp !== !!mlp) build(L, H, !!mlp);
+    const selected = new Set(data.selected || []);
+    const excluded = (name, l, hd) => !!(data.exclude && data.exclude(name, l, hd));
+    let vmax = data.vmax;
     const heads = [], mlps = [];
     values.forEach((row, l) => row.forEach((v, hd) => { if (!excluded(headName(l, hd), l, hd)) heads.push(v); }));
     (mlp || []).forEach((v, l) => { if (!excluded(`mlp${l}`, l, null)) mlps.push(v); });
-    vmax = absMax(heads) || absMax(mlps) || 1;
-  }
-  const clipped = (mlp || []).some((v, l) => v !== null && Math.abs(v) > vmax * 1.0001 && !excluded(`mlp${l}`, l, null));
-  const click = (name) => (e) => opts.onClick && opts.onClick(name, e.shiftKey || e.metaKey || e.ctrlKey, e);
-  const tipLines = (kind, l, hd, v) => () => (opts.tips ? opts.tips(kind, l, hd) : [kind === "head" ? headName(l, hd) : kind === "mlp" ? `MLP ${l}` : `attention layer ${l}`, `value ${fmt(v, 4)}`]);
-  const svg = s("svg", { class: "nbx-grid" + (data.dim ? " nbx-dim" : ""), width, height, viewBox: `0 0 ${width} ${height}`, role: "grid" });
-  const step = Math.ceil(H / Math.max(1, Math.floor(gridW / 22)));
-  for (let hd = 0; hd < H; hd += step) {
-    svg.append(s("text", { class: "nbx-axis", x: left + hd * (cell + gap) + cell / 2, y: top - 6, "text-anchor": "middle" }, `H${hd}`));
-  }
-  if (mlp) svg.append(s("text", { class: "nbx-axis nbx-axis-strong", x: left + gridW + mlpGap + cell / 2, y: top - 6, "text-anchor": "middle" }, "MLP"));
-  for (let l = 0; l < L; l++) {
-    const y = top + l * (cell + gap);
-    const attnSel = selected.has(`attn${l}`);
-    const lab = s("text", {
-      class: "nbx-layer" + (attnSel ? " nbx-layer-sel" : ""), x: left - 8, y: y + cell / 2 + 4, "text-anchor": "end",
-      "data-name": `attn${l}`, onclick: click(`attn${l}`),
-    }, `L${l}`);
-    hover(lab, opts.tip, tipLines("attn", l, null));
-    svg.append(lab);
-    for (let hd = 0; hd < H; hd++) {
-      const v = values[l][hd], name = headName(l, hd);
+    const vmaxMlp = data.vmax > 0 ? data.vmax : robustVmax(mlps) || 1;
+    if (!(vmax > 0)) vmax = absMax(heads) || vmaxMlp;
+    g.svg.classList.toggle("nbx-dim", !!data.dim);
+    const words = data.legend || "value";
+    const clipped = [];
+    for (const [name, c] of g.cells) {
+      const { el, cross, kind, l, hd } = c;
+      const abl = selected.has(name) || (kind === "head" && selected.has(`attn${l}`));
+      if (kind === "attn") {
+        el.classList.toggle("nbx-layer-sel", abl);
+        el.setAttribute("aria-label", `L${l}: whole attention layer ${l}${abl ? ", ablated" : ""}`);
+        el.setAttribute("aria-selected", abl ? "true" : "false");
+        continue;
+      }
+      const v = kind === "mlp" ? mlp[l] : values[l][hd];
+      const lim = kind === "mlp" ? vmaxMlp : vmax;
       const ex = excluded(name, l, hd);
-      const col = ex ? [225, 225, 225] : divergingRGB(v, vmax);
-      const x = left + hd * (cell + gap);
-      const r = s("rect", {
-        class: "nbx-cell" + (isAblated(l, hd) ? " nbx-cell-abl" : ""), x, y, width: cell, height: cell, rx: 3,
-        fill: rgb(col), "data-name": name, "data-value": v, onclick: click(name),
-      });
-      hover(r, opts.tip, tipLines("head", l, hd, v));
-      svg.append(r);
-      if (isAblated(l, hd)) svg.append(crossMark(x, y, cell, inkFor(col)));
+      const col = ex ? [225, 225, 225] : divergingRGB(v, lim);
+      const clip = !ex && v !== null && v !== undefined && Math.abs(v) > lim * 1.0001;
+      if (clip && kind === "mlp") clipped.push(`MLP${l}`);
+      el.setAttribute("fill", rgb(col));
+      el.setAttribute("data-value", v);
+      el.__value = v;
+      el.classList.toggle("nbx-cell-abl", abl);
+      el.classList.toggle("nbx-clip", clip);
+      el.setAttribute("aria-selected", abl ? "true" : "false");
+      const what = kind === "mlp" ? `MLP layer ${l}` : `head ${hd} of layer ${l}`;
+      el.setAttribute("aria-label", `${kind === "mlp" ? `mlp${l}` : name}: ${what}, ${words} ${fmt(v, 3)}${abl ? ", ablated" : ""}`);
+      cross.setAttribute("display", abl ? "inline" : "none");
+      cross.setAttribute("stroke", inkFor(col));
     }
-    if (mlp) {
-      const v = mlp[l], name = `mlp${l}`, x = left + gridW + mlpGap;
-      const ex = excluded(name, l, null);
-      const col = ex ? [225, 225, 225] : divergingRGB(v, vmax);
-      const sel = selected.has(name);
-      const r = s("rect", {
-        class: "nbx-cell nbx-mlp" + (sel ? " nbx-cell-abl" : ""), x, y, width: cell, height: cell, rx: 3,
-        fill: rgb(col), "data-name": name, "data-value": v, onclick: click(name),
-      });
-      hover(r, opts.tip, tipLines("mlp", l, null, v));
-      svg.append(r);
-      if (sel) svg.append(crossMark(x, y, cell, inkFor(col)));
-    }
+    const bars = [legendBar(vmax, words + (mlp ? " \u00b7 heads" : ""))];
+    if (mlp) bars.push(legendBar(vmaxMlp, "MLP column (own scale" + (clipped.length ? `; ${clipped.join(", ")} beyond` : "") + ")", "mlp"));
+    g.legend.replaceChildren(...bars);
   }
-  return h("div", { class: "nbx-grid-wrap" }, svg, legendBar(vmax, (data.legend || "value") + (clipped ? " \u00b7 MLP cells clipped" : "")));
+
+  return { el: wrap, update };
 }
 
-function crossMark(x, y, c, ink) {
-  const p = c * 0.3;
-  return s("path", { class: "nbx-cross", d: `M${x + p},${y + p}L${x + c - p},${y + c - p}M${x + c - p},${y + p}L${x + p},${y + c - p}`, stroke: ink });
+/** A one-off grid (standalone widgets): makeGrid + update. */
+function renderGrid(data, opts = {}) {
+  const grid = makeGrid(opts);
+  grid.update(data);
+  return grid.el;
 }
 
 /** Horizontal colour bar for a symmetric diverging scale, with a caption below. */
-function legendBar(vmax, label) {
+function legendBar(vmax, label, key) {
   const w = 180, hgt = 8, n = 24;
   const svg = s("svg", { class: "nbx-legend-bar", width: w + 70, height: 13 });
   for (let i = 0; i < n; i++) {
@@ -106,29 +205,62 @@ function legendBar(vmax, label) {
   }
   svg.append(s("text", { class: "nbx-axis", x: 31, y: 10, "text-anchor": "end" }, fmt(-vmax, 2)));
   svg.append(s("text", { class: "nbx-axis", x: 39 + w, y: 10 }, fmt(vmax, 2)));
-  return h("div", { class: "nbx-legend" }, svg, h("div", { class: "nbx-legend-label" }, label));
+  return h("div", { class: "nbx-legend", "data-nb": key ? `legend-${key}` : "legend", "data-vmax": vmax }, svg, h("div", { class: "nbx-legend-label" }, label));
 }
 
-/** Target logit and probability, clean → ablated. data: logit_data(). */
-function renderLogit(data) {
+/** Target logit and probability, clean → ablated. data: logit_data(); opts.cleanOnly: only
+ *  the clean values (nothing ablated). A note explains centred logits, louder when ΔL and
+ *  the probability move in opposite directions. */
+function renderLogit(data, opts = {}) {
   const d = data || {};
+  const clean = !!opts.cleanOnly;
   const delta = d.delta;
-  const badge = (delta === null || delta === undefined) ? null
+  const badge = (clean || delta === null || delta === undefined) ? null
     : h("span", { class: "nbx-badge " + (delta < 0 ? "nbx-neg" : "nbx-pos"), "data-nb": "logit-delta", "data-value": delta }, `ΔL ${fmt(delta, 3)}`);
-  const arrow = h("span", { class: "nbx-arrow" }, "\u2192");
+  const arrow = () => (clean ? null : h("span", { class: "nbx-arrow" }, "\u2192"));
+  const after = (key, value, text) => (clean ? null : h("span", { class: "nbx-num nbx-strong", "data-nb": key, "data-value": value }, text));
+  const dp = (d.p_clean ?? null) === null ? null : (d.p_ablated ?? 0) - d.p_clean;
+  const opposite = !clean && dp !== null && delta !== null && delta !== undefined && Math.abs(delta) > 1e-6 && Math.abs(dp) > 1e-9 && (delta > 0) !== (dp > 0);
+  const note = d.centred === false || d.minus !== undefined ? null : h("div", { class: "nbx-note" + (opposite ? " nbx-note-warn" : ""), "data-nb": "centred-note", "data-opposite": opposite ? "1" : "0" },
+    opposite ? `ΔL and the probability moved in opposite directions: ΔL is the centred logit (the target's logit minus the mean over the vocabulary), while the probability also depends on how every other token's logit moved (softmax).`
+      : "logits are centred: the target's logit minus the mean logit over the vocabulary");
   return h("div", { class: "nbx-logit" },
     h("div", { class: "nbx-logit-target" }, "target ",
       h("code", { class: "nbx-token", "data-nb": "target-token" }, tokText(d.token)),
-      h("span", { class: "nbx-muted" }, ` id ${d.id ?? "?"}`)),
+      d.minus !== undefined ? [" \u2212 ", h("code", { class: "nbx-token", "data-nb": "target-minus" }, tokText(d.minus)),
+        h("span", { class: "nbx-muted" }, " logit difference")] : h("span", { class: "nbx-muted" }, ` id ${d.id ?? "?"}`)),
     h("div", { class: "nbx-logit-row" },
-      h("span", { class: "nbx-label" }, d.centred === false ? "logit" : "logit (centred)"),
-      h("span", { class: "nbx-num", "data-nb": "logit-clean", "data-value": d.clean }, fmt(d.clean, 3)), arrow.cloneNode(true),
-      h("span", { class: "nbx-num nbx-strong", "data-nb": "logit-ablated", "data-value": d.ablated }, fmt(d.ablated, 3)), badge),
+      h("span", { class: "nbx-label" }, d.minus !== undefined ? "logit diff." : d.centred === false ? "logit" : "logit (centred)"),
+      h("span", { class: "nbx-num" + (clean ? " nbx-strong" : ""), "data-nb": "logit-clean", "data-value": d.clean }, fmt(d.clean, 3)), arrow(),
+      after("logit-ablated", d.ablated, fmt(d.ablated, 3)), badge),
     h("div", { class: "nbx-logit-row" },
-      h("span", { class: "nbx-label" }, "probability"),
-      h("span", { class: "nbx-num", "data-nb": "p-clean", "data-value": d.p_clean }, fmtP(d.p_clean)), arrow.cloneNode(true),
-      h("span", { class: "nbx-num nbx-strong", "data-nb": "p-ablated", "data-value": d.p_ablated }, fmtP(d.p_ablated)),
-      probBars(d.p_clean, d.p_ablated)));
+      h("span", { class: "nbx-label" }, d.minus !== undefined ? `p(${tokText(d.token)})` : "probability"),
+      h("span", { class: "nbx-num" + (clean ? " nbx-strong" : ""), "data-nb": "p-clean", "data-value": d.p_clean }, fmtP(d.p_clean)), arrow(),
+      after("p-ablated", d.p_ablated, fmtP(d.p_ablated)),
+      clean ? null : probBars(d.p_clean, d.p_ablated)),
+    note);
+}
+
+/** The numbers papers quote. data: headline_data(); opts: {prime (show SR′ = ΔL + DE),
+ *  ablated [names]}. */
+function renderHeadline(data, opts = {}) {
+  const d = data || {};
+  const prime = !!opts.prime;
+  const sr = prime ? d.sr_prime : d.sr, share = prime ? d.sr_prime_share : d.sr_share;
+  const what = (opts.ablated || []).join(" + ") || "the ablated parts";
+  const big = (label, key, value, text, title) => h("div", { class: "nbx-hl", title },
+    h("div", { class: "nbx-hl-label" }, label), h("div", { class: "nbx-hl-num nbx-num", "data-nb": key, "data-value": value }, text));
+  const pct = share === null || share === undefined ? "\u2013" : (share < 0 ? MINUS : "") + Math.abs(100 * share).toFixed(0) + "%";
+  return h("div", { class: "nbx-headline" },
+    h("div", { class: "nbx-hl-row" },
+      big(prime ? "SR\u2032 = ΔL + DE" : "self-repair SR", "hl-sr", sr, fmt(sr, 3),
+        prime ? "ΔL + DE: self-repair if the ablated parts' own direct effect were gone entirely" : "SR = ΔL − (DE\u2032 − DE): how much of the loss the rest of the model made up"),
+      big(`DE of ${what}`, "hl-de", d.de, fmt(d.de, 3), "the ablated parts' direct effect on the target in the clean run"),
+      big(prime ? "SR\u2032 / DE" : "SR / DE", "hl-share", share, pct, "self-repair as a share of the direct effect (Rushing & Nanda's main metric)"),
+      big("ΔL", "hl-dl", d.delta_logit, fmt(d.delta_logit, 3), "net change of the target's centred logit")),
+    h("div", { class: "nbx-muted nbx-hl-words" }, share === null || share === undefined
+      ? "DE is about zero: no share of it to repair"
+      : `the rest of the model made up ${pct} of ${what}'s direct effect` + (d.de < 0 ? " (DE < 0: the part was pushing against the target)" : "")));
 }
 
 function probBars(p0, p1) {
@@ -234,29 +366,53 @@ function sparkline(values, W = 250, Hh = 34) {
   return svg;
 }
 
-/** Anti-erasure neuron table. data: neuron_data() ({rows, spark, n_total, share_top}). */
-function renderNeurons(data) {
+/** Anti-erasure neurons. data: neuron_data() ({rows: anti-erasure neurons, negative: the
+ *  largest negative movers, spark, n_total, n_ae, ae_sum, top_sum, sr_mlp, share_top}).
+ *  opts.onClick(name, additive): a row was clicked (or Enter / Space on it): "mlp<L>:<n>". */
+function renderNeurons(data, opts = {}) {
   const d = data || {};
-  const rows = d.rows || [];
-  if (!rows.length) return h("div", { class: "nbx-empty" }, "no neuron data (measure with neurons=True)");
-  const m = absMax(rows.map((r) => r.delta_de)) || 1;
+  const rows = d.rows || [], neg = d.negative || [];
+  if (!rows.length && !neg.length && !d.n_total) return h("div", { class: "nbx-empty" }, "no neuron data (measure with neurons=True)");
+  const m = absMax([...rows, ...neg].map((r) => r.delta_de)) || 1;
   const bar = (v) => {
     const pct = Math.min(100, (100 * Math.abs(v || 0)) / m).toFixed(1);
     const col = (v || 0) >= 0 ? "var(--nbx-pos-soft)" : "var(--nbx-neg-soft)";
     return { background: `linear-gradient(90deg, ${col} ${pct}%, transparent ${pct}%)` };
   };
+  const act = (name) => (e) => {
+    if (!opts.onClick || (e.type === "keydown" && e.key !== "Enter" && e.key !== " ")) return;
+    e.preventDefault();
+    opts.onClick(name, e.shiftKey || e.metaKey || e.ctrlKey);
+  };
+  const line = (r, key) => h("tr", { class: (r.anti_erasure ? "nbx-ae" : "nbx-negmove") + (opts.onClick ? " nbx-clickable" : ""), "data-nb": key, "data-neuron": `mlp${r.layer}:${r.neuron}`,
+    tabindex: opts.onClick ? "0" : null, title: opts.onClick ? `click: ablate neuron ${r.neuron} of MLP ${r.layer} (mlp${r.layer}:${r.neuron}) \u00b7 shift-click: add it` : null,
+    onclick: act(`mlp${r.layer}:${r.neuron}`), onkeydown: act(`mlp${r.layer}:${r.neuron}`) },
+    h("td", null, h("code", null, `L${r.layer}.${r.neuron}`), r.anti_erasure ? h("span", { class: "nbx-ae-badge", title: "anti-erasure: erased the target on the clean run (DE < 0) and erases less when ablated (ΔDE > 0)" }, "AE") : null),
+    h("td", { class: "nbx-num" }, fmt(r.de_clean, 3)),
+    h("td", { class: "nbx-num" }, fmt(r.de_ablated, 3)),
+    h("td", { class: "nbx-num nbx-strong nbx-bar-cell", "data-value": r.delta_de, style: bar(r.delta_de) }, fmt(r.delta_de, 3)));
+  const body = [...rows.map((r, i) => line(r, `neuron-${i}`))];
+  if (neg.length) {
+    body.push(h("tr", { class: "nbx-subhead" }, h("td", { colspan: 4 }, "moved the other way (largest negative ΔDE)")));
+    body.push(...neg.map((r, i) => line(r, `negative-${i}`)));
+  }
+  const k = rows.length;
+  let foot;
+  if (!k) foot = "No neuron erased the target in the clean run and erased less after the ablation.";
+  else {
+    foot = `${k === 1 ? "This neuron" : `These ${k} neurons`} pushed the target down in the clean run (DE < 0) and pushed less once ablated: together ${fmt(d.top_sum, 3)} logits back`;
+    if (d.sr_mlp === null || d.sr_mlp === undefined) foot += ".";
+    else if (d.share_top !== null && d.share_top !== undefined && d.sr_mlp > 0) foot += `, ${(100 * d.share_top).toFixed(0)}% of the MLP layers' self-repair (${fmt(d.sr_mlp, 3)}).`;
+    else foot += `; the MLP layers' self-repair overall is ${fmt(d.sr_mlp, 3)} (other neurons moved the other way).`;
+    if (d.n_ae !== undefined && d.ae_sum !== undefined) foot += ` All ${d.n_ae} such neurons of ${d.n_total}: ${fmt(d.ae_sum, 3)}.`;
+  }
   return h("div", { class: "nbx-neurons" },
     h("div", { class: "nbx-spark-row" }, sparkline(d.spark || [], 160, 28),
       h("span", { class: "nbx-muted" }, `ΔDE of all ${d.n_total} neurons, sorted`)),
     h("table", { class: "nbx-table" },
       h("thead", null, h("tr", null, h("th", null, "neuron"), h("th", null, "DE clean"), h("th", null, "DE abl."), h("th", null, "ΔDE"))),
-      h("tbody", null, rows.map((r, i) => h("tr", { class: r.anti_erasure ? "nbx-ae" : "", "data-nb": `neuron-${i}` },
-        h("td", null, h("code", null, `L${r.layer}.${r.neuron}`), r.anti_erasure ? h("span", { class: "nbx-ae-badge", title: "anti-erasure: erased the target on the clean run (DE < 0) and erases less when ablated (ΔDE > 0)" }, "AE") : null),
-        h("td", { class: "nbx-num" }, fmt(r.de_clean, 3)),
-        h("td", { class: "nbx-num" }, fmt(r.de_ablated, 3)),
-        h("td", { class: "nbx-num nbx-strong nbx-bar-cell", "data-value": r.delta_de, style: bar(r.delta_de) }, fmt(r.delta_de, 3)))))),
-    d.share_top === null || d.share_top === undefined ? null
-      : h("div", { class: "nbx-muted nbx-foot" }, `top-5 neurons carry ${(100 * d.share_top).toFixed(0)}% of SR`, h("sub", null, "MLP")));
+      h("tbody", null, body)),
+    h("div", { class: "nbx-muted nbx-foot", "data-nb": "neurons-foot" }, foot));
 }
 
 /** One line chart of per-layer values, clean (dashed) vs ablated (solid), marked layers shaded. */
@@ -264,8 +420,12 @@ function layerChart(title, clean, ablated, marked, W = 440, Hh = 150) {
   const L = clean.length;
   const padL = 40, padR = 8, padT = 18, padB = 22;
   const all = [...clean, ...ablated].filter((v) => v !== null && v !== undefined);
-  const lo = Math.min(0, ...all), hi = Math.max(0, ...all), span = hi - lo || 1;
-  const yy = (v) => padT + ((hi + span * 0.08 - v) / (span * 1.16)) * (Hh - padT - padB);
+  // a robust range: one outlying layer (MLP0) must not flatten the rest; it is drawn at the
+  // edge with its value written next to it
+  const lim = robustVmax(clean.map((v, l) => absMax([v, ablated[l]]))), big = absMax(all);  // one per layer
+  const cut = lim > 0 && lim < big;
+  const lo = Math.max(cut ? -lim : -Infinity, Math.min(0, ...all)), hi = Math.min(cut ? lim : Infinity, Math.max(0, ...all)), span = hi - lo || 1;
+  const yy = (v) => padT + ((hi + span * 0.08 - Math.max(lo, Math.min(hi, v))) / (span * 1.16)) * (Hh - padT - padB);
   const xx = (l) => padL + (L <= 1 ? 0.5 : l / (L - 1)) * (W - padL - padR);
   const svg = s("svg", { class: "nbx-lines nbx-fluid", viewBox: `0 0 ${W} ${Hh}`, style: { maxWidth: W + "px" } });
   svg.append(s("text", { class: "nbx-chart-title", x: padL, y: 11 }, title));
@@ -284,6 +444,15 @@ function layerChart(title, clean, ablated, marked, W = 440, Hh = 150) {
   svg.append(s("path", { class: "nbx-line-clean", d: path(clean) }));
   svg.append(s("path", { class: "nbx-line-abl", d: path(ablated) }));
   const tip = (l) => s("title", null, `${title.replace(/s$/, "")} ${l}: clean ${fmt(clean[l], 4)}, ablated ${fmt(ablated[l], 4)}, ΔDE ${fmt((ablated[l] ?? 0) - (clean[l] ?? 0), 4)}`);
+  if (cut) {
+    const seen = new Set();
+    [...clean.map((v, l) => [v, l]), ...ablated.map((v, l) => [v, l])].forEach(([v, l]) => {
+      if (v === null || v === undefined || Math.abs(v) <= lim || seen.has(l)) return;
+      seen.add(l);
+      svg.append(s("text", { class: "nbx-axis nbx-clip-label", "data-nb": `clipped-${l}`, x: xx(l) + (l < L / 2 ? 6 : -6), y: v > 0 ? padT + 9 : Hh - padB - 3, "text-anchor": l < L / 2 ? "start" : "end" },
+        `${v > 0 ? "\u25b2" : "\u25bc"} layer ${l}: ${fmt(v, 2)} (off scale)`));
+    });
+  }
   clean.forEach((v, l) => svg.append(s("circle", { class: "nbx-dot-clean", cx: xx(l), cy: yy(v ?? 0), r: 2.5 }, tip(l))));
   ablated.forEach((v, l) => svg.append(s("circle", { class: "nbx-dot-abl", cx: xx(l), cy: yy(v ?? 0), r: 3, "data-value": v }, tip(l))));
   return svg;
@@ -302,8 +471,9 @@ function renderLayers(data) {
       h("span", { class: "nbx-muted" }, `DE at ${d.scale === "recomputed" ? "each run's own" : "the clean"} norm scale`)));
 }
 
-/** Top-k predictions, clean vs ablated. data: topk_data() ({clean, ablated, target_id}). */
-function renderTopK(data) {
+/** Top-k predictions, clean vs ablated. data: topk_data() ({clean, ablated, target_id});
+ *  opts.cleanOnly: the clean column only (nothing ablated). */
+function renderTopK(data, opts = {}) {
   const d = data || {};
   const col = (title, rows, cls) => h("div", { class: "nbx-topk-col" },
     h("div", { class: "nbx-topk-title" }, title),
@@ -314,5 +484,36 @@ function renderTopK(data) {
         style: { background: `linear-gradient(90deg, ${tint} ${pct}%, transparent ${pct}%)` } },
       h("code", { class: "nbx-token" }, tokText(r.token)), h("span", { class: "nbx-num" }, fmtP(r.p)));
     }));
-  return h("div", { class: "nbx-topk" }, col("clean", d.clean, "clean"), col("ablated", d.ablated, "ablated"));
+  return h("div", { class: "nbx-topk" }, col("clean", d.clean, "clean"), opts.cleanOnly ? null : col("ablated", d.ablated, "ablated"));
+}
+
+/** Components as a sortable table (heads and MLP layers). rows: [{component, de_clean,
+ *  delta_de, sr_alone, ablated}] (as export.component_rows); opts: {sort, desc, limit,
+ *  onSort(key), onClick(name, additive), onMore()}. */
+function renderComponents(rows, opts = {}) {
+  const cols = [["component", "component"], ["de_clean", "DE clean"], ["delta_de", "ΔDE now"], ["sr_alone", "SR alone"]];
+  const key = opts.sort || "delta_de", desc = opts.desc !== false;
+  const val = (r) => (key === "component" ? r.layer * 1000 + (r.head ?? 999) : r[key]);
+  const sorted = [...rows].sort((a, b) => {
+    const x = val(a), y = val(b);
+    if (x === null || x === undefined) return 1;
+    if (y === null || y === undefined) return -1;
+    return desc ? y - x : x - y;
+  });
+  const shown = sorted.slice(0, opts.limit || sorted.length);
+  const head = h("tr", null, cols.map(([k, label]) => h("th", { "aria-sort": k === key ? (desc ? "descending" : "ascending") : "none" },
+    h("button", { class: "nbx-sort" + (k === key ? " nbx-on-sort" : ""), "data-nb": `sort-${k}`, onclick: () => opts.onSort && opts.onSort(k) },
+      label + (k === key ? (desc ? " \u25bc" : " \u25b2") : "")))));
+  const act = (name) => (e) => {
+    if (!opts.onClick || (e.type === "keydown" && e.key !== "Enter" && e.key !== " ")) return;
+    e.preventDefault();
+    opts.onClick(name, e.shiftKey || e.metaKey || e.ctrlKey);
+  };
+  const body = shown.map((r, i) => h("tr", { class: "nbx-clickable" + (r.ablated ? " nbx-row-abl" : ""), tabindex: "0", "data-nb": `comp-${i}`, "data-component": r.component,
+    onclick: act(r.component), onkeydown: act(r.component), title: `click: ablate ${r.component} \u00b7 shift-click: add it` },
+  h("td", null, h("code", null, r.component)), h("td", { class: "nbx-num", "data-value": r.de_clean }, fmt(r.de_clean, 3)),
+  h("td", { class: "nbx-num", "data-value": r.delta_de }, fmt(r.delta_de, 3)), h("td", { class: "nbx-num", "data-value": r.sr_alone }, fmt(r.sr_alone, 3))));
+  return h("div", { class: "nbx-components" },
+    h("table", { class: "nbx-table" }, h("thead", null, head), h("tbody", null, body)),
+    shown.length < sorted.length ? h("button", { class: "nbx-btn nbx-btn-quiet", "data-nb": "comp-more", onclick: () => opts.onMore && opts.onMore() }, `all ${sorted.length}`) : null);
 }

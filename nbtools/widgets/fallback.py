@@ -1,0 +1,168 @@
+"""The Explorer's static PNG fallback, drawn in a helper process so it never delays a click.
+
+A notebook saved without a running kernel shows this image where the live widget was.
+Drawing it (matplotlib, 0.3–2 s) on the measuring thread made a click after a pause wait
+behind it, so a long-lived child process (`python -m nbtools.widgets.export`, niced) draws
+it from the view dict. A click `pause()`s the child (SIGSTOP; where there is no SIGSTOP the
+child is killed) and drops the pending job; the next idle period resumes the child, whose
+now-stale answer is discarded, and draws the current view.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+_STOP = getattr(signal, "SIGSTOP", None)
+_CONT = getattr(signal, "SIGCONT", None)
+
+
+class StaticRenderer:
+    """Latest-wins PNG rendering in a child process, driven by one daemon thread.
+
+    on_png(png_bytes) runs on that thread for the current job only; on_error(message) when
+    the child reports a drawing error.
+    """
+
+    def __init__(self, on_png, on_error=None):
+        self.on_png, self.on_error = on_png, on_error
+        self._cond = threading.Condition()
+        self._job: tuple[float, bytes, int] | None = None
+        self._gen = 0
+        self._proc: subprocess.Popen | None = None
+        self._rendering = False
+        self._paused = False
+        self._resume: threading.Timer | None = None
+        self._closed = False
+        self.rendered = 0
+        self._delivered = 0  # the generation of the last drawing handed to on_png
+        self._thread = threading.Thread(target=self._loop, name="nbtools-static", daemon=True)
+        self._thread.start()
+
+    def schedule(self, payload: dict, delay: float) -> None:
+        """Draw `payload` ({"view", "color_by", "sweep", "tokens", "dpi"}) after `delay` s of
+        no further schedule() or pause()."""
+        line = json.dumps(payload, default=str).encode() + b"\n"
+        with self._cond:
+            if self._closed:
+                return
+            self._gen += 1
+            self._job = (time.monotonic() + delay, line, self._gen)
+            if self._paused:
+                self._cancel_resume()
+                self._resume = threading.Timer(delay, self._wake, args=(self._gen,))
+                self._resume.daemon = True
+                self._resume.start()
+            self._cond.notify_all()
+
+    def draw_now(self, payload: dict, timeout: float = 60.0) -> bool:
+        """Draw `payload` at once (resuming a paused child) and wait until on_png has run;
+        False on timeout. on_png runs on this object's thread, as for scheduled drawings
+        (the notebook routes display updates from it to the Explorer's cell)."""
+        self.schedule(payload, 0.0)
+        end = time.monotonic() + timeout
+        with self._cond:
+            gen = self._gen
+            while self._delivered < gen and not self._closed:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def pause(self) -> None:
+        """A click: drop the pending drawing and freeze one in progress."""
+        with self._cond:
+            self._gen += 1
+            self._job = None
+            self._cancel_resume()
+            if self._rendering and not self._paused and self._proc is not None:
+                if _STOP is None:
+                    self._proc.kill()
+                else:
+                    self._proc.send_signal(_STOP)
+                    self._paused = True
+            self._cond.notify_all()
+
+    def busy(self) -> bool:
+        """A drawing is pending or in progress."""
+        with self._cond:
+            return self._job is not None or self._rendering
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._job = None
+            self._cancel_resume()
+            proc, self._proc = self._proc, None
+            self._cond.notify_all()
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+    # --- internals -------------------------------------------------------------------------
+    def _cancel_resume(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+
+    def _wake(self, gen: int) -> None:
+        with self._cond:
+            if gen == self._gen and self._paused and self._proc is not None:
+                self._proc.send_signal(_CONT)
+                self._paused = False
+
+    def _child(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen([sys.executable, "-m", "nbtools.widgets.export"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        return self._proc
+
+    def _take(self) -> tuple[bytes, int, subprocess.Popen] | None:
+        """The next due job (under the lock); None once closed."""
+        while not self._closed:
+            if self._job is not None and self._job[0] <= time.monotonic():
+                _, line, gen = self._job
+                self._job = None
+                self._rendering = True
+                return line, gen, self._child()
+            wait = None if self._job is None else max(0.0, self._job[0] - time.monotonic())
+            self._cond.wait(wait)
+        return None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                job = self._take()
+            if job is None:
+                return
+            line, gen, proc = job
+            try:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+                head = proc.stdout.read(9)
+                data = proc.stdout.read(int.from_bytes(head[1:], "big")) if len(head) == 9 else b""
+                status = head[:1]
+            except (OSError, ValueError):  # the child was killed (close, or no SIGSTOP)
+                status, data = b"", b""
+            with self._cond:
+                self._rendering = False
+                current = gen == self._gen and not self._closed
+                if status == b"P":
+                    self.rendered += 1
+                self._cond.notify_all()
+            if not current:
+                continue
+            try:
+                if status == b"P":
+                    self.on_png(data)
+                elif status == b"E" and self.on_error is not None:
+                    self.on_error(data.decode(errors="replace"))
+            finally:
+                with self._cond:
+                    self._delivered = max(self._delivered, gen)
+                    self._cond.notify_all()
