@@ -60,13 +60,15 @@ def _close(a, b, tol=1e-5):
         assert a == b
 
 
-@pytest.mark.parametrize("case", ["resample_custom_target", "clean_sr", "mean_measured"])
+@pytest.mark.parametrize("case", ["resample_custom_target", "clean_sr", "mean_measured",
+                                  "logit_difference"])
 def test_generated_code_reproduces_the_explorer(lab, case):
     kw = {"resample_custom_target": dict(ablate=["3.1", "mlp2"], method="resample",
                                          source=SOURCE, target=" the", scale="recomputed"),
           "clean_sr": dict(color_by="sr", position=6, target="next"),
           "mean_measured": dict(ablate="attn4", method="mean", positions="measured",
-                                color_by="delta")}[case]
+                                color_by="delta"),
+          "logit_difference": dict(ablate="4.3", target=(" the", " a"))}[case]
     ex = Explorer(lab, prompt=PROMPT, static_fallback=False, **kw)
     try:
         ex.wait()
@@ -99,6 +101,8 @@ def test_generated_code_reproduces_the_explorer(lab, case):
     if case == "clean_sr":
         _close(got["sweep"], {"heads": sweep["heads"], "mlp": sweep["mlp"]})
         assert "sweep_grid" in code and "clean_view(view)" in code
+    if case == "logit_difference":
+        assert "logit_difference(m, lab.measure(" in code
     if case == "resample_custom_target":
         assert f"sources=[{SOURCE!r}]" in code and "# target token ' the'" in code
 

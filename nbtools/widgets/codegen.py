@@ -26,7 +26,8 @@ def _kwargs(options: dict, indent: str = "    ") -> str:
 def explorer_code(model: str, prompt: str, ablation: list[str], options: dict, *,
                   name: str | None = None, dtype: str = "float32", top_k: int = 10,
                   n_neurons: int = 8, color_by: str = "de", n_layers: int, n_heads: int,
-                  target_token: str | None = None) -> str:
+                  target_token: str | None = None, minus: int | None = None,
+                  minus_token: str | None = None) -> str:
     """The source of a cell reproducing one Explorer view.
 
     model / name / dtype: the `nbtools.load` arguments. prompt, ablation (component names;
@@ -36,6 +37,7 @@ def explorer_code(model: str, prompt: str, ablation: list[str], options: dict, *
     ("de", "delta", or "sr", which adds the sweep of every head and MLP ablated alone).
     n_layers, n_heads: the model's sizes (for the clean run's stand-in ablation and the
     sweep). target_token: the custom target's text, written as a comment next to its id.
+    minus / minus_token: the subtracted token of a logit-difference target (id and text).
     """
     load = [repr(model)] + ([f"name={name!r}"] if name and name != model else []) + \
         [f"dtype={dtype!r}"]
@@ -65,10 +67,12 @@ def explorer_code(model: str, prompt: str, ablation: list[str], options: dict, *
     lines += ["m = lab.measure(", "    prompt,", f"    {measured!r},",
               f"    target={target!r},{comment}",
               _kwargs(call).rstrip("\n"), _kwargs(dict(FIXED, top_k=top_k)).rstrip("\n"), ")",
+              *_minus_lines(measured, call, minus, minus_token),
               "print(m)",
               "decode = lambda i: lab.tokenizer.decode([int(i)])  # noqa: E731",
               f"view = measurement_view(m, decode, 0, {n_neurons})",
-              f"view.update(ablated_ui={list(ablation)!r}, position={opts['measure_at'][0]!r})"]
+              f"view.update(ablated_ui={list(ablation)!r}, position={opts['measure_at'][0]!r})",
+              *([f"view['logit']['minus'] = decode({minus!r})"] if minus is not None else [])]
     if clean:
         lines.append("clean_view(view)")
     sweep = "None"
@@ -84,6 +88,20 @@ def explorer_code(model: str, prompt: str, ablation: list[str], options: dict, *
     lines += [f"fig = view_figure(view, {color_by!r}, {sweep}, lab.to_str_tokens(prompt))",
               "fig"]
     return "\n".join(lines) + "\n"
+
+
+def _minus_lines(measured: list, call: dict, minus: int | None,
+                 minus_token: str | None) -> list[str]:
+    """For a logit-difference target: measure the subtracted token with the same runs and
+    take the difference (`nbtools.widgets.explorer.logit_difference`)."""
+    if minus is None:
+        return []
+    comment = f"  # target token {minus_token!r}" if minus_token is not None else ""
+    return ["# a logit difference: the same runs measured on the subtracted token",
+            "from nbtools.widgets.explorer import logit_difference",
+            "m = logit_difference(m, lab.measure(", "    prompt,", f"    {measured!r},",
+            f"    target={minus!r},{comment}",
+            _kwargs(call).rstrip("\n"), _kwargs(FIXED).rstrip("\n"), "))"]
 
 
 def model_source(lab) -> tuple[str, str | None]:

@@ -293,14 +293,15 @@ class Explorer(NbWidget):
         from .codegen import explorer_code, model_source
 
         state = self.state
-        _, opts = self._options(state, len(self.lab.to_str_tokens(state["prompt"])))
+        _, opts, minus = self._options(state, len(self.lab.to_str_tokens(state["prompt"])))
         source, name = model_source(self.lab) if model is None else (model, self.lab.name)
         return explorer_code(
             source, state["prompt"], list(state["ablation"]), opts, name=name,
             dtype=str(self.lab.hf_model.dtype).replace("torch.", ""), top_k=self.top_k,
             n_neurons=self.n_neurons, color_by=self.color_by, n_layers=self.lab.n_layers,
             n_heads=self.lab.n_heads,
-            target_token=state["target_text"] if state["target_mode"] == "custom" else None)
+            target_token=state["target_text"] if state["target_mode"] == "custom" else None,
+            minus=minus, minus_token=state.get("target_minus") if minus is not None else None)
 
     def close(self):
         """Stop the worker thread and close the widget."""
