@@ -38,8 +38,9 @@ def _colorbar(fig, ax, cmap, norm, label="ablated layer"):
 
 
 def _int_x(*axes) -> None:
+    """Integer layer ticks, at most ~8 per axis (readable at 30 layers on a narrow panel)."""
     for ax in axes:
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=8, integer=True))
 
 
 def _np(x) -> np.ndarray:
@@ -76,7 +77,7 @@ def layer_de(source, prompt: int = 0, ablation: str | None = None, scale: str = 
         who = f"{source.n_sites} resample(s)"
     else:
         res = source
-        ablation = ablation or _default_ablation(res)
+        ablation = ablation or largest_ablation(res)
         a = res.ablations.index(ablation)
         kind = "attn" if ablation.startswith("attn") else "mlp"
         ablated = [(kind, int(ablation[len(kind):]))]
@@ -122,10 +123,14 @@ def layer_de(source, prompt: int = 0, ablation: str | None = None, scale: str = 
     return fig
 
 
-def _default_ablation(res) -> str:
-    attn = [a for a in res.ablations if a.startswith("attn")]
-    pool = attn or res.ablations
-    return pool[len(pool) // 2]
+def largest_ablation(res, kind: str | None = None) -> str:
+    """The ablation label (e.g. "attn17") of `kind` (default: attention if swept) whose
+    layer has the largest mean Δablate over the prompts: F1's default, where it shows most."""
+    kinds = res.settings["kinds"]
+    kind = kind or ("attn" if "attn" in kinds else kinds[0])
+    layers = res.layers_of(kind)
+    mean = res.get("delta_ablate", kind=kind).double().mean(0)
+    return f"{kind}{layers[int(torch.nan_to_num(mean, nan=-np.inf).argmax())]}"
 
 
 # --- F2 -------------------------------------------------------------------------------------
@@ -213,10 +218,10 @@ def compensation_vs_unembed(res, kind: str = "attn", scale: str = "clean"):
             xs = np.array([np.nanmin(du[:, j]), np.nanmax(du[:, j])])
             ax.plot(xs, slope * xs + icpt, color=color, lw=0.7)
     lim = _limits(du, ce)
-    ax.plot(lim, lim, color=COLORS["black"], lw=0.7, ls="--", label="full repair (CE = Δunembed)")
+    ax.plot(lim, lim, color=COLORS["black"], lw=0.7, ls="--", label="full repair: CE = Δunembed")
     ax.set_xlabel("Δunembed")
     ax.set_ylabel("compensatory effect CE")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), borderaxespad=0.2)
     _colorbar(fig, ax, cmap, norm)
     ax2.plot(layers, _np(reg["r2"]), color=COLORS["green"], marker="o", ms=2, label="R²")
     ax2.plot(layers, _np(reg["slope"]), color=COLORS["red"], marker="s", ms=2, label="slope")
@@ -269,10 +274,14 @@ def mlp_erasure(res, attn_layer: int | None = None, scale: str = "clean"):
     layers = np.arange(len(clean))
     fig, ax = figure(height=1.8)
     w = 0.38
+    # shade the MLPs downstream of the ablated attention layer (same block on: sequential;
+    # the next block on: parallel, where MLP L reads the same input as attention L)
+    first = attn_layer + (1 if res.settings.get("parallel") else 0)
+    ax.axvspan(first - 0.5, len(clean) - 0.5, color=COLORS["grey"], alpha=0.15, lw=0,
+               label=f"downstream of attn{attn_layer}")
     ax.bar(layers - w / 2, clean, width=w, color=COLORS["black"], label="clean")
     ax.bar(layers + w / 2, ablated, width=w, color=COLORS["red"],
            label=f"attn{attn_layer} ablated")
-    ax.axvspan(attn_layer - 0.5, attn_layer + 0.5, color=COLORS["grey"], alpha=0.2, lw=0)
     ax.axhline(0, color="#cccccc", lw=0.5)
     ax.set_xlabel("MLP layer")
     _int_x(ax)

@@ -85,6 +85,11 @@ def fetch(name: str, *, force: bool = False, progress: bool = True) -> Path:
     return dest
 
 
+def cached(name: str) -> bool:
+    """True when registered model `name` is in the cache, verified (no download needed)."""
+    return verified(cache_root() / registered(name).name)
+
+
 def verified(folder: Path) -> bool:
     """True when `folder` holds a finished entry whose files match its manifest."""
     try:
