@@ -33,14 +33,15 @@ def _colorbar(fig, ax, cmap, norm, label="ablated layer"):
     bar = fig.colorbar(sm, ax=ax, pad=0.02, fraction=0.05)
     bar.set_label(label)
     bar.ax.tick_params(labelsize=5)
-    bar.ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+    bar.ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     return bar
 
 
-def _int_x(*axes) -> None:
-    """Integer layer ticks, at most ~8 per axis (readable at 30 layers on a narrow panel)."""
+def _int_x(*axes, nbins: int = 8) -> None:
+    """Integer layer ticks at steps of 1, 2, 5 or 10: at most `nbins` (readable at 30 layers)."""
     for ax in axes:
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=8, integer=True))
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=nbins, integer=True,
+                                                          steps=[1, 2, 5, 10]))
 
 
 def _np(x) -> np.ndarray:
@@ -228,7 +229,7 @@ def compensation_vs_unembed(res, kind: str = "attn", scale: str = "clean"):
     ax2.axhline(1, color="#cccccc", lw=0.5)
     ax2.axhline(0, color="#cccccc", lw=0.5)
     ax2.set_xlabel("ablated layer")
-    _int_x(ax2)
+    _int_x(ax2, nbins=4)  # a narrow panel
     ax2.set_title("per-layer fit")
     ax2.legend(loc="best")
     annotate(fig, f"{res.settings['model']} · {KIND_NAMES[kind]} layers · least squares per "
