@@ -14,6 +14,7 @@ import pytest
 import nbtools
 from nbtools.models import gguf as nb_gguf
 from nbtools.models import registry
+from nbtools.sweeps import load_result
 
 
 def write_gguf(path, arch="gptneox", file_type=None):
@@ -147,3 +148,74 @@ def test_verified_needs_a_matching_manifest(tmp_path):
     assert registry.verified(entry)
     (entry / "w.bin").write_bytes(b"abd")
     assert not registry.verified(entry)
+
+
+def gpt2_gguf(path, model):
+    """`model` (a random GPT-2 of the reference) written as an F32 GGUF with a byte-level
+    vocabulary, the way llama.cpp lays GPT-2 out (Conv1D weights transposed)."""
+    cfg = model.config
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, cfg.n_layer)
+    w = gguf.GGUFWriter(str(path), "gpt2")
+    w.add_context_length(1024)
+    w.add_embedding_length(cfg.n_embd)
+    w.add_feed_forward_length(4 * cfg.n_embd)
+    w.add_block_count(cfg.n_layer)
+    w.add_head_count(cfg.n_head)
+    w.add_layer_norm_eps(cfg.layer_norm_epsilon)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
+    tokens = chars + ["ab"] + [f"t{i}" for i in range(cfg.vocab_size - len(chars) - 1)]
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * len(tokens))
+    w.add_token_merges(["a b"])
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(0)
+    for name, p in model.state_dict().items():
+        new = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if new is None:  # the causal-mask buffers
+            continue
+        a = p.detach().float().numpy()
+        if name.endswith("wpe.weight"):  # transformers' GGUF reader assumes 1024 positions
+            a = np.concatenate([a, np.zeros((1024 - a.shape[0], a.shape[1]), np.float32)])
+        if a.ndim == 2 and any(k in name for k in ("c_attn", "c_proj", "c_fc")):
+            a = a.T.copy()
+        w.add_tensor(new, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gpt2_gguf_round_trip(tmp_path):
+    """A GPT-2 GGUF loads (file and folder) to the same logits as the model it came from."""
+    import torch
+    from reference import make_gpt2
+
+    model = make_gpt2()
+    f = gpt2_gguf(tmp_path / "tiny-gpt2.gguf", model)
+    lab = nbtools.load(str(tmp_path))
+    assert lab.name == "tiny-gpt2.gguf" and lab.adapter.family == "gpt2"
+    assert lab.source == dict(file=f.name, architecture="gpt2", quantization="F32",
+                              dtype="float32")
+    ids = torch.randint(0, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(lab.hf_model(ids).logits, model(ids).logits, atol=1e-5, rtol=0)
+    r = lab.measure(ids.tolist(), nbtools.Head(2, 1), method="zero")
+    torch.testing.assert_close(r.sr_heads + r.sr_mlp + r.sr_ln, r.self_repair, atol=1e-4, rtol=0)
+    assert nbtools.load(str(f), dtype="bfloat16").hf_model.dtype == torch.bfloat16
+
+
+def test_cli_takes_a_gguf_file(tmp_path):
+    from reference import make_gpt2
+
+    f = gpt2_gguf(tmp_path / "tiny-gpt2.gguf", make_gpt2())
+    out = tmp_path / "layers.safetensors"
+    done = subprocess.run([sys.executable, "-m", "nbtools.cli", "sweep", "layers", "--model",
+                           str(f), "--n-prompts", "4", "--n-sources", "2", "--no-progress",
+                           "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    settings = load_result(out).settings
+    assert settings["model"] == f.name and settings["source"]["quantization"] == "F32"

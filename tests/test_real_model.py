@@ -19,6 +19,7 @@ from test_against_reference import assert_matches
 import nbtools
 from nbtools import AttnLayer, Head, MLPLayer, Neurons
 from nbtools.models import registry
+from nbtools.sweeps import load_result
 
 NAME = "smollm2-135m"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -104,7 +105,7 @@ def test_cli_runs_on_the_registered_model(real_model_dir, tmp_path):
          "--n-prompts", "3", "--n-sources", "2", "--layers", "29", "--kinds", "mlp",
          "--no-progress", "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert nbtools.sweeps.load_result(out).settings["model"] == NAME
+    assert load_result(out).settings["model"] == NAME
     done = subprocess.run([sys.executable, "-m", "nbtools.cli", "fetch", NAME, "--no-progress"],
                           capture_output=True, text=True)
     assert done.returncode == 0 and str(real_model_dir) in done.stdout, done.stderr

@@ -62,7 +62,8 @@ def describe(path: str | Path) -> dict:
     quant = None
     if field is not None:
         try:
-            quant = gguf.LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_")
+            quant = gguf.LlamaFileType(int(field.contents())).name.removeprefix(
+                "MOSTLY_").removeprefix("ALL_")
         except ValueError:
             quant = None
     if quant is None:
