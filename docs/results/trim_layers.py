@@ -1,10 +1,12 @@
 """Shrink a layer-sweep result file for shipping: keep only the prompts done (a sweep stopped
 early pre-allocates every prompt as NaN) and store float64 arrays as float32.
 
-    python docs/results/trim_layers.py IN.safetensors OUT.safetensors
+    python docs/results/trim_layers.py IN.safetensors OUT.safetensors [PROMPT_SOURCE]
 
 The settings (all prompts planned, the sources drawn from them) and the progress record are
-kept as they are, so the file still says how many prompts of how many were done.
+kept as they are, so the file still says how many prompts of how many were done; only
+PROMPT_SOURCE, if given, replaces the recorded path of the prompt file (a machine's absolute
+path → the repository's copy of the same file).
 """
 
 import sys
@@ -14,8 +16,10 @@ import torch
 from nbtools.sweeps import load_result
 
 
-def trim(src: str, dst: str) -> None:
+def trim(src: str, dst: str, prompt_source: str | None = None) -> None:
     res = load_result(src)
+    if prompt_source:
+        res.settings["prompt_source"] = prompt_source
     done = res.done
     n = int(done.sum())
     assert bool(done[:n].all()), "the prompts done are not a prefix"
@@ -31,4 +35,4 @@ def trim(src: str, dst: str) -> None:
 
 
 if __name__ == "__main__":
-    trim(*sys.argv[1:3])
+    trim(*sys.argv[1:4])
