@@ -148,9 +148,8 @@ def test_exact_zeros(real_lab):
 REAL_ABLATIONS = {
     "head": ([Head(15, 4)], [("head", 15, 4)]),
     "gqa_head": ([Head(28, 7)], [("head", 28, 7)]),
-    "attn": ([AttnLayer(9)], [("attn", 9)]),
-    "mlp": ([MLPLayer(20)], [("mlp", 20)]),
-    "neurons": ([Neurons(12, (3, 17, 200))], [("neurons", 12, [3, 17, 200])]),
+    "attn_mlp_neurons": ([AttnLayer(9), MLPLayer(20), Neurons(12, (3, 17, 200))],
+                         [("attn", 9), ("mlp", 20), ("neurons", 12, [3, 17, 200])]),
 }
 
 
@@ -158,10 +157,10 @@ REAL_ABLATIONS = {
 @pytest.mark.parametrize("ablation", REAL_ABLATIONS)
 def test_matches_reference(real_lab, method, ablation):
     """The engine equals the plain-PyTorch hook reference on the real model."""
-    ps = prompts(real_lab, seed=1)
+    ps = prompts(real_lab, (7, 5, 6), seed=1)
     ids, mask = padded(ps)
-    sources = prompts(real_lab, (12, 12, 12), seed=2)
-    mean_prompts = prompts(real_lab, (10, 6), seed=7)
+    sources = prompts(real_lab, (7, 7, 7), seed=2)
+    mean_prompts = prompts(real_lab, (6, 4), seed=7)
     ours, theirs = REAL_ABLATIONS[ablation]
     kwargs = {}
     if method == "resample":
