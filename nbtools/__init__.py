@@ -1,7 +1,7 @@
 """nbtools — study self-repair in language models, live in Jupyter, with nnsight.
 
     import nbtools
-    lab = nbtools.load("tiny")
+    lab = nbtools.load("tiny")            # or "smollm2-135m", a real model (fetched once)
     r = lab.measure("The Eiffel Tower is in", ablate="3.1", method="zero")
     r.self_repair, r.sr_heads, r.sr_mlp, r.sr_ln
 """
@@ -9,7 +9,7 @@
 from .components import AttnLayer, Head, MLPLayer, Neurons, parse_components
 from .errors import InterventionError, InvalidInputError, NbtoolsError, UnsupportedModelError
 from .lab import Lab
-from .models import load
+from .models import fetch, load
 from .results import Measurement
 
 __version__ = "0.1.0"
@@ -27,6 +27,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "AttnLayer", "Compare", "Explorer", "Head", "InterventionError", "InvalidInputError", "Lab",
-    "MLPLayer", "Measurement", "NbtoolsError", "Neurons", "UnsupportedModelError", "load",
+    "MLPLayer", "Measurement", "NbtoolsError", "Neurons", "UnsupportedModelError", "fetch", "load",
     "parse_components",
 ]

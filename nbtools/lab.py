@@ -53,8 +53,11 @@ class Lab:
     """A model ready for ablation experiments.
 
     Attributes: `model` (the nnsight TransformersModel), `hf_model`, `tokenizer`,
-    `adapter` (architecture knowledge), `shape` (sizes), `name`.
+    `adapter` (architecture knowledge), `shape` (sizes), `name`, `source` (set by `load`
+    for GGUF-derived weights: file, quantization type; else None).
     """
+
+    source: dict | None = None
 
     def __init__(self, model, adapter, name: str):
         self.model = model

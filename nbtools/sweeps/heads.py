@@ -263,6 +263,7 @@ def _settings(lab, rows, reference, a: dict) -> dict:
     k = a["top_k"]
     return dict(
         model=lab.name, model_digest=store.model_digest(lab.hf_model), family=lab.adapter.family,
+        **({"source": lab.source} if lab.source else {}),  # GGUF-derived weights: file, quantization
         n_layers=lab.shape.n_layers, n_heads=lab.shape.n_heads, d_mlp=lab.shape.d_mlp,
         dtype=str(lab.hf_model.dtype).replace("torch.", ""),
         method=a["method"], ablation=ablation, positions="all",

@@ -100,6 +100,7 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
     examples = min(examples, P)
     settings = dict(
         model=lab.name, model_digest=store.model_digest(lab.hf_model), family=lab.adapter.family,
+        **({"source": lab.source} if lab.source else {}),  # GGUF-derived weights: file, quantization
         n_layers=shape.n_layers, parallel=lab.adapter.parallel,
         dtype=str(lab.hf_model.dtype).replace("torch.", ""),
         method="resample", positions="final", target="top (clean run's most likely token)",

@@ -1,0 +1,98 @@
+"""Per-layer tables (markdown) of a head sweep (R&N) and a layer sweep (Hydra) result file.
+
+    python docs/results/tables.py docs/results/smollm2_heads.safetensors \
+        docs/results/smollm2_layers.safetensors
+"""
+
+import sys
+
+import torch
+
+from nbtools.sweeps import HeadSweepResult, load_result
+
+
+def rn_tables(res) -> str:
+    """Per layer (condensed selection: top 2% tokens by each head's clean DE, mean over heads)."""
+    def layer_mean(q, stat="mean"):
+        return res.stat(q, "condensed", stat).nanmean(1)
+
+    de, dl, sr = layer_mean("direct_effect"), layer_mean("delta_logit"), layer_mean("self_repair")
+    parts = [layer_mean(q) for q in ("sr_heads", "sr_mlp", "sr_ln")]
+    ln_share = layer_mean("sr_ln", "mean_clipped_ratio")
+    head_sr = res.stat("self_repair", "condensed", "mean")
+    lines = [f"{res.settings['model']}: {res.settings['n_rows']} rows × "
+             f"{res.settings['row_len']} tokens, {len(res.heads)} heads, "
+             f"{res.selection_text()}", "",
+             "| layer | DE | ΔL | SR | SR/DE | SR_heads | SR_MLP | SR_LN | SR_LN/DE | heads SR<0 |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for layer in range(res.n_layers):
+        neg = int((head_sr[layer] < 0).sum())
+        vals = [de[layer], dl[layer], sr[layer], sr[layer] / de[layer],
+                *(p[layer] for p in parts), ln_share[layer]]
+        lines.append(f"| {layer} | " + " | ".join(f"{float(v):.2f}" for v in vals)
+                     + f" | {neg}/{res.n_heads} |")
+    for lo, hi in ((0, 10), (10, 20), (20, 30)):
+        lines.append(f"\nlayers {lo}–{hi - 1}: SR/DE = "
+                     f"{float(sr[lo:hi].sum() / de[lo:hi].sum()):.2f}")
+    ae = res.settings["anti_erasure"]
+    if ae:
+        lines += ["", f"anti-erasure, layer-{res.settings['anti_erasure_layer']} neurons "
+                  "(condensed):", "",
+                  "| head | top-5 share (ratio of means) | (mean of clipped ratios) | "
+                  "most recurrent neuron: share of tokens in its top 10 |",
+                  "|---|---:|---:|---:|"]
+        for h in ae:
+            a = res.anti_erasure(h)
+            rec = a["recurrence"]
+            lines.append(f"| {h} | {a['top5_share_ratio_of_means']:.2f} | "
+                         f"{a['top5_share_mean_clipped_ratio']:.2f} | "
+                         f"n{int(rec.argmax())}: {float(rec.max()):.2f} |")
+    return "\n".join(lines)
+
+
+def hydra_tables(res) -> str:
+    """Per ablated layer, over the prompts: Δunembed, Δablate, agreement, CE fit, the layer
+    whose DE rises most (the candidate Hydra layer) and the late-MLP erasure."""
+    lines = [f"{res.settings['model']}: {int(res.done.sum())} prompts, "
+             f"{res.settings['n_sources']} resample sources, final position"]
+    clean_mlp = res.get("mlp_de_clean").mean(0)
+    for kind in res.settings["kinds"]:
+        du = res.get("delta_unembed", kind=kind)
+        da = res.get("delta_ablate", kind=kind)
+        lines += ["", f"{kind} layers ablated:", "",
+                  "| layer | Δunembed | Δablate | share Δunembed>Δablate | "
+                  + " | ".join(f"CE slope ({s}) | R² ({s})" for s in res.scales)
+                  + " | largest DE rise (clean) |",
+                  "|---:|---:|---:|---:|" + "---:|---:|" * len(res.scales) + "---|"]
+        regs = [res.regression(kind, s) for s in res.scales]
+        for j, layer in enumerate(res.layers_of(kind)):
+            a = res.index(kind, layer)
+            rise = []
+            for other in ("attn", "mlp"):
+                delta = (res.get(f"{other}_de_ablated", res.scales[0])[:, a]
+                         - res.get(f"{other}_de_clean")).mean(0)
+                if other == kind:
+                    delta[layer] = -torch.inf
+                rise.append((float(delta.max()), f"{other}{int(delta.argmax())}"))
+            best = max(rise)
+            fits = " | ".join(f"{float(r['slope'][j]):.2f} | {float(r['r2'][j]):.2f}"
+                              for r in regs)
+            lines.append(f"| {layer} | {float(du[:, j].mean()):.2f} | "
+                         f"{float(da[:, j].mean()):.2f} | "
+                         f"{float((du[:, j] > da[:, j]).double().mean()):.2f} | {fits} | "
+                         f"{best[1]} +{best[0]:.2f} |")
+        share = float((du > da).double().mean())
+        lines.append(f"\nall {kind} layers: Δunembed > Δablate on {share:.0%} of prompt × layer pairs")
+    erasers = (res.get("mlp_de_clean") < 0).double().mean(0)
+    lines += ["", "clean MLP DE on the top token (mean over prompts; share of prompts < 0), "
+              "last 6 layers: " + ", ".join(
+                  f"mlp{layer} {float(clean_mlp[layer]):.2f} ({float(erasers[layer]):.0%})"
+                  for layer in range(res.n_layers - 6, res.n_layers))]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    for path in sys.argv[1:]:
+        res = load_result(path)
+        print(rn_tables(res) if isinstance(res, HeadSweepResult) else hydra_tables(res))
+        print()

