@@ -364,13 +364,17 @@ def figure_bytes(fig, fmt: str = "png", dpi: int | None = None) -> bytes:
 def serve(stdin=None, stdout=None) -> None:
     """Draw PNGs for another process, at low CPU priority: read one JSON request a line
     ({"view", "color_by", "sweep", "tokens", "dpi"}), answer b"P" or b"E" (an error message),
-    an 8-byte big-endian length, then the PNG (or the message). Runs until stdin closes."""
+    an 8-byte big-endian length, then the PNG (or the message). Runs until stdin closes.
+    Writes b"R" first, once it is set to die with its parent (so it may be paused from then on)."""
     import json
     import os
     import sys
 
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
+    _die_with_parent()
+    stdout.write(b"R")
+    stdout.flush()
     if hasattr(os, "nice"):
         os.nice(10)
     for line in stdin:
@@ -383,6 +387,24 @@ def serve(stdin=None, stdout=None) -> None:
             status, data = b"E", f"{type(exc).__name__}: {exc}".encode()
         stdout.write(status + len(data).to_bytes(8, "big") + data)
         stdout.flush()
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel SIGKILL this server when the process that started it dies
+    (a kernel killed while a drawing is paused by SIGSTOP would otherwise leave it behind:
+    a stopped process never reads the EOF of its closed stdin)."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return
+    prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    parent = os.environ.get("NBTOOLS_PARENT_PID")
+    if parent and os.getppid() != int(parent):  # the parent died before prctl took effect
+        os._exit(0)
 
 
 if __name__ == "__main__":  # python -m nbtools.widgets.export (see widgets/fallback.py)

@@ -10,15 +10,20 @@ now-stale answer is discarded, and draws the current view.
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import weakref
 
 _STOP = getattr(signal, "SIGSTOP", None)
 _CONT = getattr(signal, "SIGCONT", None)
+_CHILDREN: weakref.WeakSet = weakref.WeakSet()  # killed at exit: a stopped child never sees EOF
+atexit.register(lambda: [p.kill() for p in list(_CHILDREN)])
 
 
 class StaticRenderer:
@@ -36,6 +41,7 @@ class StaticRenderer:
         self._proc: subprocess.Popen | None = None
         self._rendering = False
         self._paused = False
+        self._ready = False  # the child has said b"R": it dies with us, so it may be stopped
         self._resume: threading.Timer | None = None
         self._closed = False
         self.rendered = 0
@@ -80,7 +86,7 @@ class StaticRenderer:
             self._gen += 1
             self._job = None
             self._cancel_resume()
-            if self._rendering and not self._paused and self._proc is not None:
+            if self._rendering and not self._paused and self._proc is not None and self._ready:
                 if _STOP is None:
                     self._proc.kill()
                 else:
@@ -118,8 +124,11 @@ class StaticRenderer:
 
     def _child(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
+            env = dict(os.environ, NBTOOLS_PARENT_PID=str(os.getpid()))
             self._proc = subprocess.Popen([sys.executable, "-m", "nbtools.widgets.export"],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            _CHILDREN.add(self._proc)
+            self._ready = False
         return self._proc
 
     def _take(self) -> tuple[bytes, int, subprocess.Popen] | None:
@@ -142,6 +151,8 @@ class StaticRenderer:
                 return
             line, gen, proc = job
             try:
+                if not self._ready:  # a new child: wait (unlocked) until it can be paused
+                    self._ready = proc.stdout.read(1) == b"R"
                 proc.stdin.write(line)
                 proc.stdin.flush()
                 head = proc.stdout.read(9)
