@@ -1,6 +1,6 @@
 """Independent plain-PyTorch reference for the self-repair measurements of SPEC.md.
 
-Written from ``/work/shared/SPEC.md`` and the installed ``transformers`` sources only: it uses
+Written from the shared ``SPEC.md`` and the installed ``transformers`` sources only: it uses
 ``torch`` forward hooks / forward pre-hooks, never nnsight, and never imports ``nbtools``.
 Speed is irrelevant here; every step is meant to be obviously correct.
 
