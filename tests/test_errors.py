@@ -313,7 +313,7 @@ def test_bad_figure_input(attn_sweep, tmp_path):
     res = attn_sweep
     cases = [
         (lambda: figures.render_all([object()], tmp_path), "cannot draw figures from a value of type object; "
-         "give HeadSweepResult / LayerSweepResult objects or result-file paths"),
+         "give HeadSweepResult / LayerSweepResult / RepairMapResult objects or result-file paths"),
         (lambda: figures.render_all(["x"], tmp_path), "no result file at x"),
         (lambda: figures.render_all([], tmp_path), "no results given"),
         (lambda: figures.self_repair_vs_depth([]), "no results given; pass a HeadSweepResult"),

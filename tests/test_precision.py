@@ -29,8 +29,9 @@ def _drop_the_write(monkeypatch, replace_with_zero):
     """run_ablated runs the model unedited but reports the ablated z (the write never landed)."""
     real = tracing.run_ablated
 
-    def run_then_pretend(lm, adapter, ids, mask, edits, prefix, neurons):
-        acts = real(lm, adapter, ids, mask, {min(edits): tracing.LayerEdit()}, prefix, neurons)
+    def run_then_pretend(lm, adapter, ids, mask, edits, prefix, neurons, *suffix):
+        acts = real(lm, adapter, ids, mask, {min(edits): tracing.LayerEdit()}, prefix, neurons,
+                    *suffix)
         layer = min(edits)
         edit = edits[layer]
         z = acts.z[layer - acts.first_layer]
