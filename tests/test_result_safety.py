@@ -201,3 +201,11 @@ def test_a_settings_diff_is_short(lab, rows, result_file):
     message = str(info.value)
     assert "n_rows: 4 → 2" in message and "heads" in message
     assert len(message) < 500 and "L3H3" not in message, message
+
+
+def test_checksum_of_a_strided_size_one_view():
+    """A [1]-shaped view with a stride (a slice of a wider tensor) is hashed like its copy."""
+    wide = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    view = wide.t()[0, 1:]  # shape [1], stride 3
+    assert view.stride() == (3,)
+    assert store.array_sha256(view) == store.array_sha256(view.clone())

@@ -98,9 +98,10 @@ def write(path: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dic
 
 def array_sha256(t: torch.Tensor) -> str:
     """SHA-256 of a tensor's dtype, shape and bytes (the per-array checksum of result files)."""
-    t = t.detach().cpu().contiguous()
+    flat = torch.empty(t.numel(), dtype=t.dtype)  # stride 1 even for size-1 views
+    flat.copy_(t.detach().cpu().reshape(-1))
     h = hashlib.sha256(f"{t.dtype} {tuple(t.shape)}".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(flat.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
