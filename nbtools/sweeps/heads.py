@@ -207,14 +207,7 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
             top_frac=top_frac, top_k=k, n_sites=n_sites, clip=clip, scale=scale,
             fold_value_biases=fold_value_biases, seed=seed))
     out = Path(out) if out is not None else None
-    state: dict[str, torch.Tensor] = {}
-    done = 0
-    if out is not None and not overwrite:
-        found = store.check_resumable(out, KIND, settings)
-        if found is not None:
-            tensors, header = found
-            state = {k_[6:]: v for k_, v in tensors.items() if k_.startswith("state/")}
-            done = int(header["progress"]["rows_done"])
+    state, done = store.resume_state(out, KIND, settings, overwrite, "rows_done")
     if not state:
         state = _empty_state(all_heads, tok_heads, ae_heads)
 

@@ -121,14 +121,10 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
             "scale": "clean: ablated DEs use the clean final-norm scale s; recomputed: s'"},
         versions=store.versions())
     out = Path(out) if out is not None else None
-    state = _empty_state(P, len(ablations), shape.n_layers, scales, index, examples, n_sources)
-    done = 0
-    if out is not None and not overwrite:
-        found = store.check_resumable(out, KIND, settings)
-        if found is not None:
-            tensors, header = found
-            state = {k[6:]: v for k, v in tensors.items() if k.startswith("state/")}
-            done = int(header["progress"]["prompts_done"])
+    state, done = store.resume_state(out, KIND, settings, overwrite, "prompts_done")
+    if not state:
+        state = _empty_state(P, len(ablations), shape.n_layers, scales, index, examples,
+                             n_sources)
 
     def save(complete: bool):
         if out is not None:

@@ -191,14 +191,7 @@ def repair_map(lab, data=None, *, protocol: str = "rn", rows="heads", method: st
                            scale, fold_value_biases, seed, common)
     settings = plan["settings"]
     out = Path(out) if out is not None else None
-    state: dict[str, torch.Tensor] = {}
-    done = 0
-    if out is not None and not overwrite:
-        found = store.check_resumable(out, KIND, settings)
-        if found is not None:
-            tensors, header = found
-            state = {k[6:]: v for k, v in tensors.items() if k.startswith("state/")}
-            done = int(header["progress"]["done"])
+    state, done = store.resume_state(out, KIND, settings, overwrite, "done")
     if not state:
         state = _empty_state(len(comps), len(settings["columns"]), settings["selections"])
 

@@ -239,6 +239,20 @@ def holding_out_lock(sweep):
     return wrapper
 
 
+def resume_state(out: Path | None, kind: str, settings: dict, overwrite: bool,
+                 progress_key: str) -> tuple[dict[str, torch.Tensor], int]:
+    """(saved sweep state, units done) to continue from when `out` holds a run with these
+    settings; ({}, 0) for a fresh start (no file, no out, or overwrite)."""
+    if out is None or overwrite:
+        return {}, 0
+    found = check_resumable(out, kind, settings)
+    if found is None:
+        return {}, 0
+    tensors, header = found
+    state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
+    return state, int(header["progress"][progress_key])
+
+
 def check_resumable(path: Path, kind: str, settings: dict) -> tuple[dict, dict] | None:
     """Load a partial (or finished) file written with the same settings, else raise / None.
 
