@@ -32,7 +32,7 @@ from .errors import InterventionError, InvalidInputError
 from .repair import completeness_gap, decompose
 from .results import Measurement
 from .suffix import clean_cache, plan_suffix, suffix_edits, take_positions
-from .tracing import Activations, run_ablated, run_clean
+from .tracing import Activations, run_ablated, run_attention, run_clean
 
 SCALES = ("clean", "recomputed")
 _CACHE_SIZE = 8
@@ -124,6 +124,30 @@ class Lab:
         while len(self._clean_cache) > _CACHE_SIZE:
             self._clean_cache.popitem(last=False)
         return acts
+
+    def attention_pattern(self, prompts, layer: int, head: int | None = None):
+        """The clean run's attention weights at `layer` (rows: query positions, columns: key
+        positions; causal, each row sums to 1): [T, T] for `head`, else [n_heads, T, T].
+
+        prompts: a string, a list of strings or token ids [B, T]. One prompt gives one
+        tensor; several give a list, each trimmed to its prompt's own T tokens.
+        """
+        s = self.shape
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < s.n_layers:
+            raise InvalidInputError(
+                f"layer must be an integer in 0..{s.n_layers - 1}; got {layer!r}")
+        if head is not None and (isinstance(head, bool) or not isinstance(head, int)
+                                 or not 0 <= head < s.n_heads):
+            raise InvalidInputError(
+                f"head must be an integer in 0..{s.n_heads - 1} or None; got {head!r}")
+        batch = self.tokenize(prompts)
+        weights = run_attention(self.model, self.adapter, batch.input_ids,
+                                batch.attention_mask, layer).float()
+        if head is not None:
+            weights = weights[:, head]
+        out = [w[..., :n, :n].clone() for w, n in zip(weights, batch.lengths.tolist(),
+                                                       strict=True)]
+        return out[0] if len(out) == 1 else out
 
     # --- measurement ------------------------------------------------------------------
     def measure(self, prompts, ablate, **options) -> Measurement:

@@ -1,4 +1,4 @@
-"""The nnsight trace bodies: one clean run and one batched ablated run.
+"""The nnsight trace bodies: one clean run, one batched ablated run, one attention read.
 
 These are the only functions that open a tracing context. They read and write
 activations and save the few tensors the algebra needs; all maths lives elsewhere.
@@ -8,6 +8,7 @@ neuron activations (MLP down projection input), MLP output, block output.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass, field
 
@@ -141,3 +142,36 @@ def run_ablated(lm, adapter, input_ids, attention_mask, edits: dict[int, LayerEd
         tracer.stop()  # the final norm and the unembedding are computed in the algebra
     acts.z = [z.reshape(*z.shape[:2], s.n_heads, s.d_head) for z in acts.z]
     return acts
+
+
+@contextlib.contextmanager
+def _eager_attention(hf_model):
+    """Run `hf_model` with eager attention (the implementation that returns its weights; SDPA
+    and flash kernels return none), restoring the original implementation afterwards."""
+    original = hf_model.config._attn_implementation
+    set_impl = getattr(hf_model, "set_attn_implementation", None)
+
+    def use(impl):
+        if set_impl is not None:
+            set_impl(impl)
+        else:
+            hf_model.config._attn_implementation = impl
+
+    if original == "eager":
+        yield
+        return
+    use("eager")
+    try:
+        yield
+    finally:
+        use(original)
+
+
+def run_attention(lm, adapter, input_ids, attention_mask, layer: int) -> torch.Tensor:
+    """The clean run's attention weights of `layer` [rows, n_heads, pos, pos] (query, key)."""
+    with _eager_attention(lm._module), torch.no_grad():
+        with lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1,
+                      use_cache=False) as tracer:
+            weights = adapter.attention(lm, layer).output[1].save()
+            tracer.stop()  # nothing downstream of this layer is needed
+    return weights

@@ -72,6 +72,10 @@ class Adapter:
         """The attention output projection; its input is ``z`` [batch, pos, n_heads*d_head]."""
         raise NotImplementedError
 
+    def attention(self, root, layer: int):
+        """The attention module of `layer` (its output is (attn_output, attn_weights))."""
+        raise NotImplementedError
+
     def mlp(self, root, layer: int):
         """The MLP module; its output is the MLP layer's contribution [batch, pos, d_model]."""
         return self.layers(root)[layer].mlp
@@ -168,6 +172,9 @@ class GPT2Adapter(Adapter):
     def layers(self, root):
         return root.transformer.h
 
+    def attention(self, root, layer):
+        return root.transformer.h[layer].attn
+
     def attn_out_proj(self, root, layer):
         return root.transformer.h[layer].attn.c_proj
 
@@ -204,6 +211,9 @@ class NeoXAdapter(Adapter):
 
     def layers(self, root):
         return root.gpt_neox.layers
+
+    def attention(self, root, layer):
+        return root.gpt_neox.layers[layer].attention
 
     def attn_out_proj(self, root, layer):
         return root.gpt_neox.layers[layer].attention.dense
@@ -248,6 +258,9 @@ class LlamaAdapter(Adapter):
 
     def layers(self, root):
         return root.model.layers
+
+    def attention(self, root, layer):
+        return root.model.layers[layer].self_attn
 
     def attn_out_proj(self, root, layer):
         return root.model.layers[layer].self_attn.o_proj
