@@ -106,3 +106,32 @@ def test_bad_input_before_any_forward(labs, monkeypatch, layer, head, message):
     monkeypatch.setattr(nbtools.lab, "run_attention", no_forward)
     with pytest.raises(InvalidInputError, match=message.replace(".", r"\.")):
         lab.attention_pattern("w1 w2 w3", layer, head)
+
+
+def test_explorer_shows_the_single_ablated_heads_pattern(labs):
+    from nbtools.widgets import Explorer
+    from nbtools.widgets.panels import attention_data
+
+    lab = labs["gpt2"]
+    prompt = "w5 w17 w301 w44 w9 w120"
+    ex = Explorer(lab, prompt=prompt, static_fallback=False)
+    try:
+        ex.wait()
+        assert ex.attention == {}  # nothing ablated: no panel
+        ex.ablate("2.3").wait()
+        att = ex.attention
+        assert (att["layer"], att["head"], att["position"]) == (2, 3, 5)
+        assert att["tokens"] == lab.to_str_tokens(prompt)
+        expected = lab.attention_pattern(prompt, 2, 3)
+        assert torch.tensor(att["matrix"]).double().equal(expected.double())
+        assert att["row"] == att["matrix"][5]
+        ex.select(2).wait()  # another measured position: its row
+        assert ex.attention["position"] == 2 and ex.attention["row"] == att["matrix"][2]
+        ex.ablate("2.3", "1.0").wait()  # a set of heads: no single pattern
+        assert ex.attention == {}
+        ex.ablate("mlp1").wait()
+        assert ex.attention == {}
+    finally:
+        ex.close()
+    long = attention_data(torch.eye(60), ["t"] * 60, 59, 0, 0)
+    assert long["matrix"] is None and long["row"] == [0.0] * 59 + [1.0]

@@ -43,7 +43,7 @@ INPUTS = ("prompt", "position", "target_mode", "target_text", "target_minus", "a
           "method", "source",
           "positions", "scale", "request_seq")
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
-_PRIORITY = {"measure": 0, "export": 1, "tokens": 2, "sweep": 3}
+_PRIORITY = {"measure": 0, "export": 1, "tokens": 2, "attention": 2, "sweep": 3}
 
 
 def _as_lab(model, tokenizer=None):
@@ -110,6 +110,7 @@ class Explorer(NbWidget):
     view = traitlets.Dict().tag(sync=True)
     sweep = traitlets.Dict().tag(sync=True)
     token_sr = traitlets.Dict().tag(sync=True)
+    attention = traitlets.Dict().tag(sync=True)  # the single ablated head's clean pattern
     busy = traitlets.Bool(False).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
@@ -263,7 +264,8 @@ class Explorer(NbWidget):
     def wait(self, timeout: float = 60.0) -> Explorer:
         """Block until the current measurement (and a pending sweep or export) is done, and
         bring the notebook's static image up to date. Raises TimeoutError after `timeout` s."""
-        if not self._worker.wait(timeout, kinds=("measure", "sweep", "export", "tokens")):
+        if not self._worker.wait(timeout, kinds=("measure", "sweep", "export", "tokens",
+                                                      "attention")):
             raise TimeoutError(f"the Explorer was still busy after {timeout} s")
         if self._static is not None and self.view and self._static_seq != self.view.get("seq"):
             self._pending_static_seq = self.view.get("seq")
@@ -411,6 +413,21 @@ class Explorer(NbWidget):
             return
         self._worker.submit("sweep", lambda: self._run_sweep(state, key, layer),
                             _PRIORITY["sweep"])
+
+    def _schedule_attention(self, state: dict, comps, pos: int) -> None:
+        """The clean attention pattern of the ablated head when exactly one head is ablated,
+        at low priority (clicks go first); otherwise the panel is cleared."""
+        if len(comps) != 1 or not isinstance(comps[0], Head):
+            self._worker.cancel("attention")
+            if self.attention:
+                self.attention = {}
+            return
+        head = comps[0]
+        key = f"{head}|{pos}|{state['prompt']}"
+        if self.attention.get("key") != key:
+            self._worker.submit("attention", lambda: self._run_attention(state, head, pos, key),
+                                _PRIORITY["attention"])
+
     def _refresh_busy(self) -> None:
         with self._busy_lock:
             busy = bool(self._worker.active(("measure", "sweep", "export", "tokens")))
@@ -421,7 +438,8 @@ class Explorer(NbWidget):
         self.last_traceback = text
         msg = _one_prompt(str(exc)) if isinstance(exc, NbtoolsError) else \
             f"{type(exc).__name__}: {exc}"
-        what = {"measure": "", "sweep": "self-repair sweep: ", "export": "export: "}.get(kind, "")
+        what = {"measure": "", "sweep": "self-repair sweep: ", "export": "export: ",
+                "attention": "attention pattern: "}.get(kind, "")
         self.error = what + msg
 
     # --- jobs (worker thread only) --------------------------------------------------------
@@ -542,6 +560,7 @@ class Explorer(NbWidget):
             self._schedule_sweep(state, key)
         if self.token_colors and names:
             self._schedule_tokens(state, view["tokens_key"])
+        self._schedule_attention(state, comps if names else (), pos)
         self._schedule_static()
 
     def _run_tokens(self, state: dict, key: str) -> None:
@@ -559,6 +578,14 @@ class Explorer(NbWidget):
         self.token_sr = {"key": key, "positions": at, "sr": panels.nums(m.self_repair),
                          "de": panels.nums(m.direct_effect), "dl": panels.nums(m.delta_logit),
                          "ablated": list(state["ablation"])}
+
+    def _run_attention(self, state: dict, head: Head, pos: int, key: str) -> None:
+        latest = self._submitted or {}
+        if (latest.get("ablation"), latest.get("prompt")) != (state["ablation"], state["prompt"]):
+            return  # another click came in since: its own measurement schedules its pattern
+        pattern = self.lab.attention_pattern(state["prompt"], head.layer, head.head)
+        self.attention = {"key": key, **panels.attention_data(pattern, self.tokens, pos,
+                                                              head.layer, head.head)}
 
     def _run_sweep(self, state: dict, key: str, layer: int) -> None:
         n_layers, n_heads = self.lab.n_layers, self.lab.n_heads

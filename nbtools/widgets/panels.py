@@ -216,6 +216,20 @@ def sweep_grid(measurements, n_layers: int, n_heads: int, site: int = 0) -> dict
     return {"heads": heads, "mlp": mlp}
 
 
+#: Prompts longer than this send only the measured position's attention row, not T × T.
+ATTENTION_FULL_MAX = 48
+
+
+def attention_data(pattern, tokens, position: int, layer: int, head: int,
+                   full_max: int = ATTENTION_FULL_MAX) -> dict:
+    """One head's clean attention pattern [T, T] (rows: query positions, columns: keys) for
+    the attention panel: the measured position's row, and the whole matrix up to
+    `full_max` tokens (else None; the panel then draws the row as a strip over tokens)."""
+    return {"layer": layer, "head": head, "position": position, "tokens": list(tokens),
+            "row": nums(pattern[position]),
+            "matrix": nums(pattern) if pattern.shape[0] <= full_max else None}
+
+
 # --- colour scales (the same numbers as static/core.js; a test runs both) ------------------
 
 #: Diverging colour stops from white (0) to the darkest blue (negative) / red (positive).
