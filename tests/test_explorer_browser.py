@@ -606,3 +606,34 @@ def test_notebook7(tmp_path, model_source, lab, browser):
         assert dom_number(page, "wf-sr_ln") == pytest.approx(float(ref.sr_ln[0]), abs=2e-5)
         assert errors == []
         page.close()
+
+
+def test_clicked_heads_attention_pattern(session, lab):
+    """Clicking a head shows its clean attention pattern: T × T cells (causal) whose weights
+    equal lab.attention_pattern; the panel hides for an MLP layer or a set of heads."""
+    page = session["page"]
+    head = f"L{lab.n_layers - 1}H2"
+    ablate_in_browser(page, head)
+    panel = '.nbx-explorer [data-nb="attention"]'
+    page.wait_for_selector(f"{panel}:not(.nbx-hidden) .nbx-attn-cell", timeout=30_000)
+    ks = kernel_state(session)
+    prompt, pos = ks["state"]["prompt"], ks["position"]
+    expected = lab.attention_pattern(prompt, lab.n_layers - 1, 2)
+    cells = page.eval_on_selector_all(
+        f"{panel} .nbx-attn-cell",
+        "els => els.map(e => [+e.dataset.q, +e.dataset.k, +e.dataset.w])")
+    T = expected.shape[0]
+    assert T == len(lab.to_str_tokens(prompt))
+    assert sorted((q, k) for q, k, _ in cells) == [(q, k) for q in range(T) for k in range(q + 1)]
+    for q, k, w in cells:
+        assert w == pytest.approx(float(expected[q, k]), abs=1e-7), (q, k)
+    row = page.locator(f'{panel} [data-nb="attention-row"]')
+    cell = page.locator(f'{panel} .nbx-attn-cell[data-q="{pos}"][data-k="0"]')
+    assert float(row.get_attribute("y")) + 1 == float(cell.get_attribute("y"))  # measured row
+    assert f"L{lab.n_layers - 1}H2" in page.text_content(f"{panel} .nbx-panel-title")
+    page.click('.nbx-explorer [data-name="L0H0"]', modifiers=["Shift"])  # a set: no pattern
+    wait_settled(page)
+    page.wait_for_selector(f"{panel}.nbx-hidden", state="attached", timeout=10_000)
+    ablate_in_browser(page, f"mlp{lab.n_layers - 1}")
+    page.wait_for_selector(f"{panel}.nbx-hidden", state="attached", timeout=10_000)
+    assert not session["errors"]

@@ -153,13 +153,14 @@ function renderExplorer(model, el) {
   const topkPanel = panel("Top predictions", "clean vs ablated", slot("topk"), result);
   const compState = { sort: "delta_de", desc: true, limit: 12 };
   const compPanel = panel("Components", "sortable; SR alone with the self-repair colouring", slot("components"), result);
+  const attnPanel = panel("Attention pattern", "the ablated head, clean run", slot("attention"), { class: "nbx-panel nbx-result nbx-attn-panel nbx-hidden", "data-nb": "attention" });
   const staleNote = h("div", { class: "nbx-stale-note", "data-nb": "stale-note", role: "status" });
   const cleanNote = h("div", { class: "nbx-clean-note", "data-nb": "clean-note" },
     "nothing ablated: click a head, an L# label or an MLP cell (or focus the grid and press Enter) to see its self-repair");
 
   const rowA = h("div", { class: "nbx-row nbx-row-a" }, gridPanel, h("div", { class: "nbx-stack" }, staleNote, headPanel, logitPanel, cleanNote, wfPanel));
   const rowB = h("div", { class: "nbx-row nbx-row-b" }, neuronsPanel, gaugePanel, topkPanel);
-  const rowC = h("div", { class: "nbx-row nbx-row-c" }, layersPanel, compPanel);
+  const rowC = h("div", { class: "nbx-row nbx-row-c" }, layersPanel, compPanel, attnPanel);
   root.prepend(bar, toolbar, errorBox, promptRow, targetRow, rowA, rowB, rowC);
 
   // --- drawing ---
@@ -354,6 +355,15 @@ function renderExplorer(model, el) {
     if (!status.text.textContent.startsWith("export") || !busy) status.text.textContent = busy ? "measuring\u2026" : (model.get("status") || "");
   }
 
+  /** The attention panel: shown while exactly the head whose pattern arrived is ablated. */
+  function drawAttention() {
+    const a = model.get("attention") || {}, abl = ablation();
+    const show = !!a.key && abl.length === 1 && abl[0] === headName(a.layer, a.head);
+    attnPanel.classList.toggle("nbx-hidden", !show);
+    attnPanel.querySelector(".nbx-panel-title").textContent = show ? `Attention pattern of L${a.layer}H${a.head}` : "Attention pattern";
+    slots.attention.replaceChildren(...(show ? [renderAttention(a, { tip })] : []));
+  }
+
   function drawAll() { drawControls(); drawTokens(); drawGrid(); drawStatus(); }
 
   const on = (names, fn) => names.split(" ").forEach((n) => model.on(`change:${n}`, fn));
@@ -366,6 +376,7 @@ function renderExplorer(model, el) {
   on("token_sr token_colors", drawTokens);
   on("ablation sweep color_by can_undo", drawGrid);
   on("sweep", drawComponents);
+  on("attention ablation", drawAttention);
   on("method source positions scale target_text target_minus model_name", drawControls);
   on("busy error status request_seq done_seq", drawStatus);
 
@@ -384,6 +395,7 @@ function renderExplorer(model, el) {
 
   drawAll();
   drawPanels();
+  drawAttention();
   return () => model.off("msg:custom", onMsg);
 }
 
