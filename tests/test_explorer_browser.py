@@ -636,4 +636,19 @@ def test_clicked_heads_attention_pattern(session, lab):
     page.wait_for_selector(f"{panel}.nbx-hidden", state="attached", timeout=10_000)
     ablate_in_browser(page, f"mlp{lab.n_layers - 1}")
     page.wait_for_selector(f"{panel}.nbx-hidden", state="attached", timeout=10_000)
+    # a long prompt: the measured position's row as a strip over the tokens
+    long_prompt = " ".join([prompt] * 6)
+    page.click('.nbx-explorer [data-nb="edit-prompt"]')
+    page.fill('.nbx-explorer [data-nb="prompt-input"]', long_prompt)
+    page.press('.nbx-explorer [data-nb="prompt-input"]', "Enter")
+    wait_settled(page)
+    ablate_in_browser(page, "L1H0")
+    page.wait_for_selector(f"{panel}:not(.nbx-hidden) .nbx-attn-tok", timeout=30_000)
+    assert page.locator(f"{panel} .nbx-attn-cell").count() == 0
+    row = lab.attention_pattern(long_prompt, 1, 0)[-1]
+    strip = page.eval_on_selector_all(f"{panel} .nbx-attn-tok",
+                                      "els => els.map(e => [+e.dataset.k, +e.dataset.w])")
+    assert [k for k, _ in strip] == list(range(len(row))) and len(row) > 48
+    for k, w in strip:
+        assert w == pytest.approx(float(row[k]), abs=1e-7), k
     assert not session["errors"]
