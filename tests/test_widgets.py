@@ -500,8 +500,8 @@ def test_static_module_parses(tmp_path):
     path.write_text(ESM)
     result = subprocess.run(["node", "--check", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in STATIC.iterdir()) == ["app.js", "core.js", "panels.js",
-                                                         "widgets.css"]
+    assert sorted(p.name for p in STATIC.iterdir()) == ["app.js", "core.js", "mapview.js",
+                                                         "panels.js", "widgets.css"]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
