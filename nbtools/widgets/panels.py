@@ -280,13 +280,16 @@ def map_rows(measurements, components, n_layers: int, n_heads: int, site: int = 
 
 
 def map_data(rows: list[str], columns: list[str], values: list, row_layers: list[int],
-             column_layers: list[int], **extra) -> dict:
+             column_layers: list[int], clip: float = 0.99, **extra) -> dict:
     """The map panel's JSON: row and column labels, values [rows][columns] (a row not yet
     computed is None), each row's and column's layer (the boundaries; LN: n_layers) and the
-    colour limit (robust over every finite cell)."""
-    flat = [v for row in values if row is not None for v in row]
+    colour limit: the `clip` quantile of |ΔDE| over every finite cell (a few large cells, such
+    as an MLP0 row, show as clipped instead of washing out the rest)."""
+    mags = sorted(abs(v) for row in values if row is not None for v in row
+                  if v is not None and math.isfinite(v))
+    vmax = mags[min(len(mags) - 1, int(clip * len(mags)))] if mags else 0.0
     return {"rows": rows, "columns": columns, "values": values, "row_layers": row_layers,
-            "column_layers": column_layers, "vmax": num(robust_vmax(flat)), **extra}
+            "column_layers": column_layers, "vmax": num(vmax), **extra}
 
 
 def live_map_data(values: list, n_layers: int, n_heads: int, **extra) -> dict:
