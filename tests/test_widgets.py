@@ -731,5 +731,7 @@ def test_explorer_shows_a_saved_repair_map(lab, tmp_path):
         assert md["values"][0][0] is None  # NaN (own cell) → None
         with pytest.raises(InvalidInputError, match="selection"):
             ex.show_map(res, selection="nope")
+        ex.show_map().wait()  # back to the live map of this prompt
+        assert ex.map_data["source"] == "live" and ex.map_data["key"] == ex.view["key"]
     finally:
         ex.close()

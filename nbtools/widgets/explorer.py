@@ -328,8 +328,9 @@ class Explorer(NbWidget):
                 raise InvalidInputError(f"unknown selection {selection!r}; choose from "
                                         f"{', '.join(result.selections)}")
             self._map_result = (result, selection)
-        else:
+        elif self._map_result is not None:
             self._map_result = None
+            self.map_data = {}  # until the live map's first layer is measured
         if self.map_on:
             self._on_map({"new": True})
         else:
