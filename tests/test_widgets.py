@@ -501,7 +501,7 @@ def test_static_module_parses(tmp_path):
     result = subprocess.run(["node", "--check", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in STATIC.iterdir()) == ["app.js", "attention.js", "core.js",
-                                                         "panels.js", "widgets.css"]
+                                                         "mapview.js", "panels.js", "widgets.css"]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
@@ -678,3 +678,60 @@ def test_explorer_self_repair_at_every_token(explorer, lab):
     assert ex.token_sr["positions"] == list(range(7)) and ex.token_sr["ablated"] == ["L1H0"]
     assert ex.token_sr["dl"] == pytest.approx(ref.delta_logit.tolist(), abs=1e-6)
     assert ex.token_sr["key"] == ex.view["tokens_key"]
+
+
+def test_explorer_live_repair_map_equals_lab_measure(explorer, lab):
+    ex = explorer
+    ex.ablate("1.0").wait()
+    ex.show_map()
+    ex.wait()
+    md = ex.map_data
+    L, H = lab.n_layers, lab.n_heads
+    assert md["key"] == ex.view["key"] and md["done"] == L and md["source"] == "live"
+    assert len(md["rows"]) == L * (H + 1) and len(md["columns"]) == L * (H + 1) + 1
+    assert md["columns"][-1] == "LN" and md["rows"][H] == "mlp0"
+    for name, comp in (("L1H2", "1.2"), ("L0H0", "0.0"), ("mlp2", "mlp2")):
+        r = md["rows"].index(name)
+        ref = _direct(lab, comp, target="top", measure_at=[ex.view["position"]])
+        row = md["values"][r]
+        layer = int(name[1]) if name.startswith("L") else int(name[3])
+        for c, col in enumerate(md["columns"]):
+            if col == "LN":
+                want = float(ref.sr_ln[0])
+            elif col.startswith("MLP"):
+                want = float(ref.mlp_delta_de[0, int(col[3:])])
+            else:
+                lc, hc = (int(x) for x in col[1:].split("H"))
+                want = float(ref.head_delta_de[0, lc, hc])
+            if col.upper() == name.upper():
+                assert row[c] is None  # the ablated component itself
+            else:
+                assert row[c] == pytest.approx(want, abs=1e-9), (name, col)
+        # a row sums to its self-repair
+        assert sum(v for v in row if v is not None) == pytest.approx(
+            float(ref.self_repair[0]), abs=1e-6)
+        assert md["row_layers"][r] == layer
+    assert ex.sweep["done"] == L  # the map reused the self-repair sweep's measurements
+    ex.map_on = False
+
+
+def test_explorer_shows_a_saved_repair_map(lab, tmp_path):
+    from nbtools.sweeps.repair_map import repair_map
+
+    corpus = torch.randint(1, 512, (3, 8), generator=torch.Generator().manual_seed(3))
+    res = repair_map(lab, corpus, rows="0.0,1.2,mlp1", batch_rows=3, top_frac=0.1,
+                     progress=False, out=tmp_path / "m.safetensors")
+    ex = Explorer(lab, prompt=PROMPT, static_fallback=False, repair_map=res)
+    try:
+        ex.wait()
+        md = ex.map_data
+        assert md["source"] == "result" and md["rows"] == ["L0H0", "L1H2", "mlp1"]
+        grid = res.map()
+        assert md["values"][1][5] == pytest.approx(float(grid[1, 5]), abs=1e-12)
+        assert md["values"][0][0] is None  # NaN (own cell) → None
+        with pytest.raises(InvalidInputError, match="selection"):
+            ex.show_map(res, selection="nope")
+        ex.show_map().wait()  # back to the live map of this prompt
+        assert ex.map_data["source"] == "live" and ex.map_data["key"] == ex.view["key"]
+    finally:
+        ex.close()

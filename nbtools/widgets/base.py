@@ -1,7 +1,8 @@
 """The anywidget base class shared by every nbtools widget, and its static assets.
 
-All widgets load one ES module (`static/core.js` + `panels.js` + `attention.js` + `app.js`,
-concatenated — plain ESM, no bundler, no CDN) and one stylesheet; the `_kind` trait picks the renderer.
+All widgets load one ES module (`static/core.js` + `panels.js` + `attention.js` + `mapview.js` +
+`app.js`, concatenated — plain ESM, no bundler, no CDN) and one stylesheet; the `_kind` trait
+picks the renderer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import anywidget
 import traitlets
 
 STATIC = Path(__file__).parent / "static"
-JS_FILES = ("core.js", "panels.js", "attention.js", "app.js")
+JS_FILES = ("core.js", "panels.js", "attention.js", "mapview.js", "app.js")
 CSS_FILES = ("widgets.css",)
 
 

@@ -77,6 +77,8 @@ class Explorer(NbWidget):
         component ablated alone; a background sweep) or "delta" (ΔDE: who repaired).
     token_colors: colour the prompt's tokens by the current ablation's self-repair at every
         position (one more measurement per click, after the panels; in `token_sr`).
+    repair_map: a `RepairMapResult` (or its file) to show as the who-repairs-whom map instead
+        of the live one (see `show_map`).
     static_fallback: keep a PNG of the last view in the notebook output (shown where no
         kernel runs); static_delay: idle seconds before it is refreshed.
     threads: torch CPU threads for the worker thread only (torch's thread count is per
@@ -84,7 +86,8 @@ class Explorer(NbWidget):
         parameters (one prompt's matrices are small: more threads gain little and lose badly
         when the cores are shared), else the notebook thread's count.
 
-    Python API: `ablate()`, `undo()`, `select()`, `set_target()`, `wait()`, `measurement` (the last
+    Python API: `ablate()`, `undo()`, `select()`, `set_target()`, `show_map()` (the repair map;
+    `map_on`, `map_data`), `wait()`, `measurement` (the last
     Measurement, None while nothing is ablated), `view`, `state`, `figure()`, `save()`,
     `close()`. Every state trait can also be set directly (`ex.method = "mean"`).
     """
@@ -103,6 +106,7 @@ class Explorer(NbWidget):
     scale = traitlets.Enum(("clean", "recomputed"), "clean").tag(sync=True)
     color_by = traitlets.Enum(("de", "sr", "delta"), "de").tag(sync=True)
     token_colors = traitlets.Bool(False).tag(sync=True)
+    map_on = traitlets.Bool(False).tag(sync=True)
     request_seq = traitlets.Int(0).tag(sync=True)
     # results: written by Python only
     model_name = traitlets.Unicode("").tag(sync=True)
@@ -111,6 +115,7 @@ class Explorer(NbWidget):
     sweep = traitlets.Dict().tag(sync=True)
     token_sr = traitlets.Dict().tag(sync=True)
     attention = traitlets.Dict().tag(sync=True)  # the single ablated head's clean pattern
+    map_data = traitlets.Dict().tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
@@ -122,7 +127,7 @@ class Explorer(NbWidget):
                  source: str = "", positions: str = "all", scale: str = "clean",
                  color_by: str = "de", top_k: int = 10, n_neurons: int = 8,
                  static_fallback: bool = True, static_delay: float = 1.5,
-                 threads: int | None = None):
+                 threads: int | None = None, repair_map=None):
         self.lab = _as_lab(model, tokenizer)
         # validate everything on this thread before the worker exists (no forward pass)
         tokens = self._str_tokens(prompt)
@@ -143,6 +148,8 @@ class Explorer(NbWidget):
         self.last_export: tuple[str, bytes] | None = None
         self._tokens_for = prompt
         self._sweeps: OrderedDict = OrderedDict()
+        self._maps: dict[str, list] = {}  # the live repair map's rows, per sweep key
+        self._map_result = None  # a RepairMapResult shown instead of the live map
         self._busy_lock = threading.Lock()
         self._static_handle = None
         self._static: StaticRenderer | None = None
@@ -166,6 +173,9 @@ class Explorer(NbWidget):
         self.observe(self._on_state, names=list(INPUTS))
         self.observe(self._on_color, names="color_by")
         self.observe(self._on_token_colors, names="token_colors")
+        self.observe(self._on_map, names="map_on")
+        if repair_map is not None:
+            self.show_map(repair_map)
         self._schedule()
 
     # --- validation (main thread; raises InvalidInputError) ------------------------------
@@ -305,6 +315,30 @@ class Explorer(NbWidget):
             target_token=state["target_text"] if state["target_mode"] == "custom" else None,
             minus=minus, minus_token=state.get("target_minus") if minus is not None else None)
 
+    def show_map(self, result=None, selection: str | None = None) -> Explorer:
+        """Show the who-repairs-whom map: with no result, the live one (every head and MLP
+        layer ablated alone with the current settings, ΔDE of every downstream component at
+        the measured position; the self-repair sweep's measurements, streamed layer by
+        layer); with a `RepairMapResult` (or its file), that distribution-level map. A click
+        on a row ablates that component."""
+        if result is not None:
+            from ..sweeps.repair_map import RepairMapResult
+
+            if not isinstance(result, RepairMapResult):
+                result = RepairMapResult.load(result)
+            if selection is not None and selection not in result.selections:
+                raise InvalidInputError(f"unknown selection {selection!r}; choose from "
+                                        f"{', '.join(result.selections)}")
+            self._map_result = (result, selection)
+        elif self._map_result is not None:
+            self._map_result = None
+            self.map_data = {}  # until the live map's first layer is measured
+        if self.map_on:
+            self._on_map({"new": True})
+        else:
+            self.map_on = True
+        return self
+
     def close(self):
         """Stop the worker thread and close the widget."""
         if getattr(self, "_worker", None) is not None:
@@ -381,6 +415,24 @@ class Explorer(NbWidget):
         if change["new"] == "sr" and self.view:
             self._schedule_sweep(self.view.get("state", self.state), self.view.get("key"))
 
+    def _on_map(self, change) -> None:
+        if not change["new"]:
+            return
+        if self._map_result is not None:
+            self.map_data = panels.result_map_data(*self._map_result)
+        elif self.view:
+            self._publish_map(self.view.get("key"))
+            self._schedule_sweep(self.view.get("state", self.state), self.view.get("key"))
+
+    def _publish_map(self, key: str | None) -> None:
+        """Send the live map of sweep `key` (the rows done so far) to the browser."""
+        rows = self._maps.get(key)
+        if key is None or self._map_result is not None or not self.map_on or rows is None:
+            return
+        L, H = self.lab.n_layers, self.lab.n_heads
+        self.map_data = panels.live_map_data(rows, L, H, key=key, done=self._sweeps[key]["done"],
+                                             total=L, label="this prompt, measured position")
+
     def _schedule(self) -> None:
         state = self.state
         if self._worker.closed or state == self._submitted:
@@ -408,6 +460,8 @@ class Explorer(NbWidget):
         if layer is None:
             if done is not None and self.sweep.get("key") != key:
                 self.sweep = done
+            if done is not None and self.map_data.get("key") != key:
+                self._publish_map(key)
             layer = 0 if done is None else done["done"]
         if layer >= self.lab.n_layers:
             return
@@ -556,7 +610,7 @@ class Explorer(NbWidget):
         self.view = view
         what = " + ".join(names) if names else "clean run"
         self.status = f"{what} · {view['ms']:.0f} ms" + (f" · note: {notes[0]}" if notes else "")
-        if self.color_by == "sr":
+        if self.color_by == "sr" or (self.map_on and self._map_result is None):
             self._schedule_sweep(state, key)
         if self.token_colors and names:
             self._schedule_tokens(state, view["tokens_key"])
@@ -605,13 +659,18 @@ class Explorer(NbWidget):
         mlp = list(old["mlp"])
         mlp[layer] = part["mlp"][0]
         sweep = {**old, "heads": heads, "mlp": mlp, "done": layer + 1}
+        per = n_heads + 1
+        rows = list(self._maps.get(key) or [None] * (n_layers * per))
+        rows[layer * per:(layer + 1) * per] = panels.map_rows(ms, specs, n_layers, n_heads)
+        self._maps[key] = rows
         self._sweeps[key] = sweep
         self._sweeps.move_to_end(key)
         while len(self._sweeps) > 16:
-            self._sweeps.popitem(last=False)
+            self._maps.pop(self._sweeps.popitem(last=False)[0], None)
         if self.view.get("key") == key:
             self.sweep = sweep
-            if self.color_by == "sr":
+            self._publish_map(key)
+            if self.color_by == "sr" or (self.map_on and self._map_result is None):
                 self._schedule_sweep(state, key, layer + 1)
 
     def _export_bytes(self, fmt: str, dpi: int = 150) -> bytes:

@@ -267,3 +267,63 @@ def robust_vmax(values, outlier: float = 3.0) -> float:
     if len(mags) > 1 and mags[1] > 0 and mags[0] > outlier * mags[1]:
         return 1.25 * mags[1]
     return mags[0]
+
+
+# --- the repair map (who repairs whom) ----------------------------------------------------
+
+def map_row_labels(n_layers: int, n_heads: int) -> list[str]:
+    """The live map's rows, in the self-repair sweep's order: each head of layer 0, mlp0, ..."""
+    rows = []
+    for layer in range(n_layers):
+        rows += [str(Head(layer, h)) for h in range(n_heads)] + [str(MLPLayer(layer))]
+    return rows
+
+
+def map_rows(measurements, components, n_layers: int, n_heads: int, site: int = 0) -> list:
+    """One repair-map row per single-component ablation: every column's ΔDE at `site` (each
+    head and MLP layer by layer, then the final norm's SR_LN; the columns of
+    `sweeps.repair_map`), None at the ablated component's own cell. A row sums to its SR."""
+    from ..sweeps.repair_map import _columns, _own_columns
+
+    out = []
+    for m, comp in zip(measurements, components, strict=True):
+        row = _columns(m)[site]
+        row[_own_columns(comp, n_layers, n_heads)] = float("nan")
+        out.append(nums(row))
+    return out
+
+
+def map_data(rows: list[str], columns: list[str], values: list, row_layers: list[int],
+             column_layers: list[int], clip: float = 0.99, **extra) -> dict:
+    """The map panel's JSON: row and column labels, values [rows][columns] (a row not yet
+    computed is None), each row's and column's layer (the boundaries; LN: n_layers) and the
+    colour limit: the `clip` quantile of |ΔDE| over every finite cell (a few large cells, such
+    as an MLP0 row, show as clipped instead of washing out the rest)."""
+    mags = sorted(abs(v) for row in values if row is not None for v in row
+                  if v is not None and math.isfinite(v))
+    vmax = mags[min(len(mags) - 1, int(clip * len(mags)))] if mags else 0.0
+    return {"rows": rows, "columns": columns, "values": values, "row_layers": row_layers,
+            "column_layers": column_layers, "vmax": num(vmax), **extra}
+
+
+def live_map_data(values: list, n_layers: int, n_heads: int, **extra) -> dict:
+    """map_data for the Explorer's live map (rows: `map_row_labels`)."""
+    from ..sweeps.repair_map import column_labels
+
+    per = n_heads + 1
+    layers = [i // per for i in range(n_layers * per)]
+    return map_data(map_row_labels(n_layers, n_heads), column_labels(n_layers, n_heads), values,
+                    layers, [*layers, n_layers], source="live", **extra)
+
+
+def result_map_data(result, selection: str | None = None) -> dict:
+    """map_data for a saved `RepairMapResult` (a distribution-level map; rows in the
+    Explorer's names, "L3H1" / "attn3" / "mlp3")."""
+    from ..components import parse_component
+
+    sel = selection or result.default_selection
+    rows = [str(parse_component(r)) for r in result.rows]
+    return map_data(rows, result.columns, nums(result.map(sel)), result.row_layers(),
+                    result.column_layers(), source="result",
+                    label=f"{result.label} · {result.selection_text(sel)}",
+                    done=len(rows), total=len(rows), key=f"result:{sel}")

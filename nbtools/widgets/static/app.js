@@ -161,7 +161,8 @@ function renderExplorer(model, el) {
   const rowA = h("div", { class: "nbx-row nbx-row-a" }, gridPanel, h("div", { class: "nbx-stack" }, staleNote, headPanel, logitPanel, cleanNote, wfPanel));
   const rowB = h("div", { class: "nbx-row nbx-row-b" }, neuronsPanel, gaugePanel, topkPanel);
   const rowC = h("div", { class: "nbx-row nbx-row-c" }, layersPanel, compPanel, attnPanel);
-  root.prepend(bar, toolbar, errorBox, promptRow, targetRow, rowA, rowB, rowC);
+  const rowMap = h("div", { class: "nbx-row nbx-row-map" }, mountRepairMap({ model, tip, commit, view }));
+  root.prepend(bar, toolbar, errorBox, promptRow, targetRow, rowA, rowB, rowC, rowMap);
 
   // --- drawing ---
   const ablation = () => model.get("ablation") || [];
