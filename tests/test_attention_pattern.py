@@ -125,7 +125,9 @@ def test_explorer_shows_the_single_ablated_heads_pattern(labs):
         assert (att["layer"], att["head"], att["position"]) == (2, 3, 5)
         assert att["tokens"] == lab.to_str_tokens(prompt)
         expected = lab.attention_pattern(prompt, 2, 3)
-        assert torch.tensor(att["matrix"]).double().equal(expected.double())
+        # the Explorer's worker may run with another thread count: rounding, not equality
+        torch.testing.assert_close(torch.tensor(att["matrix"]).double(), expected.double(),
+                                   atol=1e-6, rtol=0)
         assert att["row"] == att["matrix"][5]
         ex.select(2).wait()  # another measured position: its row
         assert ex.attention["position"] == 2 and ex.attention["row"] == att["matrix"][2]
