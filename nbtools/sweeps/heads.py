@@ -477,7 +477,7 @@ class HeadSweepResult:
     def load(cls, path) -> HeadSweepResult:
         """Load a result file (a finished sweep, or a partial one: see `complete`)."""
         tensors, header = store.read(path, KIND)
-        state = {k[6:]: v for k, v in tensors.items() if k.startswith("state/")}
+        state = store.saved_state(tensors)
         stats = {k: v for k, v in tensors.items() if k.startswith(("stat/", "ae/"))}
         return cls(stats=stats, state=state, rows=tensors["rows"].long(),
                    settings=header["settings"], progress=header["progress"])

@@ -304,7 +304,7 @@ class LayerSweepResult:
     @classmethod
     def load(cls, path) -> LayerSweepResult:
         tensors, header = store.read(path, KIND)
-        state = {k[6:]: v for k, v in tensors.items() if k.startswith("state/")}
+        state = store.saved_state(tensors)
         stats = {k: v for k, v in tensors.items() if k.startswith("stat/")}
         return cls(state=state, stats=stats, settings=header["settings"],
                    progress=header["progress"], target_tokens=header.get("target_tokens", []))

@@ -403,7 +403,7 @@ class RepairMapResult:
     def load(cls, path) -> RepairMapResult:
         """Load a result file (a finished map, or a partial one: see `complete`)."""
         tensors, header = store.read(path, KIND)
-        state = {k[6:]: v for k, v in tensors.items() if k.startswith("state/")}
+        state = store.saved_state(tensors)
         stats = {k: v for k, v in tensors.items() if k.startswith(("map/", "row/"))}
         return cls(stats=stats, state=state, settings=header["settings"],
                    progress=header["progress"])

@@ -239,6 +239,11 @@ def holding_out_lock(sweep):
     return wrapper
 
 
+def saved_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A sweep's streaming state from a result file's tensors (the "state/…" arrays)."""
+    return {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
+
+
 def resume_state(out: Path | None, kind: str, settings: dict, overwrite: bool,
                  progress_key: str) -> tuple[dict[str, torch.Tensor], int]:
     """(saved sweep state, units done) to continue from when `out` holds a run with these
@@ -249,8 +254,7 @@ def resume_state(out: Path | None, kind: str, settings: dict, overwrite: bool,
     if found is None:
         return {}, 0
     tensors, header = found
-    state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
-    return state, int(header["progress"][progress_key])
+    return saved_state(tensors), int(header["progress"][progress_key])
 
 
 def check_resumable(path: Path, kind: str, settings: dict) -> tuple[dict, dict] | None:
