@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +55,12 @@ class LayerEdit:
     mlp_value: torch.Tensor | None = None    # [rows, pos, d_model]
 
 
+# nnsight runs a trace body in greenlets bound to the calling thread: two traces running at
+# once on different threads (the Explorer's worker and a notebook cell) interleave and fail.
+# Every trace in this module holds this lock, so traces from any thread run one at a time.
+_TRACE_LOCK = threading.RLock()
+
+
 def _inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids=None) -> dict:
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if position_ids is not None:
@@ -73,8 +80,8 @@ def run_clean(lm, adapter, input_ids, attention_mask, neurons: bool,
     `kv` its key-value cache (what suffix runs attend to)."""
     s = adapter.shape
     acts = Activations(first_layer=0)
-    with torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1,
-                                   use_cache=kv):
+    with _TRACE_LOCK, torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask),
+                                                logits_to_keep=1, use_cache=kv):
         for module in adapter.embeddings(lm):
             acts.embeddings.append(module.output.save())
         layers = adapter.layers(lm)
@@ -112,8 +119,8 @@ def run_ablated(lm, adapter, input_ids, attention_mask, edits: dict[int, LayerEd
     acts = Activations(first_layer=start)
     extra = {"use_cache": False} if cache is None else {_cache_kwarg(lm._module): cache,
                                                           "use_cache": True}
-    with torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask, position_ids),
-                                   logits_to_keep=1, **extra) as tracer:
+    with _TRACE_LOCK, torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask, position_ids),
+                                                logits_to_keep=1, **extra) as tracer:
         layers = adapter.layers(lm)
         if prefix is not None:
             for layer in range(start):
@@ -169,7 +176,7 @@ def _eager_attention(hf_model):
 
 def run_attention(lm, adapter, input_ids, attention_mask, layer: int) -> torch.Tensor:
     """The clean run's attention weights of `layer` [rows, n_heads, pos, pos] (query, key)."""
-    with _eager_attention(lm._module), torch.no_grad():
+    with _TRACE_LOCK, _eager_attention(lm._module), torch.no_grad():
         with lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1,
                       use_cache=False) as tracer:
             weights = adapter.attention(lm, layer).output[1].save()
