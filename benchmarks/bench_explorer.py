@@ -1,8 +1,8 @@
 """Explorer latency in a real browser: click a head → updated panels (median, p90).
 
     .venv/bin/python benchmarks/bench_explorer.py [--clicks 40] [--models embedded,gpt2-small]
-                                                  [--model FOLDER_OR_NAME] [--pauses 8]
-                                                  [--pause-s 2.0] [--no-static] [--threads N]
+                                                  [--model FOLDER_OR_NAME] [--prompt TEXT]
+                                                  [--pauses 8] [--pause-s 2.0] [--no-static] [--threads N]
 
 Starts JupyterLab and headless Chromium (system package `chromium`), opens a notebook with the
 Explorer for each model, and clicks heads one at a time: the time from the click event to the
@@ -125,7 +125,7 @@ def bench(kind: str, args, work: Path, browser, url: str, root: Path) -> dict:
     write_notebook(root / name, [
         "import warnings\nwarnings.simplefilter('ignore')\nimport nbtools\n"
         f"from nbtools.widgets import Explorer\nlab = nbtools.load({source!r})",
-        f"ex = Explorer(lab, prompt={PROMPT!r}, threads={threads}, "
+        f"ex = Explorer(lab, prompt={args.prompt!r}, threads={threads}, "
         f"static_fallback={not args.no_static})\n"
         + TRACK + "ex",
     ])
@@ -156,7 +156,7 @@ def bench(kind: str, args, work: Path, browser, url: str, root: Path) -> dict:
     server_path = root / f"server-{kind}.json"
     execute(page, SERVER_MS.format(path=str(server_path)))
     fwd_path = root / f"forward-{kind}.json"
-    execute(page, FORWARD.format(prompt=PROMPT, path=str(fwd_path)), timeout=300_000)
+    execute(page, FORWARD.format(prompt=args.prompt, path=str(fwd_path)), timeout=300_000)
     fwd = json.loads(fwd_path.read_text())
     server = [x for x in json.loads(server_path.read_text()) if x is not None]
     render = page.evaluate("() => Number(document.querySelector('.nbx-explorer').dataset.renderMs)")
@@ -181,6 +181,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", action="append", default=[],
                         help="a model folder or name for nbtools.load (repeatable; replaces "
                              "--models)")
+    parser.add_argument("--prompt", default=PROMPT, help="the Explorer's prompt")
     parser.add_argument("--pauses", type=int, default=8, help="clicks after a pause")
     parser.add_argument("--pause-s", type=float, default=2.0, help="seconds of each pause")
     parser.add_argument("--no-static", action="store_true",

@@ -141,8 +141,10 @@ class Lab:
             raise InvalidInputError(
                 f"head must be an integer in 0..{s.n_heads - 1} or None; got {head!r}")
         batch = self.tokenize(prompts)
+        # the earlier layers' outputs come from the (cached) clean run: one layer is traced
+        prefix = self.clean_run(batch).block_out[:layer]
         weights = run_attention(self.model, self.adapter, batch.input_ids,
-                                batch.attention_mask, layer).float()
+                                batch.attention_mask, layer, prefix).float()
         if head is not None:
             weights = weights[:, head]
         out = [w[..., :n, :n].clone() for w, n in zip(weights, batch.lengths.tolist(),

@@ -174,11 +174,20 @@ def _eager_attention(hf_model):
         use(original)
 
 
-def run_attention(lm, adapter, input_ids, attention_mask, layer: int) -> torch.Tensor:
-    """The clean run's attention weights of `layer` [rows, n_heads, pos, pos] (query, key)."""
+def run_attention(lm, adapter, input_ids, attention_mask, layer: int,
+                  prefix: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """The clean run's attention weights of `layer` [rows, n_heads, pos, pos] (query, key).
+
+    `prefix`, if given, holds the clean block outputs of the layers before `layer` ([rows,
+    pos, d_model] each): those layers are skipped, so the trace computes one layer.
+    """
     with _TRACE_LOCK, _eager_attention(lm._module), torch.no_grad():
         with lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1,
                       use_cache=False) as tracer:
+            if prefix is not None:
+                layers = adapter.layers(lm)
+                for earlier in range(layer):
+                    layers[earlier].skip(prefix[earlier])
             weights = adapter.attention(lm, layer).output[1].save()
             tracer.stop()  # nothing downstream of this layer is needed
     return weights
