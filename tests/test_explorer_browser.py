@@ -14,6 +14,7 @@ import time
 import warnings
 
 import pytest
+import torch
 from browser_helpers import (
     CLICK_JS,
     chromium,
@@ -432,6 +433,53 @@ def test_headline_sr_prime_switch(session, lab):
     de_change = float(ref.direct_effect_ablated[0] - ref.direct_effect[0])
     label = page.text_content(".nbx-explorer .nbx-waterfall")
     assert ("direct effect lost" in label) == (de_change <= 0)
+    assert session["errors"] == []
+
+
+def single_token_texts(lab, prompt: str, n: int = 2) -> list[tuple[str, int]]:
+    """The model's top predictions after `prompt` that type back as exactly one token."""
+    with torch.no_grad():
+        logits = lab.hf_model(lab.tokenize(prompt).input_ids).logits[0, -1]
+    out = []
+    for i in logits.argsort(descending=True).tolist():
+        text = lab.tokenizer.decode([i])
+        if text.strip() and lab.tokenizer(text, add_special_tokens=False)["input_ids"] == [i]:
+            out.append((text, i))
+        if len(out) == n:
+            return out
+    raise AssertionError("no single-token predictions")
+
+
+def test_logit_difference_boxes(session, lab):
+    """Typing a token in the target box and a second one in the '− token' box measures the
+    logit difference: every number shown is measure(target=a) − measure(target=b)."""
+    page = session["page"]
+    name = f"L{lab.n_layers - 2}H1"
+    ablate_in_browser(page, name)
+    (a_text, a_id), (b_text, b_id) = single_token_texts(lab, PROMPT)
+    page.click('.nbx-explorer [data-nb="target-custom"]')
+    page.fill('.nbx-explorer [data-nb="target-input"]', a_text)
+    page.fill('.nbx-explorer [data-nb="target-minus-input"]', b_text)
+    page.press('.nbx-explorer [data-nb="target-minus-input"]', "Enter")
+    page.wait_for_selector('.nbx-explorer [data-nb="target-minus"]', timeout=60_000)
+    wait_settled(page)
+    ks = kernel_state(session)
+    assert ks["error"] == "" and ks["state"]["target_minus"] == b_text
+    assert ks["state"]["ablation"] == [name] and ks["target_id"] == a_id
+    a = reference(lab, {**ks["state"], "target_text": a_text})
+    b = reference(lab, {**ks["state"], "target_text": b_text})
+    assert int(b.target_ids[0]) == b_id
+    diff = {k: float(getattr(a, k)[0] - getattr(b, k)[0]) for k in FIELDS if "scale" not in k}
+    for k, value in diff.items():
+        assert ks["fields"][k] == pytest.approx(value, abs=2e-5), k
+    dom = {"logit-clean": diff["logit_clean"], "logit-ablated": diff["logit_ablated"],
+           "logit-delta": diff["delta_logit"], "hl-sr": diff["self_repair"],
+           "wf-sr_heads": diff["sr_heads"], "wf-sr_ln": diff["sr_ln"]}
+    for key, value in dom.items():
+        assert dom_number(page, key) == pytest.approx(value, abs=2e-5), key
+    page.click('.nbx-explorer [data-nb="target-top"]')  # back to the default target
+    wait_settled(page)
+    assert kernel_state(session)["state"]["target_mode"] == "top"
     assert session["errors"] == []
 
 

@@ -4,8 +4,10 @@ header, clear errors (architecture, missing extra, several files, failed fetch),
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import gguf
 import numpy as np
@@ -147,6 +149,28 @@ def test_verified_needs_a_matching_manifest(tmp_path):
     (entry / registry.MANIFEST).write_text(json.dumps(dict(format=registry.FORMAT, files=files)))
     assert registry.verified(entry)
     (entry / "w.bin").write_bytes(b"abd")
+    assert not registry.verified(entry)
+
+
+def test_verified_hashes_again_only_after_a_change(tmp_path, monkeypatch):
+    """A later check trusts the sizes and times of its last successful check; a file
+    written since (or in the last seconds before that check) is hashed again."""
+    entry = tmp_path / "e"
+    entry.mkdir()
+    (entry / "w.bin").write_bytes(b"abc")
+    files = {"w.bin": {"size": 3, "sha256": registry._sha256(entry / "w.bin")}}
+    (entry / registry.MANIFEST).write_text(json.dumps(dict(format=registry.FORMAT, files=files)))
+    assert registry.verified(entry)
+    assert not (entry / registry.STAMP).exists()  # files just written: no stamp yet
+    hour_ago = time.time() - 3600
+    for f in ("w.bin", registry.MANIFEST):
+        os.utime(entry / f, (hour_ago, hour_ago))
+    assert registry.verified(entry) and (entry / registry.STAMP).exists()
+    real_sha256 = registry._sha256
+    monkeypatch.setattr(registry, "_sha256", lambda p: pytest.fail("hashed an unchanged file"))
+    assert registry.verified(entry)
+    monkeypatch.setattr(registry, "_sha256", real_sha256)
+    (entry / "w.bin").write_bytes(b"abd")  # same size, new time
     assert not registry.verified(entry)
 
 

@@ -3,6 +3,7 @@ built transformers model → Lab."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -94,9 +95,25 @@ def _from_pretrained(source: str, dtype, revision, local: bool):
         raise UnsupportedModelError(
             f"{source!r} is a {config.model_type!r} model; supported architectures: "
             f"{', '.join(supported_model_types())}")
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    with _no_progress_bar(local):  # a local folder loads in a second: no bar
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _no_progress_bar(hide: bool):
+    """Hide transformers' progress bars inside the block when `hide`, then restore them."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    if hide and shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if hide and shown:
+            hf_logging.enable_progress_bar()
 
 
 def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,

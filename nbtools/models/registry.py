@@ -7,10 +7,12 @@ float32 safetensors folder + tokenizer in the user cache:
     $NBTOOLS_CACHE/models/<name>/     (default ~/.cache/nbtools/models/<name>/)
         config.json, model.safetensors, tokenizer files, <file>.gguf (the verified source)
         manifest.json                 size and SHA-256 of every file, written last
+        .verified                     sizes and times at the last successful check
 
 An entry is built in a temporary folder beside it and renamed into place at the end, so an
-interrupted fetch leaves nothing that a later load trusts; every load checks the manifest's
-checksums and rebuilds an entry that does not match. Adding a model: one `Registered(...)` line.
+interrupted fetch leaves nothing that a later load trusts; every load checks the manifest
+(the checksums again whenever a file changed since the last check) and rebuilds an entry that
+does not match. Adding a model: one `Registered(...)` line.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ from ..errors import UnsupportedModelError
 
 CACHE_ENV = "NBTOOLS_CACHE"
 MANIFEST = "manifest.json"
+STAMP = ".verified"
 FORMAT = 1
 
 
@@ -91,15 +95,51 @@ def cached(name: str) -> bool:
 
 
 def verified(folder: Path) -> bool:
-    """True when `folder` holds a finished entry whose files match its manifest."""
+    """True when `folder` holds a finished entry whose files match its manifest.
+
+    The SHA-256 of every file is checked again whenever a file's size or modification time
+    differs from the last successful check (kept in `.verified`); otherwise the sizes and
+    times suffice, which keeps a later load from re-reading every file.
+    """
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
         files = manifest["files"]
+        stamp = _stamp(folder, [*files, MANIFEST])
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return manifest.get("format") == FORMAT and all(
-        (folder / f).is_file() and (folder / f).stat().st_size == meta["size"]
-        and _sha256(folder / f) == meta["sha256"] for f, meta in files.items())
+    if manifest.get("format") != FORMAT:
+        return False
+    try:
+        if json.loads((folder / STAMP).read_text()) == stamp:
+            return True
+    except (OSError, ValueError):
+        pass
+    ok = all(stamp[f][0] == meta["size"] and _sha256(folder / f) == meta["sha256"]
+             for f, meta in files.items())
+    if ok:
+        _write_stamp(folder, stamp)
+    return ok
+
+
+def _stamp(folder: Path, names: list[str]) -> dict[str, list[int]]:
+    """[size, mtime_ns] of each file (OSError when one is missing)."""
+    stats = {f: (folder / f).stat() for f in names}
+    return {f: [st.st_size, st.st_mtime_ns] for f, st in stats.items()}
+
+
+def _write_stamp(folder: Path, stamp: dict) -> None:
+    """Record a successful check. Not when a file changed in the last seconds: a write
+    within the same clock tick could leave its time unchanged (it is then hashed again)."""
+    newest = max(mtime for _, mtime in stamp.values())
+    if time.time_ns() - newest < 2_000_000_000:
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".verified.", dir=folder)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(stamp, handle)
+        os.replace(tmp, folder / STAMP)
+    except OSError:  # a read-only cache: every load hashes again
+        pass
 
 
 def manifest(folder: Path) -> dict:
