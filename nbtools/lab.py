@@ -9,6 +9,7 @@ the cached clean residual stream (prefix reuse; upstream of an ablation nothing 
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
 from collections import OrderedDict
 from importlib.metadata import PackageNotFoundError, version
@@ -49,12 +50,25 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _one_at_a_time(method):
+    """Run a Lab method under the Lab's lock: its caches are shared by every thread that
+    uses the Lab (the Explorer's worker, a Compare in the notebook's own thread)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Lab:
     """A model ready for ablation experiments.
 
     Attributes: `model` (the nnsight TransformersModel), `hf_model`, `tokenizer`,
     `adapter` (architecture knowledge), `shape` (sizes), `name`, `source` (set by `load`
-    for GGUF-derived weights: file, quantization type; else None).
+    for GGUF-derived weights: file, quantization type; else None). Safe to share between
+    threads: measurements run one at a time.
     """
 
     source: dict | None = None
@@ -69,6 +83,7 @@ class Lab:
         self._weights: dict[bool, Weights] = {}
         self._clean_cache: OrderedDict = OrderedDict()
         self._effects_cache: OrderedDict = OrderedDict()
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         s = self.shape
@@ -86,6 +101,7 @@ class Lab:
         """Attention heads per layer."""
         return self.shape.n_heads
 
+    @_one_at_a_time
     def weights(self, centred: bool = True) -> Weights:
         """Folded (and by default vocabulary-centred) float64 weights, computed once."""
         if centred not in self._weights:
@@ -108,6 +124,7 @@ class Lab:
         return [self.tokenizer.decode([i]) for i in ids]
 
     # --- runs -------------------------------------------------------------------------
+    @_one_at_a_time
     def clean_run(self, batch: Batch, neurons: bool = False, kv: bool = False) -> Activations:
         """The clean run's activations (with neuron activations / the key-value cache if
         asked), cached per batch (an LRU of a few batches)."""
@@ -125,6 +142,7 @@ class Lab:
             self._clean_cache.popitem(last=False)
         return acts
 
+    @_one_at_a_time
     def attention_pattern(self, prompts, layer: int, head: int | None = None):
         """The clean run's attention weights at `layer` (rows: query positions, columns: key
         positions; causal, each row sums to 1): [T, T] for `head`, else [n_heads, T, T].
@@ -203,6 +221,7 @@ class Lab:
             raise InvalidInputError(f"scales must be a subset of {', '.join(SCALES)}; got {scales}")
         return self._measure(prompts, ablations, scales, **options)
 
+    @_one_at_a_time
     def _measure(self, prompts, ablations, scales, *, method: str = "zero", sources=None,
                  n_sources: int | None = None, reference=None, positions="all",
                  target="next", measure_at=None, fold_value_biases: bool = True,
