@@ -715,6 +715,25 @@ def test_explorer_live_repair_map_equals_lab_measure(explorer, lab):
     ex.map_on = False
 
 
+def test_explorer_live_map_is_sent_at_most_every_map_every_s(lab, monkeypatch):
+    """While the sweep fills the map, the whole map is re-sent at most every MAP_EVERY_S
+    seconds, and always once it is complete."""
+    from nbtools.widgets import explorer as explorer_module
+
+    monkeypatch.setattr(explorer_module, "MAP_EVERY_S", 1e9)
+    ex = Explorer(lab, prompt=PROMPT, ablate="1.0", static_fallback=False)
+    try:
+        ex.wait()
+        sent = []
+        ex.observe(lambda change: sent.append(change["new"].get("done")), "map_data")
+        ex.show_map()
+        ex.wait()
+        assert sent[-1] == lab.n_layers and len(sent) <= 2  # (one early, one complete)
+        assert ex.sweep["done"] == lab.n_layers
+    finally:
+        ex.close()
+
+
 def test_explorer_shows_a_saved_repair_map(lab, tmp_path):
     from nbtools.sweeps.repair_map import repair_map
 

@@ -44,6 +44,7 @@ INPUTS = ("prompt", "position", "target_mode", "target_text", "target_minus", "a
           "positions", "scale", "request_seq")
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 _PRIORITY = {"measure": 0, "export": 1, "tokens": 2, "attention": 2, "sweep": 3}
+MAP_EVERY_S = 1.0  # while a sweep runs, the live map is re-sent at most this often
 
 
 def _as_lab(model, tokenizer=None):
@@ -150,6 +151,7 @@ class Explorer(NbWidget):
         self._sweeps: OrderedDict = OrderedDict()
         self._maps: dict[str, list] = {}  # the live repair map's rows, per sweep key
         self._map_result = None  # a RepairMapResult shown instead of the live map
+        self._map_sent = 0.0  # time.monotonic() of the last live-map update sent
         self._busy_lock = threading.Lock()
         self._static_handle = None
         self._static: StaticRenderer | None = None
@@ -430,6 +432,7 @@ class Explorer(NbWidget):
         if key is None or self._map_result is not None or not self.map_on or rows is None:
             return
         L, H = self.lab.n_layers, self.lab.n_heads
+        self._map_sent = time.monotonic()
         self.map_data = panels.live_map_data(rows, L, H, key=key, done=self._sweeps[key]["done"],
                                              total=L, label="this prompt, measured position")
 
@@ -669,7 +672,8 @@ class Explorer(NbWidget):
             self._maps.pop(self._sweeps.popitem(last=False)[0], None)
         if self.view.get("key") == key:
             self.sweep = sweep
-            self._publish_map(key)
+            if sweep["done"] == n_layers or time.monotonic() - self._map_sent >= MAP_EVERY_S:
+                self._publish_map(key)  # (the whole map: not after every one of 30 layers)
             if self.color_by == "sr" or (self.map_on and self._map_result is None):
                 self._schedule_sweep(state, key, layer + 1)
 
