@@ -55,9 +55,10 @@ class LayerEdit:
     mlp_value: torch.Tensor | None = None    # [rows, pos, d_model]
 
 
-# nnsight runs a trace body in greenlets bound to the calling thread: two traces running at
-# once on different threads (the Explorer's worker and a notebook cell) interleave and fail.
-# Every trace in this module holds this lock, so traces from any thread run one at a time.
+# nnsight keeps a traced model's intervention state on the model and runs a trace body in
+# greenlets bound to the calling thread: two traces of one model at once on two threads (the
+# Explorer's worker and a notebook cell) interleave and fail. Every trace here holds this
+# lock (also through two Labs wrapping one model; a Lab has its own lock for its caches).
 _TRACE_LOCK = threading.RLock()
 
 

@@ -49,3 +49,30 @@ def test_concurrent_measurements_match_serial(lab):
         assert len(outs) == 8
         for out in outs:
             assert torch.equal(out, alone[name]), name
+
+
+def test_two_labs_in_two_threads():
+    """Two models measured at the same time from two threads (a Compare of two models
+    beside an Explorer) each give their numbers alone."""
+    labs = [nbtools.load("tiny"), nbtools.load("tiny")]
+    alone = [lab.measure(PROMPT, "L3H1").self_repair for lab in labs]
+    results: list[list] = [[], []]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def repeat(i):
+        start.wait()
+        try:
+            for _ in range(8):
+                results[i].append(labs[i].measure(PROMPT, "L3H1").self_repair)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=repeat, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    for i in range(2):
+        assert len(results[i]) == 8 and all(torch.equal(r, alone[i]) for r in results[i])
