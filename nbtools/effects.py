@@ -6,29 +6,50 @@ d_model, so that ``o · u = center(o) · Ŵ_U[:, y]`` for any component vector o
 direct effect with frozen scale s* is then ``DE = o · u / s*`` and the centred logit is
 ``ℓ̂(y) = r · u / s + b̂_U[y]`` (r the final norm's input, s its own scale).
 All algebra is float64 (activations are gathered at the measured sites first, so this is
-cheap), whatever dtype the model runs in.
+cheap), whatever dtype the model runs in. No float64 (or float32) copy of a big matrix is
+kept: `Weights` holds only vectors and per-layer constants, and reads W_U, W_O and W_out from
+the model's own parameters, casting the target columns, one layer or a chunk of the
+vocabulary at a time.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 
 from .tracing import Activations
 
+VOCAB_CHUNK = 8192  # columns of W_U cast to float64 at a time
+
+
+def vocab_chunks(W_U: torch.Tensor, dtype: torch.dtype) -> Iterator[torch.Tensor]:
+    """W_U [d_model, d_vocab] as `dtype` [d_model, ≤ VOCAB_CHUNK] pieces (whole if no cast)."""
+    if W_U.dtype == dtype:
+        yield W_U
+        return
+    for i in range(0, W_U.shape[1], VOCAB_CHUNK):
+        yield W_U[:, i:i + VOCAB_CHUNK].to(dtype)
+
 
 @dataclass
 class Weights:
-    """The model weights the algebra needs, float64, family-independent (see models.adapters)."""
+    """What the algebra needs of the model's weights, family-independent (see models.adapters).
 
-    W_U: torch.Tensor        # [d_model, d_vocab] folded diag(γ) W_U, centred over vocab if `centred`
-    b_U: torch.Tensor        # [d_vocab] folded β·W_U + b_U, centred likewise
-    W_O: torch.Tensor        # [n_layers, n_heads, d_head, d_model]
+    Kept in float64: the small vectors below. The big matrices (W_U [d_model, d_vocab],
+    W_O [n_heads, d_head, d_model] and W_out [d_mlp, d_model] per layer) stay the model's own
+    parameters, read through `adapter` in its dtype and cast where they are used
+    (`target_directions`, `project_targets`, `full_logits`).
+    """
+
+    adapter: object = field(repr=False)  # models.adapters.Adapter
+    gamma: torch.Tensor      # [d_model] final norm γ
+    W_U_mean: torch.Tensor   # [d_model] mean_V diag(γ) W_U if `centred`, else zeros
+    b_U: torch.Tensor        # [d_vocab] folded β·W_U + b_U, centred over vocab if `centred`
     b_O: torch.Tensor        # [n_layers, d_model]
+    b_O_folded: torch.Tensor  # [n_layers, d_model] b_O + Σ_h c_h W_O[h] (b_O if c_V is None)
     c_V: torch.Tensor | None  # [n_layers, n_heads, d_head] value constant c_h = (β₁·W_V + b_V)[h]
-    W_out: list[torch.Tensor]  # per layer [d_mlp, d_model]
     b_out: torch.Tensor      # [n_layers, d_model]
     norm: str                # "layernorm" | "rmsnorm"
     eps: float
@@ -36,33 +57,37 @@ class Weights:
 
     @classmethod
     def from_adapter(cls, adapter, centred: bool = True) -> Weights:
+        f64 = torch.float64
         gamma, beta = (x.double() for x in adapter.gamma_beta())
-        W_U, b_U = adapter.W_U().double(), adapter.b_U().double()
-        W_hat = gamma[:, None] * W_U
-        b_hat = beta @ W_U + b_U
+        W_U = adapter.W_U()
+        b_U = torch.cat([beta @ w for w in vocab_chunks(W_U, f64)]) + adapter.b_U().double()
+        W_U_mean = torch.zeros_like(gamma)
         if centred:
-            W_hat = W_hat - W_hat.mean(dim=1, keepdim=True)
-            b_hat = b_hat - b_hat.mean()
+            W_U_mean = gamma * sum(w.sum(1) for w in vocab_chunks(W_U, f64)) / W_U.shape[1]
+            b_U = b_U - b_U.mean()
+        b_O = adapter.b_O().double()
         c_V = adapter.value_constant()
-        return cls(W_U=W_hat, b_U=b_hat, W_O=adapter.W_O().double(), b_O=adapter.b_O().double(),
-                   c_V=None if c_V is None else c_V.double(),
-                   W_out=[adapter.W_out(i).double() for i in range(adapter.shape.n_layers)],
-                   b_out=adapter.b_out().double(), norm=adapter.norm, eps=adapter.norm_eps(),
-                   centred=centred)
+        c_V = None if c_V is None else c_V.double()
+        b_O_folded = b_O if c_V is None else b_O + torch.stack([
+            torch.einsum("he,hed->d", c_V[i], adapter.W_O(i).double())
+            for i in range(adapter.shape.n_layers)])
+        return cls(adapter=adapter, gamma=gamma, W_U_mean=W_U_mean, b_U=b_U, b_O=b_O,
+                   b_O_folded=b_O_folded, c_V=c_V, b_out=adapter.b_out().double(),
+                   norm=adapter.norm, eps=adapter.norm_eps(), centred=centred)
 
-    @functools.cached_property
-    def unembed_f32(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 copies of W_U and b_U (full-vocabulary logits of ablated runs)."""
-        return self.W_U.float(), self.b_U.float()
+    def target_directions(self, targets: torch.Tensor) -> torch.Tensor:
+        """u [N, d_model] float64: the folded (centred) unembedding columns of token ids [N]."""
+        u = self.gamma * self.adapter.W_U()[:, targets].T.double() - self.W_U_mean
+        if self.norm == "layernorm":
+            u = u - u.mean(-1, keepdim=True)
+        return u
 
     def attn_bias(self, fold_value_biases: bool) -> torch.Tensor:
         """The attention layer's constant [n_layers, d_model]: b_O, plus Σ_h c_h W_O[h] if folded.
 
         c_h = (β₁·W_V + b_V)[h] is head h's value constant (see models.adapters).
         """
-        if fold_value_biases and self.c_V is not None:
-            return self.b_O + torch.einsum("lhe,lhed->ld", self.c_V, self.W_O)
-        return self.b_O
+        return self.b_O_folded if fold_value_biases else self.b_O
 
 
 def norm_scale(resid: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
@@ -96,13 +121,16 @@ class Projection:
 def project_targets(weights: Weights, targets: torch.Tensor, fold_value_biases: bool,
                     neurons: bool) -> Projection:
     """Precompute every component's target direction for token ids `targets` [N]."""
-    u = weights.W_U[:, targets].T.contiguous()
-    if weights.norm == "layernorm":
-        u = u - u.mean(-1, keepdim=True)
-    neuron = torch.stack([u @ W.T for W in weights.W_out], dim=1) if neurons else None
+    adapter = weights.adapter
+    layers = range(adapter.shape.n_layers)
+    u = weights.target_directions(targets)
+    head = torch.stack([torch.einsum("hed,nd->nhe", adapter.W_O(i).double(), u) for i in layers],
+                       dim=1)
+    neuron = (torch.stack([u @ adapter.W_out(i).double().T for i in layers], dim=1) if neurons
+              else None)
     return Projection(
         u=u,
-        head=torch.einsum("lhed,nd->nlhe", weights.W_O, u),
+        head=head,
         neuron=neuron,
         attn_bias=u @ weights.attn_bias(fold_value_biases).T,
         mlp_bias=u @ weights.b_out.T,
@@ -213,11 +241,16 @@ def full_logits(resid: torch.Tensor, weights: Weights, dtype=torch.float64) -> t
     """Logits over the whole vocabulary [..., d_vocab] from final residuals [..., d_model].
 
     Centred over the vocabulary if the weights are; softmax is unaffected by that.
-    dtype: float64 (the clean run, once per prompt batch) or float32 (ablated runs: the
-    full-vocabulary product is the expensive part, and only log-probabilities use it).
+    γ is applied to the normalised residual x, not to W_U: ``(x ⊙ γ) W_U − x · mean_V Ŵ_U + b̂_U``.
+    dtype: float64 (the clean run, once per prompt batch; W_U cast a chunk at a time) or
+    float32 (ablated runs: the full-vocabulary product is the expensive part, and only
+    log-probabilities use it).
     """
-    W_U, b_U = (weights.W_U, weights.b_U) if dtype == torch.float64 else weights.unembed_f32
     r = resid.to(dtype)
     if weights.norm == "layernorm":
         r = r - r.mean(-1, keepdim=True)
-    return r / norm_scale(resid, weights.norm, weights.eps).to(dtype)[..., None] @ W_U + b_U
+    x = r / norm_scale(resid, weights.norm, weights.eps).to(dtype)[..., None]
+    xg = x * weights.gamma.to(dtype)
+    parts = [xg @ w for w in vocab_chunks(weights.adapter.W_U(), dtype)]
+    logits = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+    return logits - (x @ weights.W_U_mean.to(dtype))[..., None] + weights.b_U.to(dtype)

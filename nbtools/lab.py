@@ -103,7 +103,8 @@ class Lab:
 
     @_one_at_a_time
     def weights(self, centred: bool = True) -> Weights:
-        """Folded (and by default vocabulary-centred) float64 weights, computed once."""
+        """The folded (by default vocabulary-centred) float64 constants the algebra needs, computed
+        once; the big matrices stay the model's own (see `effects.Weights`)."""
         if centred not in self._weights:
             self._weights[centred] = Weights.from_adapter(self.adapter, centred=centred)
         return self._weights[centred]

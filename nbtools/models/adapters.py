@@ -3,10 +3,11 @@
 An adapter answers, for one `transformers` model family: where each head's ``z`` is
 (the input of the attention output projection), where the MLP's neuron activations and
 output are, which final norm and unembedding the model uses, whether attention and MLP
-run in parallel, and the weights the direct-effect algebra needs — all as fp32 tensors
-with the same layout for every family:
+run in parallel, and the weights the direct-effect algebra needs — with the same layout
+for every family; the matrices are views of the model's parameters, in its dtype (callers
+cast what they use), the vectors fp32:
 
-    W_O  [n_layers, n_heads, d_head, d_model]   head h's slice of the output projection
+    W_O  [n_heads, d_head, d_model] per layer   the output projection, split per head
     b_O  [n_layers, d_model]                    attention output bias (zeros if absent)
     c_V  [n_layers, n_heads, d_head] or None    per-head value constant (below)
     W_out [d_mlp, d_model] per layer            MLP down projection; b_out [n_layers, d_model]
@@ -94,11 +95,11 @@ class Adapter:
     def unembed(self, root):
         return root.lm_head
 
-    # --- weights (fp32, family-independent layout) ------------------------------------
-    def W_O(self) -> torch.Tensor:
+    # --- weights (family-independent layout; matrices in the model's dtype) ----------
+    def W_O(self, layer: int) -> torch.Tensor:
         s = self.shape
-        mats = [self._linear_in_out(self.attn_out_proj(self.hf_model, i)) for i in range(s.n_layers)]
-        return torch.stack(mats).reshape(s.n_layers, s.n_heads, s.d_head, s.d_model)
+        W = self._linear_in_out(self.attn_out_proj(self.hf_model, layer))
+        return W.reshape(s.n_heads, s.d_head, s.d_model)
 
     def b_O(self) -> torch.Tensor:
         return torch.stack([self._bias(self.attn_out_proj(self.hf_model, i))
@@ -116,7 +117,7 @@ class Adapter:
                             for i in range(self.shape.n_layers)])
 
     def W_U(self) -> torch.Tensor:
-        return self.unembed(self.hf_model).weight.detach().float().T
+        return self.unembed(self.hf_model).weight.detach().T
 
     def b_U(self) -> torch.Tensor:
         unembed = self.unembed(self.hf_model)
@@ -146,8 +147,8 @@ class Adapter:
 
     @staticmethod
     def _linear_in_out(module) -> torch.Tensor:
-        """Weight as [in, out] for nn.Linear ([out, in]) and GPT-2's Conv1D ([in, out])."""
-        w = module.weight.detach().float()
+        """Weight as [in, out] for nn.Linear ([out, in]) and GPT-2's Conv1D ([in, out]), a view."""
+        w = module.weight.detach()
         return w if type(module).__name__ == "Conv1D" else w.T
 
     @staticmethod
@@ -192,7 +193,7 @@ class GPT2Adapter(Adapter):
         out = []
         for block in self.hf_model.transformer.h:
             # c_attn's output is [q | k | v], each d_model wide; v splits into heads.
-            W_V = self._linear_in_out(block.attn.c_attn)[:, 2 * s.d_model:]
+            W_V = self._linear_in_out(block.attn.c_attn)[:, 2 * s.d_model:].float()
             b_V = self._bias(block.attn.c_attn)[2 * s.d_model:]
             out.append(self._norm_bias(block.ln_1) @ W_V + b_V)
         return torch.stack(out).reshape(s.n_layers, s.n_heads, s.d_head)
@@ -232,7 +233,8 @@ class NeoXAdapter(Adapter):
         out = []
         for layer in self.hf_model.gpt_neox.layers:
             qkv = layer.attention.query_key_value
-            const = self._norm_bias(layer.input_layernorm) @ self._linear_in_out(qkv) + self._bias(qkv)
+            const = (self._norm_bias(layer.input_layernorm) @ self._linear_in_out(qkv).float()
+                     + self._bias(qkv))
             # query_key_value's output is laid out per head as [q | k | v], each d_head wide.
             out.append(const.reshape(s.n_heads, 3, s.d_head)[:, 2])
         return torch.stack(out)
