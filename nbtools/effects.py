@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from .tracing import Activations
 
-VOCAB_CHUNK = 8192  # columns of W_U cast to float64 at a time
+if TYPE_CHECKING:
+    from .models.adapters import Adapter
+
+VOCAB_CHUNK = 8192  # columns of W_U cast at a time (to float64, or from half precision)
 
 
 def vocab_chunks(W_U: torch.Tensor, dtype: torch.dtype) -> Iterator[torch.Tensor]:
@@ -43,7 +47,7 @@ class Weights:
     (`target_directions`, `project_targets`, `full_logits`).
     """
 
-    adapter: object = field(repr=False)  # models.adapters.Adapter
+    adapter: Adapter = field(repr=False)
     gamma: torch.Tensor      # [d_model] final norm γ
     W_U_mean: torch.Tensor   # [d_model] mean_V diag(γ) W_U if `centred`, else zeros
     b_U: torch.Tensor        # [d_vocab] folded β·W_U + b_U, centred over vocab if `centred`
