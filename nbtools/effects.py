@@ -8,13 +8,13 @@ direct effect with frozen scale s* is then ``DE = o · u / s*`` and the centred 
 All algebra is float64 (activations are gathered at the measured sites first, so this is
 cheap), whatever dtype the model runs in. No float64 (or float32) copy of a big matrix is
 kept: `Weights` holds only vectors and per-layer constants, and reads W_U, W_O and W_out from
-the model's own parameters, casting the target columns, one layer or a chunk of the
-vocabulary at a time.
+the model's own parameters, casting only the target columns of W_U, one layer of W_O / W_out
+at a time, or the vocabulary a chunk at a time (`cast_each`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,16 +25,32 @@ from .tracing import Activations
 if TYPE_CHECKING:
     from .models.adapters import Adapter
 
-VOCAB_CHUNK = 8192  # columns of W_U cast at a time (to float64, or from half precision)
+VOCAB_CHUNK = 2048  # columns of W_U cast at a time (to float64, or from half precision)
+
+
+def cast_each(mats: Iterable[torch.Tensor], dtype: torch.dtype) -> Iterator[torch.Tensor]:
+    """Each of `mats` (one shape and layout, the last dim possibly shorter after the first) cast
+    to `dtype` into one reused buffer, so each is valid only until the next is drawn.
+
+    A fresh allocation per matrix is several times slower (the allocator hands big blocks back
+    to the system and faults them in again). Matrices already in `dtype` pass through.
+    """
+    buffer = None
+    for W in mats:
+        if W.dtype == dtype:
+            yield W
+            continue
+        if buffer is None:
+            buffer = torch.empty_like(W, dtype=dtype)
+        yield buffer[..., :W.shape[-1]].copy_(W)
 
 
 def vocab_chunks(W_U: torch.Tensor, dtype: torch.dtype) -> Iterator[torch.Tensor]:
     """W_U [d_model, d_vocab] as `dtype` [d_model, ≤ VOCAB_CHUNK] pieces (whole if no cast)."""
     if W_U.dtype == dtype:
-        yield W_U
-        return
-    for i in range(0, W_U.shape[1], VOCAB_CHUNK):
-        yield W_U[:, i:i + VOCAB_CHUNK].to(dtype)
+        return iter([W_U])
+    step = VOCAB_CHUNK
+    return cast_each((W_U[:, i:i + step] for i in range(0, W_U.shape[1], step)), dtype)
 
 
 @dataclass
@@ -72,9 +88,9 @@ class Weights:
         b_O = adapter.b_O().double()
         c_V = adapter.value_constant()
         c_V = None if c_V is None else c_V.double()
-        b_O_folded = b_O if c_V is None else b_O + torch.stack([
-            torch.einsum("he,hed->d", c_V[i], adapter.W_O(i).double())
-            for i in range(adapter.shape.n_layers)])
+        W_O = cast_each((adapter.W_O(i) for i in range(adapter.shape.n_layers)), f64)
+        b_O_folded = b_O if c_V is None else b_O + torch.stack(
+            [torch.einsum("he,hed->d", c, W) for c, W in zip(c_V, W_O, strict=True)])
         return cls(adapter=adapter, gamma=gamma, W_U_mean=W_U_mean, b_U=b_U, b_O=b_O,
                    b_O_folded=b_O_folded, c_V=c_V, b_out=adapter.b_out().double(),
                    norm=adapter.norm, eps=adapter.norm_eps(), centred=centred)
@@ -125,13 +141,15 @@ class Projection:
 def project_targets(weights: Weights, targets: torch.Tensor, fold_value_biases: bool,
                     neurons: bool) -> Projection:
     """Precompute every component's target direction for token ids `targets` [N]."""
-    adapter = weights.adapter
+    adapter, f64 = weights.adapter, torch.float64
     layers = range(adapter.shape.n_layers)
     u = weights.target_directions(targets)
-    head = torch.stack([torch.einsum("hed,nd->nhe", adapter.W_O(i).double(), u) for i in layers],
-                       dim=1)
-    neuron = (torch.stack([u @ adapter.W_out(i).double().T for i in layers], dim=1) if neurons
-              else None)
+    W_O = cast_each((adapter.W_O(i) for i in layers), f64)
+    head = torch.stack([torch.einsum("hed,nd->nhe", W, u) for W in W_O], dim=1)
+    neuron = None
+    if neurons:
+        W_out = cast_each((adapter.W_out(i) for i in layers), f64)
+        neuron = torch.stack([u @ W.T for W in W_out], dim=1)
     return Projection(
         u=u,
         head=head,

@@ -53,7 +53,7 @@ def _close(actual, expected, rtol):
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("centred", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("chunk", [8192, 100])
+@pytest.mark.parametrize("chunk", [2048, 100])
 def test_projections_and_logits_equal_the_full_copy_formulas(family, centred, dtype, chunk,
                                                              monkeypatch):
     monkeypatch.setattr(effects, "VOCAB_CHUNK", chunk)
