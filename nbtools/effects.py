@@ -25,7 +25,7 @@ from .tracing import Activations
 if TYPE_CHECKING:
     from .models.adapters import Adapter
 
-VOCAB_CHUNK = 2048  # columns of W_U cast at a time (to float64, or from half precision)
+CHUNK_ELEMENTS = 2 ** 21  # elements of W_U cast at a time (16 MB in float64)
 
 
 def cast_each(mats: Iterable[torch.Tensor], dtype: torch.dtype) -> Iterator[torch.Tensor]:
@@ -46,10 +46,11 @@ def cast_each(mats: Iterable[torch.Tensor], dtype: torch.dtype) -> Iterator[torc
 
 
 def vocab_chunks(W_U: torch.Tensor, dtype: torch.dtype) -> Iterator[torch.Tensor]:
-    """W_U [d_model, d_vocab] as `dtype` [d_model, ≤ VOCAB_CHUNK] pieces (whole if no cast)."""
+    """W_U [d_model, d_vocab] as `dtype` [d_model, ≤ CHUNK_ELEMENTS / d_model] pieces (whole if
+    no cast)."""
     if W_U.dtype == dtype:
         return iter([W_U])
-    step = VOCAB_CHUNK
+    step = max(1, CHUNK_ELEMENTS // W_U.shape[0])
     return cast_each((W_U[:, i:i + step] for i in range(0, W_U.shape[1], step)), dtype)
 
 

@@ -53,10 +53,10 @@ def _close(actual, expected, rtol):
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("centred", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("chunk", [2048, 100])
+@pytest.mark.parametrize("chunk", [2 ** 21, 100 * 64])
 def test_projections_and_logits_equal_the_full_copy_formulas(family, centred, dtype, chunk,
                                                              monkeypatch):
-    monkeypatch.setattr(effects, "VOCAB_CHUNK", chunk)
+    monkeypatch.setattr(effects, "CHUNK_ELEMENTS", chunk)
     lab = make_lab(family)
     lab.hf_model.to(dtype)
     weights = Weights.from_adapter(lab.adapter, centred=centred)
