@@ -46,6 +46,20 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
+def require_chromium() -> str:
+    """The Chromium binary for a browser-test module: skips the module when there is none,
+    except under CI, where a missing browser is an error."""
+    import pytest
+
+    path = chromium_path()
+    if path is None:
+        if in_ci():
+            raise RuntimeError("CI is set but Chromium is missing: apt-get install -y chromium")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)",
+                    allow_module_level=True)
+    return path
+
+
 def embedded_available() -> bool:
     from nbtools.embedded import embedded_dir
 

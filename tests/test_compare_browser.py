@@ -13,12 +13,11 @@ import time
 import pytest
 from browser_helpers import (
     chromium,
-    chromium_path,
     embedded_available,
     execute,
-    in_ci,
     jupyter_server,
     open_notebook,
+    require_chromium,
     run_all,
     save_random_gpt2,
     wait_settled,
@@ -27,11 +26,7 @@ from browser_helpers import (
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = chromium_path()
-if CHROMIUM is None:
-    if in_ci():
-        raise RuntimeError("CI is set but Chromium is missing: apt-get install -y chromium")
-    pytest.skip("Chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+CHROMIUM = require_chromium()
 
 PROMPT = "The Eiffel Tower is located in the city of Paris"
 

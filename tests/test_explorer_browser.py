@@ -18,13 +18,12 @@ import torch
 from browser_helpers import (
     CLICK_JS,
     chromium,
-    chromium_path,
     dom_number,
     embedded_available,
     execute,
-    in_ci,
     jupyter_server,
     open_notebook,
+    require_chromium,
     run_all,
     save_random_gpt2,
     wait_settled,
@@ -36,11 +35,7 @@ from nbtools.widgets.standalone import toggle
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = chromium_path()
-if CHROMIUM is None:
-    if in_ci():
-        raise RuntimeError("CI is set but Chromium is missing: apt-get install -y chromium")
-    pytest.skip("Chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+CHROMIUM = require_chromium()
 
 PROMPT = ("In his speech to Congress, the President of the United" if embedded_available()
           else "The Eiffel Tower is located in the city of Paris")
