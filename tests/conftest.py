@@ -59,6 +59,19 @@ def ragged_batch(seed: int = 0, lengths=(12, 9, 11)) -> list[list[int]]:
     return [torch.randint(1, 512, (n,), generator=gen).tolist() for n in lengths]
 
 
+def random_rows(n_rows: int, n_tokens: int, seed: int = 3) -> torch.Tensor:
+    """Token rows [n_rows, n_tokens] of the random models' 512-word vocabulary (a corpus)."""
+    return torch.randint(1, 512, (n_rows, n_tokens), generator=torch.Generator().manual_seed(seed))
+
+
+def word_prompts(n: int, seed: int = 4) -> list[str]:
+    """`n` prompts of 4–8 random words ("w17 w301 …") for the word tokenizer."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(4, 9, (n,), generator=gen).tolist()
+    return [" ".join(f"w{int(x)}" for x in torch.randint(1, 512, (k,), generator=gen))
+            for k in lengths]
+
+
 def padded(prompts: list[list[int]]):
     """Right-padded ids and mask [B, T] for the reference implementation."""
     width = max(map(len, prompts))

@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from conftest import make_lab
+from conftest import make_lab, random_rows, word_prompts
 
 from nbtools import AttnLayer, Head, InvalidInputError, MLPLayer
 from nbtools.sweeps import (
@@ -30,15 +30,12 @@ def lab():
 
 @pytest.fixture(scope="module")
 def rows():
-    return torch.randint(1, 512, (5, 12), generator=torch.Generator().manual_seed(3))
+    return random_rows(5, 12)
 
 
 @pytest.fixture(scope="module")
 def prompts():
-    gen = torch.Generator().manual_seed(4)
-    lengths = torch.randint(4, 9, (9,), generator=gen).tolist()
-    return [" ".join(f"w{int(x)}" for x in torch.randint(1, 512, (n,), generator=gen))
-            for n in lengths]
+    return word_prompts(9)
 
 
 @pytest.fixture(scope="module")

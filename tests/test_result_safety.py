@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_lab
+from conftest import make_lab, random_rows
 from safetensors import safe_open
 
 from nbtools.sweeps import ResultFileError, load_result, store, sweep_heads
@@ -57,7 +57,7 @@ def lab():
 
 @pytest.fixture(scope="module")
 def rows():
-    return torch.randint(1, 512, (4, 10), generator=torch.Generator().manual_seed(3))
+    return random_rows(4, 10)
 
 
 @pytest.fixture(scope="module")
