@@ -126,11 +126,26 @@ def test_bad_values_found_after_loading_the_model(capsys, setup, tmp_path):
     assert code == 2 and "cannot load" in err and len(err.strip().splitlines()) == 1
 
 
+# The CLI's own entry point with every batch slowed down, so that a signal sent after the first
+# checkpoint lands in the middle of the sweep however fast the machine is.
+SLOW_CLI = """
+import sys, time
+from nbtools import cli
+from nbtools.lab import Lab
+measure_many = Lab.measure_many
+def slow(self, *args, **kwargs):
+    time.sleep(0.2)
+    return measure_many(self, *args, **kwargs)
+Lab.measure_many = slow
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_end_to_end_interrupted_resumed_and_figures(capsys, setup):
     """Ctrl-C, then a hard kill, then completion: the file equals an uninterrupted run's."""
     model, corpus, prompts, folder = setup
     out = folder / "heads.safetensors"
-    cmd = [*_command(), *heads_args(setup, out)]
+    cmd = [sys.executable, "-c", SLOW_CLI, *map(str, heads_args(setup, out))]
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
     for sig in (signal.SIGINT, signal.SIGKILL):
         before = out.stat().st_mtime_ns if out.exists() else None
