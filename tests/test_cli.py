@@ -127,9 +127,12 @@ def test_bad_values_found_after_loading_the_model(capsys, setup, tmp_path):
 
 
 # The CLI's own entry point with every batch slowed down, so that a signal sent after the first
-# checkpoint lands in the middle of the sweep however fast the machine is.
+# checkpoint lands in the middle of the sweep however fast the machine is. Ctrl-C raises
+# KeyboardInterrupt as in a terminal, also when the suite was started in the background (a
+# background job of a non-interactive shell inherits SIGINT ignored).
 SLOW_CLI = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from nbtools import cli
 from nbtools.lab import Lab
 measure_many = Lab.measure_many
