@@ -13,6 +13,10 @@ class UnsupportedModelError(NbtoolsError, ValueError):
     """The model cannot be loaded, or its architecture has no adapter."""
 
 
+class OutputError(NbtoolsError, OSError):
+    """A file or folder cannot be written (missing or read-only folder, full disk, ...)."""
+
+
 class InterventionError(NbtoolsError, RuntimeError):
     """An ablation did not take effect in the model (a broken hook path, a changed API)."""
 

@@ -29,7 +29,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UnsupportedModelError
+from .. import files
+from ..errors import OutputError, UnsupportedModelError
 
 CACHE_ENV = "NBTOOLS_CACHE"
 MANIFEST = "manifest.json"
@@ -134,11 +135,8 @@ def _write_stamp(folder: Path, stamp: dict) -> None:
     if time.time_ns() - newest < 2_000_000_000:
         return
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".verified.", dir=folder)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(stamp, handle)
-        os.replace(tmp, folder / STAMP)
-    except OSError:  # a read-only cache: every load hashes again
+        files.write_text(folder / STAMP, json.dumps(stamp))
+    except OutputError:  # a read-only cache: every load hashes again
         pass
 
 

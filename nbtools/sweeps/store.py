@@ -17,7 +17,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +29,7 @@ try:
 except ImportError:  # not on Windows: result files are not locked there
     fcntl = None
 
+from .. import files
 from ..errors import InvalidInputError
 from ..lab import package_versions
 
@@ -74,26 +74,10 @@ def write(path: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dic
 
     The header gains "checksums" (SHA-256 of every array) and "header_sha256" (of the rest).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {k: v.detach().cpu().contiguous() for k, v in sorted(tensors.items())}
     body = {**header, "checksums": {k: array_sha256(v) for k, v in data.items()}}
     text = json.dumps({**body, DIGEST_KEY: _header_sha256(body)}, sort_keys=True)
-    blob = st_save(data, metadata={META_KEY: text})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    files.write_bytes(path, st_save(data, metadata={META_KEY: text}))
 
 
 def array_sha256(t: torch.Tensor) -> str:
@@ -107,12 +91,6 @@ def array_sha256(t: torch.Tensor) -> str:
 
 def _header_sha256(header: dict) -> str:
     return hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _metadata(path: Path, arrays: bool):
@@ -191,7 +169,7 @@ def locked(path: str | os.PathLike | None):
     if path.is_dir():
         raise ResultFileError(f"out={str(path)!r} is a folder; give a result file name such as "
                               f"{str(path / 'sweep.safetensors')!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    files.check_writable(path)  # a missing, read-only or full location fails here, at once
     lock_path = path.with_name(f"{path.name}.lock")
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
