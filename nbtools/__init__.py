@@ -9,7 +9,8 @@
 from .components import AttnLayer, Head, MLPLayer, Neurons, parse_components
 from .errors import InterventionError, InvalidInputError, NbtoolsError, UnsupportedModelError
 from .lab import Lab
-from .models import fetch, load
+from .loading import load
+from .models import fetch
 from .results import Measurement
 
 __version__ = "0.1.0"

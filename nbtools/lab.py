@@ -66,20 +66,19 @@ class Lab:
     """A model ready for ablation experiments.
 
     Attributes: `model` (the nnsight TransformersModel), `hf_model`, `tokenizer`,
-    `adapter` (architecture knowledge), `shape` (sizes), `name`, `source` (set by `load`
-    for GGUF-derived weights: file, quantization type; else None). Safe to share between
-    threads: measurements run one at a time.
+    `adapter` (architecture knowledge), `shape` (sizes), `name`, `source` (GGUF-derived
+    weights: file, quantization type; else None). Safe to share between threads:
+    measurements run one at a time. `nbtools.load` builds one from anything a user names.
     """
 
-    source: dict | None = None
-
-    def __init__(self, model, adapter, name: str):
+    def __init__(self, model, adapter, name: str, source: dict | None = None):
         self.model = model
         self.hf_model = model._module
         self.tokenizer = model.tokenizer
         self.adapter = adapter
         self.shape = adapter.shape
         self.name = name
+        self.source = source
         self._weights: dict[bool, Weights] = {}
         self._clean_cache: OrderedDict = OrderedDict()
         self._effects_cache: OrderedDict = OrderedDict()

@@ -221,7 +221,7 @@ def test_an_unknown_name_offline_fails_fast(monkeypatch):
 def test_the_hub_check_without_a_connection(monkeypatch):
     import socket
 
-    from nbtools.models import loading
+    from nbtools.models import sources as loading
 
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy",
                 "ALL_PROXY", "all_proxy"):

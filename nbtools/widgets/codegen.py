@@ -107,9 +107,9 @@ def _minus_lines(measured: list, call: dict, minus: int | None,
 def model_source(lab) -> tuple[str, str | None]:
     """(what `nbtools.load` takes, the name to give it) for a Lab: its embedded name or
     folder, else the folder / hub id its weights came from, with the Lab's name."""
-    from ..models.loading import _embedded_names
+    from ..models.sources import embedded_names
 
-    if lab.name in _embedded_names() or os.path.isdir(lab.name):
+    if lab.name in embedded_names() or os.path.isdir(lab.name):
         return lab.name, None
     origin = getattr(lab.hf_model.config, "_name_or_path", "") or lab.name
     return origin, lab.name if origin != lab.name else None

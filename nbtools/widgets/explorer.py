@@ -51,7 +51,7 @@ def _as_lab(model, tokenizer=None):
     """A Lab from a Lab, a name / folder / hub id, a transformers model (+ tokenizer) or None
     (the embedded model "tiny")."""
     from ..lab import Lab
-    from ..models import load
+    from ..loading import load
 
     if isinstance(model, Lab):
         return model

