@@ -6,6 +6,7 @@ attention never looks ahead), so padding only has to be masked, never corrected 
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -121,10 +122,25 @@ class Sites:
     rows: torch.Tensor
     positions: torch.Tensor
     target_ids: torch.Tensor | None  # None until "top" is resolved from the clean run
+    minus_ids: torch.Tensor | None = None  # a logit difference target − minus, else None
 
 
 def measurement_sites(batch: Batch, target, measure_at, tokenizer, d_vocab: int) -> Sites:
-    """Sites for a target: "next" (actual next token), "top" (clean argmax), a token or an id."""
+    """Sites for a target: "next" (actual next token), "top" (clean argmax), a token or an id,
+    or a pair of tokens / ids (a, b) for the logit difference a − b (the IOI metric)."""
+    pair = None
+    if isinstance(target, tuple | list):
+        if len(target) != 2 or any(isinstance(t, tuple | list) for t in target):
+            raise InvalidInputError(
+                f"a logit-difference target is a pair of single tokens or ids, e.g. "
+                f"(' Mary', ' John'); got {target!r}")
+        if any(t in ("next", "top") for t in target if isinstance(t, str)):
+            raise InvalidInputError(
+                f"a logit-difference target names two tokens, not 'next' / 'top'; got {target!r}")
+        pair = [target_token_id(t, tokenizer, d_vocab) for t in target]
+        if pair[0] == pair[1]:
+            raise InvalidInputError(f"the two tokens of the logit difference {target!r} are "
+                                    "the same token")
     if measure_at is None:
         measure_at = "all" if target == "next" else "final"
     lengths = batch.lengths
@@ -161,11 +177,19 @@ def measurement_sites(batch: Batch, target, measure_at, tokenizer, d_vocab: int)
         return Sites(rows, pos, batch.input_ids[rows, pos + 1])
     if target == "top":
         return Sites(rows, pos, None)
+    if pair is not None:
+        return Sites(rows, pos, torch.full_like(rows, pair[0]), torch.full_like(rows, pair[1]))
     return Sites(rows, pos, torch.full_like(rows, target_token_id(target, tokenizer, d_vocab)))
 
 
 def target_token_id(target, tokenizer, d_vocab: int) -> int:
-    """A single token id from an int or a string that must encode to exactly one token."""
+    """A single token id from an integer (int, NumPy / 0-d torch integer) or a string that
+    must encode to exactly one token."""
+    if not isinstance(target, str | bool | float):
+        try:
+            target = operator.index(target)
+        except TypeError:
+            pass
     if isinstance(target, int) and not isinstance(target, bool):
         if not 0 <= target < d_vocab:
             raise InvalidInputError(f"target id {target} outside the vocabulary 0..{d_vocab - 1}")

@@ -140,11 +140,16 @@ class Projection:
 
 
 def project_targets(weights: Weights, targets: torch.Tensor, fold_value_biases: bool,
-                    neurons: bool) -> Projection:
-    """Precompute every component's target direction for token ids `targets` [N]."""
+                    neurons: bool, minus: torch.Tensor | None = None) -> Projection:
+    """Precompute every component's target direction for token ids `targets` [N]; with
+    `minus` [N], of the logit difference targets − minus (every quantity is linear in u)."""
     adapter, f64 = weights.adapter, torch.float64
     layers = range(adapter.shape.n_layers)
     u = weights.target_directions(targets)
+    unembed_bias = weights.b_U[targets]
+    if minus is not None:
+        u = u - weights.target_directions(minus)
+        unembed_bias = unembed_bias - weights.b_U[minus]
     W_O = cast_each((adapter.W_O(i) for i in layers), f64)
     head = torch.stack([torch.einsum("hed,nd->nhe", W, u) for W in W_O], dim=1)
     neuron = None
@@ -157,7 +162,7 @@ def project_targets(weights: Weights, targets: torch.Tensor, fold_value_biases: 
         neuron=neuron,
         attn_bias=u @ weights.attn_bias(fold_value_biases).T,
         mlp_bias=u @ weights.b_out.T,
-        unembed_bias=weights.b_U[targets],
+        unembed_bias=unembed_bias,
     )
 
 

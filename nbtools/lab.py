@@ -11,14 +11,13 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-from collections import OrderedDict
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
 from . import ablation as abl
 from .batching import Batch, ablation_positions, make_batch, measurement_sites
-from .components import check_components, parse_components
+from .components import Neurons, check_components, parse_components
 from .effects import (
     Dots,
     Weights,
@@ -30,6 +29,7 @@ from .effects import (
     site_values,
 )
 from .errors import InterventionError, InvalidInputError
+from .lru import LRU
 from .repair import completeness_gap, decompose
 from .results import Measurement
 from .suffix import clean_cache, plan_suffix, suffix_edits, take_positions
@@ -80,8 +80,8 @@ class Lab:
         self.name = name
         self.source = source
         self._weights: dict[bool, Weights] = {}
-        self._clean_cache: OrderedDict = OrderedDict()
-        self._effects_cache: OrderedDict = OrderedDict()
+        self._clean_cache = LRU(_CACHE_SIZE)
+        self._effects_cache = LRU(_CACHE_SIZE)
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -131,15 +131,12 @@ class Lab:
         key = batch.key()
         cached = self._clean_cache.get(key)
         if cached is not None and (cached.neurons or not neurons) and (cached.keys or not kv):
-            self._clean_cache.move_to_end(key)
             return cached
         if cached is not None:  # what was cached stays included
             neurons, kv = neurons or bool(cached.neurons), kv or bool(cached.keys)
         acts = run_clean(self.model, self.adapter, batch.input_ids, batch.attention_mask,
                          neurons=neurons, kv=kv)
-        self._clean_cache[key] = acts
-        while len(self._clean_cache) > _CACHE_SIZE:
-            self._clean_cache.popitem(last=False)
+        self._clean_cache.put(key, acts)
         return acts
 
     @_one_at_a_time
@@ -210,6 +207,19 @@ class Lab:
             raise InvalidInputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
         return self._measure(prompts, ablations, (scale,), **options)[scale]
 
+    def measure_clean(self, prompts, *, target="top", measure_at=None,
+                      fold_value_biases: bool = True, centred: bool = True,
+                      neurons: bool = False, logprobs: bool = True,
+                      top_k: int = 5) -> Measurement:
+        """The clean run alone, as a Measurement with nothing ablated (`components` is empty):
+        its logits, log-probabilities and top-k predictions, and every component's direct
+        effect; each ablated field equals its clean one (ΔL = SR = 0). Options as in
+        `measure_many`.
+        """
+        return self._measure(prompts, None, ("clean",), target=target, measure_at=measure_at,
+                             fold_value_biases=fold_value_biases, centred=centred,
+                             neurons=neurons, logprobs=logprobs, top_k=top_k)["clean"][0]
+
     def measure_scales(self, prompts, ablations, scales=SCALES,
                        **options) -> dict[str, list[Measurement]]:
         """`measure_many` for several norm-scale conventions from the same forward passes.
@@ -230,9 +240,10 @@ class Lab:
                  max_rows: int = 64, seed: int = 0) -> dict[str, list[Measurement]]:
         if method not in abl.METHODS:
             raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(abl.METHODS)}")
-        if isinstance(ablations, str) or not hasattr(ablations, "__iter__"):
+        clean_only = ablations is None  # measure_clean: no ablated run at all
+        if not clean_only and (isinstance(ablations, str) or not hasattr(ablations, "__iter__")):
             raise InvalidInputError("measure_many takes a list of ablations")
-        specs = [parse_components(a) for a in ablations]
+        specs = [()] if clean_only else [parse_components(a) for a in ablations]
         if not specs:
             raise InvalidInputError("no ablations given")
         for spec in specs:
@@ -240,12 +251,12 @@ class Lab:
         batch = self.tokenize(prompts)
         pos_mask = ablation_positions(batch, positions)
         sites = measurement_sites(batch, target, measure_at, self.tokenizer, self.shape.d_vocab)
-        neurons = neurons or any(type(c).__name__ == "Neurons" for s in specs for c in s)
+        neurons = neurons or any(isinstance(c, Neurons) for s in specs for c in s)
         plan = self._plan_replacement(method, batch, pos_mask, positions, sources, n_sources,
                                       reference, seed)
         # --- everything validated; forward passes start here ---
-        suffix = (plan_suffix(batch, pos_mask, sites.rows, sites.positions) if suffix_reuse
-                  else None)
+        suffix = (plan_suffix(batch, pos_mask, sites.rows, sites.positions)
+                  if suffix_reuse and not clean_only else None)
         weights = self.weights(centred)
         needs_kv = suffix is not None and suffix.n_cached > 0
         clean = self.clean_run(batch, neurons=neurons, kv=needs_kv)
@@ -263,6 +274,19 @@ class Lab:
             dtype=str(self.hf_model.dtype).replace("torch.", ""), seed=seed,
             sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = ΔL + DE",
             versions=dict(package_versions()))
+        if clean_only:
+            settings.update(method=None, sources="none: the clean run alone")
+            extra = {}
+            if logprobs:
+                extra = self._logprob_fields(batch, clean, sites, weights,
+                                             self._clean_logits(batch, clean, sites, weights)[0][None],
+                                             top_k)
+            fields = decompose((), clean_dots, clean_dots, embed, proj, self.shape,
+                               self.adapter.parallel, "clean")
+            return {"clean": [Measurement(components=(), rows=sites.rows,
+                                          positions=sites.positions, target_ids=sites.target_ids,
+                                          minus_ids=sites.minus_ids, settings=settings,
+                                          **fields, **extra)]}
         results: dict[str, list] = {s: [None] * len(specs) for s in scales}
         for idxs, start in self._groups(specs, repl.n_sources * batch.size, max_rows):
             group = [specs[i] for i in idxs]
@@ -293,6 +317,7 @@ class Lab:
                                        self.shape, self.adapter.parallel, s)
                     m = Measurement(components=specs[i], rows=sites.rows,
                                     positions=sites.positions, target_ids=sites.target_ids,
+                                    minus_ids=sites.minus_ids,
                                     settings=dict(settings, scale=s), **fields, **extra)
                     results[s][i] = m
                 _warn_if_no_effect(m)
@@ -328,19 +353,20 @@ class Lab:
 
     def _clean_effects(self, batch, clean, sites, weights, fold_value_biases, neurons):
         """Target projections and the clean run's direct effects, cached with the clean run."""
+        minus = None if sites.minus_ids is None else sites.minus_ids.numpy().tobytes()
         key = (batch.key(), sites.rows.numpy().tobytes(), sites.positions.numpy().tobytes(),
-               sites.target_ids.numpy().tobytes(), fold_value_biases, weights.centred, neurons)
+               sites.target_ids.numpy().tobytes(), minus, fold_value_biases, weights.centred,
+               neurons)
         cached = self._effects_cache.get(key)
         if cached is not None and cached[0] is clean:
             return cached[1]
-        proj = project_targets(weights, sites.target_ids, fold_value_biases, neurons)
+        proj = project_targets(weights, sites.target_ids, fold_value_biases, neurons,
+                               sites.minus_ids)
         clean_dots = dot_components(clean, 1, sites.rows, sites.positions, proj, weights,
                                     fold_value_biases)
         embed = embedding_dots(clean, sites.rows, sites.positions, proj)
         self._check_complete(clean_dots, embed, proj, "clean run")
-        self._effects_cache[key] = (clean, (proj, clean_dots, embed))
-        while len(self._effects_cache) > _CACHE_SIZE:
-            self._effects_cache.popitem(last=False)
+        self._effects_cache.put(key, (clean, (proj, clean_dots, embed)))
         return proj, clean_dots, embed
 
     def _plan_replacement(self, method, batch, pos_mask, positions, sources, n_sources,
@@ -424,9 +450,7 @@ class Lab:
             return cached[1]
         logits = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
         value = (logits, logits.log_softmax(-1))
-        self._effects_cache[key] = (clean, value)
-        while len(self._effects_cache) > _CACHE_SIZE:
-            self._effects_cache.popitem(last=False)
+        self._effects_cache.put(key, (clean, value))
         return value
 
     def _logprob_fields(self, batch, clean, sites, weights, logits_abl, top_k) -> dict:

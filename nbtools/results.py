@@ -22,7 +22,10 @@ class Measurement:
     """One ablation's effect and self-repair decomposition (SPEC §3–4), per site.
 
     Sites: rows, positions, target_ids [N] (row = prompt index in the batch, position = the
-    token position whose next-token logit is read).
+    token position whose next-token logit is read). minus_ids [N]: for a logit-difference
+    target, the subtracted token (every logit and DE is then of target − minus; log-probs and
+    top-k are of the target token); None otherwise. `components` is empty for
+    `Lab.measure_clean` (nothing ablated).
     Logits are centred over the vocabulary unless settings["centred"] is False.
 
     Direct effects (scale per settings["scale"]: ablated-run DEs use the clean scale s
@@ -75,6 +78,7 @@ class Measurement:
     delta_unembed: torch.Tensor
     delta_ablate: torch.Tensor
     compensation: torch.Tensor
+    minus_ids: torch.Tensor | None = None
     neuron_de_clean: torch.Tensor | None = None
     neuron_de_ablated: torch.Tensor | None = None
     logprob_clean: torch.Tensor | None = None
@@ -91,7 +95,7 @@ class Measurement:
 
     @property
     def label(self) -> str:
-        return "+".join(str(c) for c in self.components)
+        return "+".join(str(c) for c in self.components) or "clean run"
 
     @property
     def head_delta_de(self) -> torch.Tensor:
