@@ -43,7 +43,7 @@ def bench(lab, n_tokens: int, repeats: int) -> None:
         with torch.no_grad():
             lab.hf_model(input_ids=ids)
 
-    lab.clean_run(lab.tokenize(ids))  # cached from here on, as in the Explorer
+    lab.measure_clean(ids, logprobs=False)  # cached from here on, as in the Explorer
     _, t_body, _ = paired_ratio(lambda: body_forward(lab, ids), plain, repeats)
     print(f"\n{n_tokens} tokens (body forward, no unembedding: {t_body * 1e3:.1f} ms)")
     ratios = []

@@ -43,7 +43,7 @@ def main() -> None:
     floors = [floor_forwards(lab, [t], starts, args.sources, "final", "top") for t in texts]
 
     def run_sweep() -> float:
-        lab._clean_cache.clear()
+        lab.clear_cache()
         lab._effects_cache.clear()
         t0 = time.perf_counter()
         sweep_layers(lab, texts, n_sources=args.sources, scales=["clean"], examples=0,

@@ -50,7 +50,7 @@ def main() -> None:
             torch.cuda.synchronize()
 
     def run_sweep() -> float:
-        lab._clean_cache.clear()
+        lab.clear_cache()
         sync()
         t0 = time.perf_counter()
         sweep_heads(lab, rows, heads="all", method="resample", batch_rows=args.rows,

@@ -1,83 +1,22 @@
-"""How to ablate: replacement values (zero / mean / resample) and the per-layer edits of a run.
+"""How to ablate: where resample sources come from, and what each ablation replaces.
 
-`Replacement` says, for every resample source k, prompt row b and position t, what a
-component's activation is replaced with. `build_edits` turns a group of ablations (each a
-set of components) into the masks and values of one batched run whose rows are ordered
-(ablation, source, prompt row).
+`resample_index` and `source_positions` say, for every resample source k, prompt row b and
+position t, which source row and position replaces a component's activation; `edit_masks`
+says which components each ablation of a group replaces. The values themselves (zeros, the
+value constant, token means, the sources' activations) are formed in the measurement session,
+where the activations are (`nbtools.tracing.measure_session`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
 from .batching import Batch
 from .components import AttnLayer, Head, MLPLayer, Neurons
 from .errors import InvalidInputError, whole_number
-from .models.adapters import Shape
-from .tracing import Activations, LayerEdit
+from .shapes import Shape
 
 METHODS = ("zero", "mean", "resample")
-
-
-@dataclass
-class Replacement:
-    """Replacement activations for K sources. Values are [K, B, T, ...] or broadcastable.
-
-    method: "zero" | "mean" | "resample"; description: what the values are (recorded on results).
-    For resample: `pool` holds the clean activations of the source prompts, `index` [K, B]
-    the pool row each (source, prompt row) uses, `src_pos` [K, B, T] the source position.
-    For mean: `means` holds one vector per component (lists indexed by layer).
-    """
-
-    method: str
-    n_sources: int
-    description: str
-    shape: Shape
-    zero_heads: torch.Tensor | None = None   # [L, H, d_head]: c_V when folded, else None (= 0)
-    means: Activations | None = None
-    pool: Activations | None = None
-    index: torch.Tensor | None = None
-    src_pos: torch.Tensor | None = None
-
-    def _gather(self, x: torch.Tensor) -> torch.Tensor:
-        return x[self.index[:, :, None], self.src_pos]
-
-    def heads(self, layer: int) -> torch.Tensor:
-        if self.method == "resample":
-            return self._gather(self.pool.z[layer])
-        if self.method == "mean":
-            return self.means.z[layer]
-        if self.zero_heads is not None:
-            return self.zero_heads[layer]
-        return torch.zeros(self.shape.n_heads, self.shape.d_head)
-
-    def mlp(self, layer: int) -> torch.Tensor:
-        if self.method == "resample":
-            return self._gather(self.pool.mlp_out[layer])
-        if self.method == "mean":
-            return self.means.mlp_out[layer]
-        return torch.zeros(self.shape.d_model)
-
-    def neurons(self, layer: int) -> torch.Tensor:
-        if self.method == "resample":
-            return self._gather(self.pool.neurons[layer])
-        if self.method == "mean":
-            return self.means.neurons[layer]
-        return torch.zeros(self.shape.d_mlp)
-
-
-def token_means(acts: Activations, mask: torch.Tensor) -> Activations:
-    """Mean of every saved activation over the non-padding tokens (mask [B, T])."""
-    keep = mask.bool()
-
-    def mean(x):
-        return x[keep].float().mean(0)
-
-    return Activations(first_layer=0, z=[mean(z) for z in acts.z],
-                       mlp_out=[mean(m) for m in acts.mlp_out],
-                       neurons=[mean(n) for n in acts.neurons])
 
 
 def resample_index(sources, batch: Batch, n_sources: int | None, seed: int):
@@ -163,28 +102,19 @@ def source_positions(batch: Batch, pool_lengths: torch.Tensor, index: torch.Tens
     return torch.minimum(t, (src_len - 1)[:, :, None]).contiguous()
 
 
-def build_edits(ablations: list[tuple], shape: Shape, pos_mask: torch.Tensor,
-                repl: Replacement) -> dict[int, LayerEdit]:
-    """Per-layer edits for runs whose rows are (ablation a, source k, prompt row b), a-major."""
-    A, K = len(ablations), repl.n_sources
-    B, T = pos_mask.shape
-    rows = A * K * B
+def edit_masks(ablations: list[tuple], shape: Shape) -> dict[int, dict[str, torch.Tensor]]:
+    """What each ablation of a group replaces, per layer: {layer: {"heads": [A, n_heads],
+    "mlp": [A], "neurons": [A, d_mlp]}} (bool; a kind appears only where something is ablated).
 
-    def rows_mask(comp_mask):  # [A, X] → [rows, T, X]
-        m = comp_mask[:, None, None, None, :] & pos_mask[None, None, :, :, None]
-        return m.expand(A, K, B, T, comp_mask.shape[1]).reshape(rows, T, -1)
-
-    def rows_value(value, trailing):  # [K, B, T, *trailing] → [rows, T, *trailing]
-        if value.dim() == len(trailing):
-            return value
-        return value[None].expand(A, *value.shape).reshape(rows, T, *trailing)
-
-    edits: dict[int, LayerEdit] = {}
-    layers = sorted({c.layer for abl in ablations for c in abl})
-    for layer in layers:
+    A measurement session turns these into the masks and values of runs whose rows are
+    ordered (ablation a, source k, prompt row b), a-major.
+    """
+    A = len(ablations)
+    masks: dict[int, dict[str, torch.Tensor]] = {}
+    for layer in sorted({c.layer for abl in ablations for c in abl}):
         heads = torch.zeros(A, shape.n_heads, dtype=torch.bool)
         neurons = torch.zeros(A, shape.d_mlp, dtype=torch.bool)
-        mlp = torch.zeros(A, 1, dtype=torch.bool)
+        mlp = torch.zeros(A, dtype=torch.bool)
         for a, abl in enumerate(ablations):
             for c in abl:
                 if c.layer != layer:
@@ -197,15 +127,6 @@ def build_edits(ablations: list[tuple], shape: Shape, pos_mask: torch.Tensor,
                     mlp[a] = True
                 elif isinstance(c, Neurons):
                     neurons[a, list(c.neurons)] = True
-        edit = LayerEdit()
-        if heads.any():
-            edit.head_mask = rows_mask(heads)
-            edit.head_value = rows_value(repl.heads(layer), (shape.n_heads, shape.d_head))
-        if neurons.any():
-            edit.neuron_mask = rows_mask(neurons)
-            edit.neuron_value = rows_value(repl.neurons(layer), (shape.d_mlp,))
-        if mlp.any():
-            edit.mlp_mask = rows_mask(mlp)[..., 0]
-            edit.mlp_value = rows_value(repl.mlp(layer), (shape.d_model,))
-        edits[layer] = edit
-    return edits
+        parts = {"heads": heads, "neurons": neurons, "mlp": mlp}
+        masks[layer] = {k: v for k, v in parts.items() if v.any()}
+    return masks

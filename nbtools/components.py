@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import InvalidInputError, whole_number
-from .models.adapters import Shape
+from .shapes import Shape
 
 
 @dataclass(frozen=True, order=True)

@@ -1,13 +1,19 @@
-"""`Lab`: a loaded model plus the verbs researchers use — `measure`, `measure_many`, `run`.
+"""`Lab`: a loaded model plus the verbs researchers use — `measure`, `measure_many`,
+`measure_clean`, `measure_scales`, `attention_pattern`.
 
-A Lab validates every input before any forward pass, computes the clean run once per
-prompt batch (cached), batches many ablations into few traces (rows ordered ablation ×
-source × prompt) and, by default, starts each ablated run at its first ablated layer from
-the cached clean residual stream (prefix reuse; upstream of an ablation nothing changes).
+A Lab validates every input before any forward pass, then runs each call as ONE nnsight
+session (`nbtools.tracing`), here or on NDIF (`remote`): the clean run, the source run and
+every ablated group, batched into few traced forward passes (rows ordered ablation × source ×
+prompt). By default each ablated run starts at its first ablated layer from the clean
+residual stream (prefix reuse) and computes only the positions an ablation can change
+(suffix reuse). A local Lab keeps the clean activations and the clean run's reduced results
+of a few batches, so the next call on the same prompts (an Explorer click) traces only the
+ablated run; a remote one keeps nothing between calls.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import warnings
@@ -18,24 +24,25 @@ import torch
 from . import ablation as abl
 from .batching import Batch, ablation_positions, make_batch, measurement_sites
 from .components import Neurons, check_components, parse_components
-from .effects import (
-    Dots,
-    Weights,
-    before_suffix,
-    dot_components,
-    embedding_dots,
-    full_logits,
-    project_targets,
-    site_values,
-)
+from .effects import Dots, Weights, before_suffix, with_upstream
 from .errors import InterventionError, InvalidInputError
 from .lru import LRU
 from .repair import completeness_gap, decompose
+from .requests import (
+    Group,
+    Source,
+    clean_dots,
+    clean_terms,
+    group_dots,
+    measurement_job,
+    model_job,
+)
 from .results import Measurement
-from .suffix import clean_cache, plan_suffix, suffix_edits, take_positions
-from .tracing import Activations, run_ablated, run_attention, run_clean
+from .suffix import plan_suffix
+from .tracing import attention_session, constants_session, eager_attention, measure_session
 
 SCALES = ("clean", "recomputed")
+REMOTE_CHOICES = (False, True, "local")
 _CACHE_SIZE = 8
 
 
@@ -48,6 +55,18 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[pkg] = "unknown"
     return out
+
+
+def check_remote(remote) -> bool | str:
+    """Validate a `remote` setting: False, True (NDIF), "local" (nnsight's serialising
+    simulation of a remote run, here) or an NDIF host URL."""
+    if remote is False or remote is True or remote == "local":
+        return remote
+    if isinstance(remote, str) and remote.startswith(("http://", "https://")):
+        return remote
+    raise InvalidInputError(
+        f"remote={remote!r}: use False, True (NDIF), 'local' (nnsight's local simulation of "
+        "the remote path) or an NDIF host URL")
 
 
 def _one_at_a_time(method):
@@ -67,11 +86,13 @@ class Lab:
 
     Attributes: `model` (the nnsight TransformersModel), `hf_model`, `tokenizer`,
     `adapter` (architecture knowledge), `shape` (sizes), `name`, `source` (GGUF-derived
-    weights: file, quantization type; else None). Safe to share between threads:
-    measurements run one at a time. `nbtools.load` builds one from anything a user names.
+    weights: file, quantization type; else None), `remote` (False: runs here; True / a host
+    URL: every call is one request to NDIF; "local": nnsight's serialising simulation of one).
+    Safe to share between threads: measurements run one at a time. `nbtools.load` builds one
+    from anything a user names; `on(remote)` gives a Lab of the same model run elsewhere.
     """
 
-    def __init__(self, model, adapter, name: str, source: dict | None = None):
+    def __init__(self, model, adapter, name: str, source: dict | None = None, remote=False):
         self.model = model
         self.hf_model = model._module
         self.tokenizer = model.tokenizer
@@ -79,16 +100,34 @@ class Lab:
         self.shape = adapter.shape
         self.name = name
         self.source = source
-        self._weights: dict[bool, Weights] = {}
-        self._clean_cache = LRU(_CACHE_SIZE)
-        self._effects_cache = LRU(_CACHE_SIZE)
+        self.remote = check_remote(remote)
+        self._weights: Weights | None = None
+        self._states = LRU(_CACHE_SIZE)   # batch → the clean run's kept activations (local)
+        self._clean = LRU(_CACHE_SIZE)    # batch, sites, options → the clean run's dots (local)
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         s = self.shape
+        where = "" if not self.remote else f", remote={self.remote!r}"
         return (f"Lab({self.name!r}: {self.adapter.family}, {s.n_layers} layers × {s.n_heads} heads, "
                 f"d_model {s.d_model}, d_mlp {s.d_mlp}, vocab {s.d_vocab}, "
-                f"{'parallel' if self.adapter.parallel else 'sequential'} blocks)")
+                f"{'parallel' if self.adapter.parallel else 'sequential'} blocks{where})")
+
+    def on(self, remote) -> Lab:
+        """This Lab's model run per `remote` (a new Lab with its own caches; this one is
+        unchanged), or this Lab itself when it already runs so."""
+        remote = check_remote(remote)
+        if remote == self.remote:
+            return self
+        lab = Lab(self.model, self.adapter, self.name, self.source, remote)
+        lab._weights = self._weights
+        return lab
+
+    def clear_cache(self) -> None:
+        """Forget the kept clean runs (the next call on the same prompts runs them again)."""
+        with self._lock:
+            self._states.clear()
+            self._clean.clear()
 
     @property
     def n_layers(self) -> int:
@@ -100,13 +139,24 @@ class Lab:
         """Attention heads per layer."""
         return self.shape.n_heads
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model runs in: NDIF runs bfloat16, a local model its own."""
+        return self.hf_model.dtype if self.remote in (False, "local") else torch.bfloat16
+
     @_one_at_a_time
-    def weights(self, centred: bool = True) -> Weights:
-        """The folded (by default vocabulary-centred) float64 constants the algebra needs, computed
-        once; the big matrices stay the model's own (see `effects.Weights`)."""
-        if centred not in self._weights:
-            self._weights[centred] = Weights.from_adapter(self.adapter, centred=centred)
-        return self._weights[centred]
+    def weights(self) -> Weights:
+        """The small float64 constants the algebra needs (final-norm γ and β, the unembedding's
+        vocabulary mean, the layers' biases, the heads' value constants), read once from the
+        model where it runs; no big matrix is copied (see `effects.Weights`)."""
+        if self._weights is None:
+            a, s = self.adapter, self.shape
+            job = dict(paths=a.paths, conv1d=a.conv1d, n_layers=s.n_layers, n_heads=s.n_heads,
+                       d_head=s.d_head, d_model=s.d_model, gamma_offset=a.gamma_offset,
+                       value=a.value(), probe_ids=torch.zeros(1, 1, dtype=torch.long),
+                       vocab_chunk=max(1, 2 ** 21 // s.d_model))
+            self._weights = Weights.from_session(constants_session(self.model, job, self.remote))
+        return self._weights
 
     def tokenize(self, prompts, what: str = "prompt") -> Batch:
         """A right-padded batch; raises InvalidInputError for empty or over-long prompts
@@ -125,21 +175,6 @@ class Lab:
 
     # --- runs -------------------------------------------------------------------------
     @_one_at_a_time
-    def clean_run(self, batch: Batch, neurons: bool = False, kv: bool = False) -> Activations:
-        """The clean run's activations (with neuron activations / the key-value cache if
-        asked), cached per batch (an LRU of a few batches)."""
-        key = batch.key()
-        cached = self._clean_cache.get(key)
-        if cached is not None and (cached.neurons or not neurons) and (cached.keys or not kv):
-            return cached
-        if cached is not None:  # what was cached stays included
-            neurons, kv = neurons or bool(cached.neurons), kv or bool(cached.keys)
-        acts = run_clean(self.model, self.adapter, batch.input_ids, batch.attention_mask,
-                         neurons=neurons, kv=kv)
-        self._clean_cache.put(key, acts)
-        return acts
-
-    @_one_at_a_time
     def attention_pattern(self, prompts, layer: int, head: int | None = None):
         """The clean run's attention weights at `layer` (rows: query positions, columns: key
         positions; causal, each row sums to 1): [T, T] for `head`, else [n_heads, T, T].
@@ -156,10 +191,15 @@ class Lab:
             raise InvalidInputError(
                 f"head must be an integer in 0..{s.n_heads - 1} or None; got {head!r}")
         batch = self.tokenize(prompts)
-        # the earlier layers' outputs come from the (cached) clean run: one layer is traced
-        prefix = self.clean_run(batch).block_out[:layer]
-        weights = run_attention(self.model, self.adapter, batch.input_ids,
-                                batch.attention_mask, layer, prefix).float()
+        # with the clean run's block outputs at hand (an Explorer click left them), one
+        # layer is traced; else the earlier layers run too
+        state = self._states.get(batch.key()) if not self.remote else None
+        prefix = state["block_out"][layer - 1] if state is not None and layer > 0 else None
+        job = dict(paths=self.adapter.paths, input_ids=batch.input_ids,
+                   attention_mask=batch.attention_mask, layer=layer, prefix=prefix)
+        run_here = self.remote in (False, "local")  # NDIF runs eager attention itself
+        with eager_attention(self.hf_model) if run_here else contextlib.nullcontext():
+            weights = attention_session(self.model, job, self.remote).float()
         if head is not None:
             weights = weights[:, head]
         out = [w[..., :n, :n].clone() for w, n in zip(weights, batch.lengths.tolist(),
@@ -189,7 +229,9 @@ class Lab:
             measured prompts).
         positions: where to ablate — "all", "final" or a list of indices.
         target: "next" (actual next token, R&N), "top" (clean argmax, Hydra), a single-token
-            string or a token id. measure_at: "all", "final" or indices (default: every
+            string or a token id, or a pair (a, b) of them for the logit difference a − b
+            (the IOI metric; every quantity is linear in the target direction, so it is one
+            projection onto u_a − u_b). measure_at: "all", "final" or indices (default: every
             position with a next token for "next", else the final one).
         scale: "clean" (ablated DEs use the clean final-norm scale; R&N) or "recomputed".
         fold_value_biases: fold each head's value-bias constant into the layer's bias (as
@@ -198,8 +240,8 @@ class Lab:
         logprobs: also compute target log-probabilities and top-k predictions (full vocab).
         prefix_reuse: start ablated runs at their first ablated layer (identical results).
         suffix_reuse: compute ablated runs only from each prompt's first ablated position to
-            its last measured one, attending to the clean run's cached keys and values of
-            earlier positions (equal to the full recomputation up to float rounding).
+            its last measured one, attending to the clean run's keys and values of earlier
+            positions (equal to the full recomputation up to float rounding).
         max_rows: the most batch rows per traced forward pass.
         seed: draws of sources="others".
         """
@@ -243,8 +285,8 @@ class Lab:
         clean_only = ablations is None  # measure_clean: no ablated run at all
         if not clean_only and (isinstance(ablations, str) or not hasattr(ablations, "__iter__")):
             raise InvalidInputError("measure_many takes a list of ablations")
-        specs = [()] if clean_only else [parse_components(a) for a in ablations]
-        if not specs:
+        specs = [] if clean_only else [parse_components(a) for a in ablations]
+        if not clean_only and not specs:
             raise InvalidInputError("no ablations given")
         for spec in specs:
             check_components(spec, self.shape)
@@ -252,69 +294,51 @@ class Lab:
         pos_mask = ablation_positions(batch, positions)
         sites = measurement_sites(batch, target, measure_at, self.tokenizer, self.shape.d_vocab)
         neurons = neurons or any(isinstance(c, Neurons) for s in specs for c in s)
-        plan = self._plan_replacement(method, batch, pos_mask, positions, sources, n_sources,
-                                      reference, seed)
+        source = self._plan_source("zero" if clean_only else method, batch, pos_mask,
+                                   positions, sources, n_sources, reference, seed,
+                                   fold_value_biases)
         # --- everything validated; forward passes start here ---
         suffix = (plan_suffix(batch, pos_mask, sites.rows, sites.positions)
                   if suffix_reuse and not clean_only else None)
-        weights = self.weights(centred)
-        needs_kv = suffix is not None and suffix.n_cached > 0
-        clean = self.clean_run(batch, neurons=neurons, kv=needs_kv)
+        groups = list(self._groups(specs, source.n_sources * batch.size, max_rows))
+        options = dict(fold=fold_value_biases, centred=centred, neurons=neurons,
+                       logprobs=logprobs, top_k=top_k)
+        clean, runs = self._run(batch, sites, pos_mask, groups, source, suffix, options,
+                                prefix_reuse)
         if sites.target_ids is None:
-            sites.target_ids = self._clean_logits(batch, clean, sites, weights)[0].argmax(-1)
-        repl = self._replacement(plan, batch, clean, fold_value_biases, neurons)
-        proj, clean_dots, embed = self._clean_effects(batch, clean, sites, weights,
-                                                      fold_value_biases, neurons)
-
+            sites.target_ids = clean["targets"]
         settings = dict(
-            model=self.name, family=self.adapter.family, method=method,
-            sources=repl.description, n_sources=repl.n_sources, positions=_describe(positions),
+            model=self.name, family=self.adapter.family,
+            method=None if clean_only else method,
+            sources="none: the clean run alone" if clean_only else source.description,
+            n_sources=source.n_sources, positions=_describe(positions),
             target=_describe(target), measure_at=_describe(measure_at), scale=None,
             fold_value_biases=fold_value_biases, centred=centred,
-            dtype=str(self.hf_model.dtype).replace("torch.", ""), seed=seed,
+            dtype=str(self.dtype).replace("torch.", ""), seed=seed,
             sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = ΔL + DE",
             versions=dict(package_versions()))
+        terms, dots_c = clean_terms(clean), clean_dots(clean)
+        self._check_complete(dots_c, terms, "clean run")
         if clean_only:
-            settings.update(method=None, sources="none: the clean run alone")
-            extra = {}
-            if logprobs:
-                extra = self._logprob_fields(batch, clean, sites, weights,
-                                             self._clean_logits(batch, clean, sites, weights)[0][None],
-                                             top_k)
-            fields = decompose((), clean_dots, clean_dots, embed, proj, self.shape,
-                               self.adapter.parallel, "clean")
-            return {"clean": [Measurement(components=(), rows=sites.rows,
-                                          positions=sites.positions, target_ids=sites.target_ids,
-                                          minus_ids=sites.minus_ids, settings=settings,
-                                          **fields, **extra)]}
+            extra = _logprob_fields(clean, None, 0) if logprobs else {}
+            fields = decompose((), dots_c, dots_c, terms, self.shape, self.adapter.parallel,
+                               "clean")
+            return {"clean": [Measurement(components=(), rows=sites.rows, positions=sites.positions,
+                                          target_ids=sites.target_ids, minus_ids=sites.minus_ids,
+                                          settings=settings, **fields, **extra)]}
+        before = before_suffix(sites.rows, sites.positions,
+                               None if suffix is None else suffix.offset)
         results: dict[str, list] = {s: [None] * len(specs) for s in scales}
-        for idxs, start in self._groups(specs, repl.n_sources * batch.size, max_rows):
-            group = [specs[i] for i in idxs]
-            edits = abl.build_edits(group, self.shape, pos_mask, repl)
-            n_runs = len(group) * repl.n_sources
-            acts = self._run_group(batch, clean, edits, start, n_runs, suffix, prefix_reuse,
-                                   neurons)
-            dots = dot_components(acts, n_runs, sites.rows, sites.positions, proj, weights,
-                                  fold_value_biases, upstream=clean_dots)
-            self._check_complete(dots, embed, proj, "ablated run")
-            logits_abl = None
-            if logprobs:
-                resid = site_values(acts.resid_final, n_runs, sites.rows, sites.positions,
-                                    acts.offset)
-                before = before_suffix(sites.rows, sites.positions, acts.offset)
-                if before is not None:
-                    clean_resid = clean.resid_final[sites.rows, sites.positions]
-                    resid = torch.where(before[:, None], clean_resid, resid)
-                logits_abl = full_logits(resid, weights, torch.float32)
-            for j, i in enumerate(idxs):
-                part = slice(j * repl.n_sources, (j + 1) * repl.n_sources)
-                extra = {}
-                if logprobs:
-                    extra = self._logprob_fields(batch, clean, sites, weights, logits_abl[part],
-                                                 top_k)
+        K = source.n_sources
+        for group, got in zip(groups, runs, strict=True):
+            dots = with_upstream(group_dots(got), group.start, dots_c, before)
+            self._check_complete(dots, terms, "ablated run")
+            for j, i in enumerate(group.indices):
+                part = slice(j * K, (j + 1) * K)
+                extra = _logprob_fields(clean, got, j, part, before) if logprobs else {}
                 for s in scales:
-                    fields = decompose(specs[i], clean_dots, _take(dots, part), embed, proj,
-                                       self.shape, self.adapter.parallel, s)
+                    fields = decompose(specs[i], dots_c, dots.take(part), terms, self.shape,
+                                       self.adapter.parallel, s)
                     m = Measurement(components=specs[i], rows=sites.rows,
                                     positions=sites.positions, target_ids=sites.target_ids,
                                     minus_ids=sites.minus_ids,
@@ -324,91 +348,66 @@ class Lab:
         return results
 
     # --- helpers ----------------------------------------------------------------------
-    def _run_group(self, batch, clean, edits, start, n_runs, suffix, prefix_reuse,
-                   neurons) -> Activations:
-        """One traced forward of `n_runs` ablated copies of the batch (rows run-major).
-
-        prefix_reuse: layers before `start` are skipped (their clean outputs fed in).
-        suffix: only each row's suffix positions are computed, on the clean key-value cache.
-        """
-        if suffix is None:
-            ids, mask, position_ids, cache = batch.input_ids, batch.attention_mask, None, None
-        else:
-            ids, mask, position_ids = suffix.input_ids, suffix.attention_mask, suffix.position_ids
-            edits = suffix_edits(edits, suffix.index.repeat(n_runs, 1))
-            cache = clean_cache(clean, suffix.n_cached, n_runs) if suffix.n_cached else None
-        prefix = None
-        if prefix_reuse and start > 0:
-            last = clean.block_out[start - 1]
-            if suffix is not None:
-                last = take_positions(last, suffix.index)
-            prefix = [last.repeat(n_runs, 1, 1)] * start  # only the last one is ever read
-        acts = run_ablated(self.model, self.adapter, ids.repeat(n_runs, 1),
-                           mask.repeat(n_runs, 1), edits, prefix, neurons,
-                           None if position_ids is None else position_ids.repeat(n_runs, 1),
-                           cache)
-        if suffix is not None:
-            acts.offset = suffix.offset
-        return acts
-
-    def _clean_effects(self, batch, clean, sites, weights, fold_value_biases, neurons):
-        """Target projections and the clean run's direct effects, cached with the clean run."""
-        minus = None if sites.minus_ids is None else sites.minus_ids.numpy().tobytes()
+    def _run(self, batch, sites, pos_mask, groups, source, suffix, options, prefix_reuse):
+        """One measurement session (here or remote); returns (the clean run's result for the
+        sites, [each group's result]). A local Lab reuses and keeps clean activations and
+        clean results of recent batches."""
+        local = not self.remote
+        kv = suffix is not None and suffix.n_cached > 0
+        state = {"measured": self._state(batch, options["neurons"], kv) if local else None,
+                 "source": (self._state(source.batch, options["neurons"], False)
+                            if local and source.batch is not None else None)}
         key = (batch.key(), sites.rows.numpy().tobytes(), sites.positions.numpy().tobytes(),
-               sites.target_ids.numpy().tobytes(), minus, fold_value_biases, weights.centred,
-               neurons)
-        cached = self._effects_cache.get(key)
-        if cached is not None and cached[0] is clean:
-            return cached[1]
-        proj = project_targets(weights, sites.target_ids, fold_value_biases, neurons,
-                               sites.minus_ids)
-        clean_dots = dot_components(clean, 1, sites.rows, sites.positions, proj, weights,
-                                    fold_value_biases)
-        embed = embedding_dots(clean, sites.rows, sites.positions, proj)
-        self._check_complete(clean_dots, embed, proj, "clean run")
-        self._effects_cache.put(key, (clean, (proj, clean_dots, embed)))
-        return proj, clean_dots, embed
+               None if sites.target_ids is None else sites.target_ids.numpy().tobytes(),
+               None if sites.minus_ids is None else sites.minus_ids.numpy().tobytes(),
+               tuple(sorted(options.items())))
+        cached = self._clean.get(key) if local else None
+        job = measurement_job(model_job(self.adapter, self.weights()), self.weights(), batch,
+                              sites, pos_mask, groups, [len(g.indices) for g in groups],
+                              source, suffix, prefix_reuse=prefix_reuse, state=state,
+                              clean_dots=cached, local=local, **options)
+        got = measure_session(self.model, job, self.remote) if job["runs"] else \
+            {"clean": None, "groups": []}
+        if local:
+            self._states.put(batch.key(), state["measured"])
+            if source.batch is not None and state["source"] is not None:
+                self._states.put(source.batch.key(), state["source"])
+            if cached is None:
+                self._clean.put(key, got["clean"])
+        return (cached if cached is not None else got["clean"]), got["groups"]
 
-    def _plan_replacement(self, method, batch, pos_mask, positions, sources, n_sources,
-                          reference, seed) -> dict:
-        """Validate and tokenise what the replacement values will come from (no forward pass)."""
+    def _state(self, batch: Batch, neurons: bool, kv: bool) -> dict | None:
+        """The kept clean activations of `batch` if they hold what is needed, else None."""
+        state = self._states.get(batch.key())
+        if state is None or (neurons and not state["act"]) or (kv and "keys" not in state):
+            return None
+        return state
+
+    def _plan_source(self, method, batch, pos_mask, positions, sources, n_sources,
+                     reference, seed, fold_value_biases) -> Source:
+        """Validate and tokenise where the replacement values come from (no forward pass)."""
         if method == "resample":
             pool_prompts, index, description = abl.resample_index(sources, batch, n_sources, seed)
-            pool = batch if pool_prompts is None else self.tokenize(pool_prompts, "source")
-            src_pos = abl.source_positions(batch, pool.lengths, index, pos_mask, positions)
-            return dict(pool=pool, index=index, src_pos=src_pos, description=description)
+            pool = None if pool_prompts is None else self.tokenize(pool_prompts, "source")
+            src_pos = abl.source_positions(batch, batch.lengths if pool is None else pool.lengths,
+                                           index, pos_mask, positions)
+            return Source("resample", int(index.shape[0]), description, pool, index, src_pos)
         if method == "mean":
             if isinstance(reference, list | tuple) and not reference:
                 raise InvalidInputError(
                     "reference is an empty list; give the prompts whose mean replaces the "
                     "activations, or reference=None for the measured prompts")
-            return dict(pool=batch if reference is None
-                        else self.tokenize(reference, "reference prompt"))
-        return {}
-
-    def _replacement(self, plan, batch, clean, fold_value_biases, neurons) -> abl.Replacement:
-        """Replacement values; runs the clean pass of source / reference prompts if needed."""
-        pool = plan.get("pool")
-        pool_acts = None
-        if pool is not None:
-            pool_acts = clean if pool is batch else self.clean_run(pool, neurons=neurons)
-        if "index" in plan:
-            return abl.Replacement("resample", plan["index"].shape[0], plan["description"],
-                                   self.shape, pool=pool_acts, index=plan["index"],
-                                   src_pos=plan["src_pos"])
-        if pool is not None:
-            who = "the measured prompts" if pool is batch else f"{pool.size} reference prompt(s)"
-            n_tok = int(pool.attention_mask.sum())
-            return abl.Replacement("mean", 1, f"mean over {n_tok} tokens of {who}", self.shape,
-                                   means=abl.token_means(pool_acts, pool.attention_mask))
-        zero_heads = self.weights(True).c_V if fold_value_biases else None
+            pool = None if reference is None else self.tokenize(reference, "reference prompt")
+            who = "the measured prompts" if pool is None else f"{pool.size} reference prompt(s)"
+            n_tok = int((batch if pool is None else pool).attention_mask.sum())
+            return Source("mean", 1, f"mean over {n_tok} tokens of {who}", pool)
+        folded = fold_value_biases and self.weights().c_V is not None
         what = "zeros" + (" (heads: their value constant c_h = β₁·W_V + b_V, folded convention)"
-                          if zero_heads is not None else "")
-        return abl.Replacement("zero", 1, what, self.shape, zero_heads=zero_heads)
+                          if folded else "")
+        return Source("zero", 1, what)
 
-    @staticmethod
-    def _groups(specs, rows_per_ablation: int, max_rows: int):
-        """Ablation indices grouped by first ablated layer, chunked to at most max_rows rows."""
+    def _groups(self, specs, rows_per_ablation: int, max_rows: int):
+        """Ablations grouped by first ablated layer, chunked to at most max_rows rows."""
         by_start: dict[int, list[int]] = {}
         for i, spec in enumerate(specs):
             by_start.setdefault(min(c.layer for c in spec), []).append(i)
@@ -416,9 +415,10 @@ class Lab:
         for start in sorted(by_start):
             idxs = by_start[start]
             for k in range(0, len(idxs), per_chunk):
-                yield idxs[k: k + per_chunk], start
+                chunk = idxs[k: k + per_chunk]
+                yield Group(chunk, start, abl.edit_masks([specs[i] for i in chunk], self.shape))
 
-    def _check_complete(self, dots: Dots, embed, proj, what: str) -> None:
+    def _check_complete(self, dots: Dots, terms, what: str) -> None:
         """Raise if, at some site, the saved components do not add up to the final residual.
 
         The model adds n = 3·n_layers + 1 vectors rounded to its dtype (machine epsilon ε) into
@@ -430,50 +430,35 @@ class Lab:
         plus float64 slack. A dropped write leaves out a whole component's dot: in bf16 one
         head's write is then about 3 tolerances off.
         """
-        gap = completeness_gap(dots, embed, proj)
-        eps = torch.finfo(self.hf_model.dtype).eps
+        gap = completeness_gap(dots, terms)
+        eps = torch.finfo(self.dtype).eps
         n = 3 * self.shape.n_layers + 1
-        tol = 4 * eps * n ** 0.5 * dots.scale * proj.u.norm(dim=-1) + 1e-9 * (1 + dots.resid.abs())
+        tol = 4 * eps * n ** 0.5 * dots.scale * terms.u_norm + 1e-9 * (1 + dots.resid.abs())
         if (gap > tol).any():
             raise InterventionError(
                 f"{what}: the saved components do not add up to the final residual stream "
                 f"(max gap {float(gap.max()):.3g}); an intervention did not reach the model "
                 "or the architecture adapter reads the wrong modules")
 
-    def _clean_logits(self, batch, clean, sites, weights) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clean run's logits and log-probabilities at the sites [N, V] (float64), cached
-        with the clean run (every click of the Explorer reuses them)."""
-        key = ("logits", batch.key(), sites.rows.numpy().tobytes(),
-               sites.positions.numpy().tobytes(), weights.centred)
-        cached = self._effects_cache.get(key)
-        if cached is not None and cached[0] is clean:
-            return cached[1]
-        logits = full_logits(clean.resid_final[sites.rows, sites.positions], weights)
-        value = (logits, logits.log_softmax(-1))
-        self._effects_cache.put(key, (clean, value))
-        return value
 
-    def _logprob_fields(self, batch, clean, sites, weights, logits_abl, top_k) -> dict:
-        """Target log-probabilities and top-k predictions, clean and ablated (mean over sources).
+def _logprob_fields(clean: dict, group: dict | None, j: int, part: slice | None = None,
+                    before: torch.Tensor | None = None) -> dict:
+    """Target log-probabilities and top-k predictions, clean and ablated (mean over sources).
 
-        logits_abl [K, N, V] (float32); results are float64.
-        """
-        logprobs_c = self._clean_logits(batch, clean, sites, weights)[1]
-        logprobs_a = logits_abl.log_softmax(-1)                   # [K, N, V]
-        tgt = sites.target_ids[:, None]
-        top_c = logprobs_c.exp().topk(top_k, dim=-1)
-        top_a = logprobs_a.exp().mean(0).topk(top_k, dim=-1)
-        per_source = logprobs_a.gather(-1, tgt[None].expand(logprobs_a.shape[0], -1, -1))
-        return dict(logprob_clean=logprobs_c.gather(-1, tgt)[:, 0],
-                    logprob_ablated=per_source[..., 0].double().mean(0),
-                    topk_ids_clean=top_c.indices, topk_probs_clean=top_c.values,
-                    topk_ids_ablated=top_a.indices, topk_probs_ablated=top_a.values.double())
-
-
-def _take(dots: Dots, part: slice) -> Dots:
-    return Dots(head=dots.head[part], mlp=dots.mlp[part],
-                neuron=None if dots.neuron is None else dots.neuron[part],
-                resid=dots.resid[part], scale=dots.scale[part])
+    group: an ablated group's result (None: the clean run alone), j the ablation's index in
+    it, part its runs; sites `before` their row's suffix are clean in every ablated run.
+    """
+    out = dict(logprob_clean=clean["logprob"], topk_ids_clean=clean["topk_ids"],
+               topk_probs_clean=clean["topk_probs"])
+    if group is None:
+        return dict(out, logprob_ablated=clean["logprob"], topk_ids_ablated=clean["topk_ids"],
+                    topk_probs_ablated=clean["topk_probs"])
+    logprob, ids, probs = group["logprob"][part].mean(0), group["topk_ids"][j], group["topk_probs"][j]
+    if before is not None:
+        logprob = torch.where(before, clean["logprob"], logprob)
+        ids = torch.where(before[:, None], clean["topk_ids"], ids)
+        probs = torch.where(before[:, None], clean["topk_probs"], probs)
+    return dict(out, logprob_ablated=logprob, topk_ids_ablated=ids, topk_probs_ablated=probs)
 
 
 def _describe(x) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from .components import AttnLayer, Head, MLPLayer, Neurons
-from .effects import Dots, Projection
-from .models.adapters import Shape
+from .effects import Dots, Terms
+from .shapes import Shape
 
 
 def component_masks(components, shape: Shape):
@@ -48,31 +48,40 @@ def downstream_masks(components, shape: Shape, parallel: bool):
     return layers > m_mlp, layers > m_mlp
 
 
-def decompose(components, clean: Dots, ablated: Dots, embed: torch.Tensor, proj: Projection,
-              shape: Shape, parallel: bool, scale: str) -> dict[str, torch.Tensor]:
+def decompose(components, clean: Dots, ablated: Dots, terms: Terms, shape: Shape,
+              parallel: bool, scale: str) -> dict[str, torch.Tensor]:
     """Every Measurement field for one ablation, averaged over the K ablated runs.
 
     clean: Dots with one run (G=1); ablated: Dots with K runs (one per resample source);
-    embed [N, E] unscaled embedding dots. scale: "clean" (frozen s) or "recomputed" (s').
+    terms: the sites' fixed terms. scale: "clean" (frozen s) or "recomputed" (s').
+    Sandwich-norm families (Dots with branch scales, SPEC §7): every branch write is taken at
+    its clean branch scale s_b, and the branch norms' rescaling is the term sr_branch.
     """
     head_set, mlp_set, neuron_set = component_masks(components, shape)
     ablated = _upstream_from_clean(ablated, clean, components, shape, parallel)
     s = clean.scale[0]                                     # [N]
     s_abl = ablated.scale                                  # [K, N]
     s_used = s.expand_as(s_abl) if scale == "clean" else s_abl
+    b_attn = 1.0 if clean.attn_scale is None else clean.attn_scale[0]   # [N, L] clean s_b
+    b_mlp = 1.0 if clean.mlp_scale is None else clean.mlp_scale[0]
 
     def per_site(x, sc, trailing):  # divide [.., N, *trailing] by a scale [.., N]
         return x / sc.reshape(*sc.shape, *([1] * trailing))
 
-    head_c, head_a = per_site(clean.head[0], s, 2), per_site(ablated.head, s_used, 2)
-    mlp_c, mlp_a = per_site(clean.mlp[0], s, 1), per_site(ablated.mlp, s_used, 1)
-    bias_c, bias_a = per_site(proj.attn_bias, s, 1), per_site(proj.attn_bias, s_used, 1)
+    def heads_of(x):  # a branch write at the clean branch scale: [.., N, L, H] / s_b
+        return x if clean.attn_scale is None else x / b_attn[..., None]
+
+    head_c, head_a = per_site(heads_of(clean.head[0]), s, 2), per_site(heads_of(ablated.head), s_used, 2)
+    mlp_c, mlp_a = per_site(clean.mlp[0] / b_mlp, s, 1), per_site(ablated.mlp / b_mlp, s_used, 1)
+    bias_c = per_site(terms.attn_bias / b_attn, s, 1)
+    bias_a = per_site(terms.attn_bias / b_attn, s_used, 1)
     attn_c = head_c.sum(-1) + bias_c
     attn_a = head_a.sum(-1) + bias_a
     out = {}
     if clean.neuron is not None:
-        out["neuron_de_clean"] = per_site(clean.neuron[0], s, 2)
-        neuron_a = per_site(ablated.neuron, s_used, 2)
+        b_neuron = b_mlp if clean.mlp_scale is None else b_mlp[..., None]
+        out["neuron_de_clean"] = per_site(clean.neuron[0] / b_neuron, s, 2)
+        neuron_a = per_site(ablated.neuron / b_neuron, s_used, 2)
         out["neuron_de_ablated"] = neuron_a.mean(0)
 
     def ablated_sum(heads, mlps, neurons):
@@ -85,8 +94,8 @@ def decompose(components, clean: Dots, ablated: Dots, embed: torch.Tensor, proj:
     direct_c = ablated_sum(head_c, mlp_c, out["neuron_de_clean"] if has_neurons else None)
     direct_a = ablated_sum(head_a, mlp_a, neuron_a if has_neurons else None)
 
-    logit_c = clean.resid[0] / s + proj.unembed_bias
-    logit_a = ablated.resid / s_abl + proj.unembed_bias
+    logit_c = clean.resid[0] / s + terms.unembed_bias
+    logit_a = ablated.resid / s_abl + terms.unembed_bias
     delta = logit_a - logit_c
     self_repair = delta - (direct_a - direct_c)
 
@@ -96,6 +105,8 @@ def decompose(components, clean: Dots, ablated: Dots, embed: torch.Tensor, proj:
         mlp_free = mlp_free - ((neuron_a - out["neuron_de_clean"]) * neuron_set).sum(-1)
     sr_heads = head_free.sum((-1, -2))
     sr_mlp = mlp_free.sum(-1)
+    sr_branch_attn, sr_branch_mlp = _branch_rescaling(clean, ablated, attn_a, mlp_a)
+    sr_branch = sr_branch_attn.sum(-1) + sr_branch_mlp.sum(-1)
     attn_down, mlp_down = downstream_masks(components, shape, parallel)
     compensation = ((head_free.sum(-1) + bias_a - bias_c) * attn_down).sum(-1) \
         + (mlp_free * mlp_down).sum(-1)
@@ -112,9 +123,9 @@ def decompose(components, clean: Dots, ablated: Dots, embed: torch.Tensor, proj:
         mlp_de_clean=mlp_c,
         mlp_de_ablated=mlp_a.mean(0),
         attn_bias_de=bias_c,
-        mlp_bias_de=per_site(proj.mlp_bias, s, 1),
-        embed_de=per_site(embed, s, 1),
-        unembed_bias=proj.unembed_bias,
+        mlp_bias_de=per_site(terms.mlp_bias / b_mlp, s, 1),
+        embed_de=per_site(terms.embed, s, 1),
+        unembed_bias=terms.unembed_bias,
         direct_effect=direct_c,
         direct_effect_ablated=direct_a.mean(0),
         delta_logit=delta.mean(0),
@@ -122,13 +133,29 @@ def decompose(components, clean: Dots, ablated: Dots, embed: torch.Tensor, proj:
         self_repair_prime=(delta + direct_c).mean(0),
         sr_heads=sr_heads.mean(0),
         sr_mlp=sr_mlp.mean(0),
-        sr_ln=(self_repair - sr_heads - sr_mlp).mean(0),
-        sr_ln_closed=((1 - s_abl / s) * (logit_a - proj.unembed_bias)).mean(0),
+        sr_branch=sr_branch.mean(0),
+        sr_branch_attn=sr_branch_attn.mean(0),
+        sr_branch_mlp=sr_branch_mlp.mean(0),
+        sr_ln=(self_repair - sr_heads - sr_mlp - sr_branch).mean(0),
+        sr_ln_closed=((1 - s_abl / s) * (logit_a - terms.unembed_bias)).mean(0),
         delta_unembed=direct_c,
         delta_ablate=-delta.mean(0),
         compensation=compensation.mean(0),
     )
     return out
+
+
+def _branch_rescaling(clean: Dots, ablated: Dots, attn_a: torch.Tensor, mlp_a: torch.Tensor):
+    """Per layer, SR_branch's parts [K, N, L]: DE(ŵ'_j) · (ρ_j − 1), ρ_j = s_b,j / s'_b,j, for
+    the attention and the MLP branches (zeros for families without branch norms).
+
+    attn_a, mlp_a [K, N, L]: each branch's ablated DE at the clean branch scale (DE(ŵ'_j)).
+    """
+    if clean.attn_scale is None:
+        return torch.zeros_like(attn_a), torch.zeros_like(mlp_a)
+    rho_attn = clean.attn_scale / ablated.attn_scale
+    rho_mlp = clean.mlp_scale / ablated.mlp_scale
+    return attn_a * (rho_attn - 1), mlp_a * (rho_mlp - 1)
 
 
 def _upstream_from_clean(ablated: Dots, clean: Dots, components, shape: Shape,
@@ -143,16 +170,28 @@ def _upstream_from_clean(ablated: Dots, clean: Dots, components, shape: Shape,
     neuron = ablated.neuron
     if neuron is not None:
         neuron = torch.where(~mlp_down[:, None] & ~neuron_set, clean.neuron, neuron)
+    attn_scale, mlp_scale = ablated.attn_scale, ablated.mlp_scale
+    if attn_scale is not None:  # a branch norm changes only where its branch does
+        attn_up = ~attn_down & ~head_set.any(-1)
+        attn_scale = torch.where(attn_up, clean.attn_scale, attn_scale)
+        mlp_scale = torch.where(mlp_up, clean.mlp_scale, mlp_scale)
     return Dots(head=torch.where(heads_up, clean.head, ablated.head),
                 mlp=torch.where(mlp_up, clean.mlp, ablated.mlp), neuron=neuron,
-                resid=ablated.resid, scale=ablated.scale)
+                resid=ablated.resid, scale=ablated.scale, attn_scale=attn_scale,
+                mlp_scale=mlp_scale)
 
 
-def completeness_gap(dots: Dots, embed: torch.Tensor, proj: Projection) -> torch.Tensor:
+def completeness_gap(dots: Dots, terms: Terms) -> torch.Tensor:
     """|Σ_c (o_c · u) − r · u| per run and site [G, N]: zero when the dots account for r.
 
-    (MLP dots are of the whole MLP output, so its bias is already included.) Used to check that every intervention really reached the model: if a write were
-    silently dropped, the saved (ablated) activations would not sum to the final residual.
+    (MLP dots are of the whole MLP output, so its bias is already included; a branch write
+    counts at its own run's branch scale.) Used to check that every intervention really
+    reached the model: if a write were silently dropped, the saved (ablated) activations
+    would not sum to the final residual.
     """
-    total = dots.head.sum((-1, -2)) + dots.mlp.sum(-1) + proj.attn_bias.sum(-1) + embed.sum(-1)
+    attn = dots.head.sum(-1) + terms.attn_bias
+    mlp = dots.mlp
+    if dots.attn_scale is not None:
+        attn, mlp = attn / dots.attn_scale, mlp / dots.mlp_scale
+    total = attn.sum(-1) + mlp.sum(-1) + terms.embed.sum(-1)
     return (total - dots.resid).abs()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 SUMMARY_FIELDS = ("direct_effect", "direct_effect_ablated", "delta_logit", "self_repair",
-                  "sr_heads", "sr_mlp", "sr_ln", "sr_ln_closed", "self_repair_prime",
+                  "sr_heads", "sr_mlp", "sr_branch", "sr_ln", "sr_ln_closed", "self_repair_prime",
                   "delta_unembed", "delta_ablate", "compensation")
 
 
@@ -37,10 +37,13 @@ class Measurement:
     Totals, [N]:
       delta_logit = ΔL = ℓ̂_abl − ℓ̂_clean; direct_effect / direct_effect_ablated = DE of the
       ablated components; self_repair = ΔL − (DE^abl − DE); sr_heads, sr_mlp (downstream
-      heads and MLP layers, ablated components excluded); sr_ln = SR − sr_heads − sr_mlp
-      (the final-norm residual) and sr_ln_closed = (1 − s'/s)(ℓ̂_abl − b̂_U[y]) (equal to
-      sr_ln with scale="clean"; with "recomputed", sr_ln keeps only the rescaling of the
-      embeddings and attention output biases);
+      heads and MLP layers, ablated components excluded); sr_branch (sandwich-norm families,
+      SPEC §7: the branch norms' rescaling Σ_j DE(ŵ'_j)(ρ_j − 1); its per-layer parts
+      sr_branch_attn, sr_branch_mlp [N, L]; exactly 0 for families without branch norms);
+      sr_ln = SR − sr_heads − sr_mlp − sr_branch (the final-norm residual) and
+      sr_ln_closed = (1 − s'/s)(ℓ̂_abl − b̂_U[y]) (equal to sr_ln with scale="clean"; with
+      "recomputed", sr_ln keeps only the rescaling of the embeddings and attention output
+      biases);
       self_repair_prime = ΔL + DE (the variant that assumes DE^abl = 0).
     With logprobs=True: logprob_clean/_ablated [N] of the target (ablated: mean over sources),
       topk_ids/_probs_clean/_ablated [N, k] (ablated: of the source-averaged distribution).
@@ -73,6 +76,9 @@ class Measurement:
     self_repair_prime: torch.Tensor
     sr_heads: torch.Tensor
     sr_mlp: torch.Tensor
+    sr_branch: torch.Tensor
+    sr_branch_attn: torch.Tensor
+    sr_branch_mlp: torch.Tensor
     sr_ln: torch.Tensor
     sr_ln_closed: torch.Tensor
     delta_unembed: torch.Tensor

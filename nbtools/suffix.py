@@ -6,7 +6,8 @@ measured site after row b's last one, e_b, needs computing at all. An ablated ru
 carries, per row, only the positions p_b..e_b ("the suffix", S slots, padded to the longest
 row's), and its attention reads the clean run's keys and values of positions < p_b from a
 key-value cache of P = max_b p_b slots (slots p_b..P-1 of row b are masked out). Positions
-are per row (`position_ids`), so absolute and rotary position encodings are unchanged.
+are per row (`position_ids`), so absolute and rotary position encodings are unchanged. The
+measurement session cuts the edits to the slots and builds the cache (`nbtools.tracing`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 import torch
 
 from .batching import Batch
-from .tracing import Activations, LayerEdit
 
 
 @dataclass
@@ -61,32 +61,3 @@ def plan_suffix(batch: Batch, pos_mask: torch.Tensor, rows: torch.Tensor,
     return Suffix(offset=offset, index=index, input_ids=batch.input_ids.gather(1, index),
                   position_ids=index, attention_mask=torch.cat([cached, real], 1).long(),
                   n_cached=n_cached)
-
-
-def take_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x [R, T, ...] at per-row positions index [R, S] → [R, S, ...]."""
-    return x[torch.arange(x.shape[0])[:, None], index]
-
-
-def suffix_edits(edits: dict[int, LayerEdit], index: torch.Tensor) -> dict[int, LayerEdit]:
-    """Per-layer edits cut to the suffix slots (index [R, S]); broadcast values stay as they are."""
-
-    def cut(x, full_dims):
-        return take_positions(x, index) if x is not None and x.dim() == full_dims else x
-
-    return {layer: LayerEdit(head_mask=cut(e.head_mask, 3), head_value=cut(e.head_value, 4),
-                             neuron_mask=cut(e.neuron_mask, 3), neuron_value=cut(e.neuron_value, 3),
-                             mlp_mask=cut(e.mlp_mask, 2), mlp_value=cut(e.mlp_value, 3))
-            for layer, e in edits.items()}
-
-
-def clean_cache(clean: Activations, n_cached: int, n_runs: int):
-    """A transformers DynamicCache of the clean keys / values of the first `n_cached`
-    positions, repeated for `n_runs` runs (rows run-major, as the ablated batch)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for layer, (k, v) in enumerate(zip(clean.keys, clean.values, strict=True)):
-        cache.update(k[:, :, :n_cached].repeat(n_runs, 1, 1, 1),
-                     v[:, :, :n_cached].repeat(n_runs, 1, 1, 1), layer)
-    return cache

@@ -1,161 +1,317 @@
-"""The nnsight trace bodies: one clean run, one batched ablated run, one attention read.
+"""The nnsight sessions: the only code that runs the model. Each one is a single request.
 
-These are the only functions that open a tracing context. They read and write
-activations and save the few tensors the algebra needs; all maths lives elsewhere.
-Reads follow execution order inside each layer: z (attention output projection input),
-neuron activations (MLP down projection input), MLP output, block output.
+    constants_session(lm, job, remote)   the small weight vectors the algebra needs (once per Lab)
+    measure_session(lm, job, remote)     one `Lab.measure_many` call: clean run, source run,
+                                         every ablated group; returns per-site dot products
+    attention_session(lm, job, remote)   one layer's attention weights
+
+A session body may run on NDIF, whose sandbox has no nbtools: it reads only the plain data of
+its `job` (tensors, ints, floats, strings, bools and lists/dicts of them, built by
+`nbtools.requests`), looks its modules up from the model by dotted path, and returns a plain
+dict bound to a name and saved. Results are reduced inside the session (projected onto the
+target directions, gathered at the measured sites), so what comes back is a few floats per
+site and component; big activations stay where the model runs.
+
+nnsight ships a session as the unparsed source of its body, and finds an inner trace by its
+line: every statement of a session body before its inner `with` is written on one line, with
+no blank line or comment between them (`tests/test_tracing_source.py` checks this).
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import threading
-from dataclasses import dataclass, field
 
+import nnsight
 import torch
-
-
-@dataclass
-class Activations:
-    """Saved activations of one run over `rows` batch rows, for layers `first_layer..`.
-
-    z[l]         [rows, pos, n_heads, d_head]  input of the attention output projection
-    mlp_out[l]   [rows, pos, d_model]          MLP output
-    neurons[l]   [rows, pos, d_mlp]            MLP neuron activations (if requested)
-    block_out[l] [rows, pos, d_model]          residual stream after block l (clean runs)
-    embeddings   list of [rows, pos, d_model]  (clean runs)
-    resid_final  [rows, pos, d_model]          input of the final norm
-    keys[l], values[l] [rows, n_kv_heads, pos, d_head]  attention cache (clean runs)
-    Lists are indexed by layer - first_layer. `offset` [prompt rows] (suffix runs, see
-    `nbtools.suffix`): position t of prompt row b is stored at t - offset[b].
-    """
-
-    first_layer: int
-    z: list[torch.Tensor] = field(default_factory=list)
-    mlp_out: list[torch.Tensor] = field(default_factory=list)
-    neurons: list[torch.Tensor] = field(default_factory=list)
-    block_out: list[torch.Tensor] = field(default_factory=list)
-    embeddings: list[torch.Tensor] = field(default_factory=list)
-    resid_final: torch.Tensor | None = None
-    keys: list[torch.Tensor] = field(default_factory=list)
-    values: list[torch.Tensor] = field(default_factory=list)
-    offset: torch.Tensor | None = None
-
-
-@dataclass
-class LayerEdit:
-    """Replacements for one layer of an ablated run (masks are bool, broadcast over rows)."""
-
-    head_mask: torch.Tensor | None = None    # [rows, pos, n_heads]
-    head_value: torch.Tensor | None = None   # [rows, pos, n_heads, d_head]
-    neuron_mask: torch.Tensor | None = None  # [rows, pos, d_mlp]
-    neuron_value: torch.Tensor | None = None  # [rows, pos, d_mlp]
-    mlp_mask: torch.Tensor | None = None     # [rows, pos]
-    mlp_value: torch.Tensor | None = None    # [rows, pos, d_model]
-
 
 # nnsight keeps a traced model's intervention state on the model and runs a trace body in
 # greenlets bound to the calling thread: two traces of one model at once on two threads (the
-# Explorer's worker and a notebook cell) interleave and fail. Every trace here holds this
-# lock (also through two Labs wrapping one model; a Lab has its own lock for its caches).
+# Explorer's worker and a notebook cell) interleave and fail. Every session holds this lock.
 _TRACE_LOCK = threading.RLock()
 
 
-def _inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids=None) -> dict:
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if position_ids is not None:
-        inputs["position_ids"] = position_ids
-    return inputs
+def constants_session(lm, job: dict, remote) -> dict:
+    """The model's small constants (float64), read from its parameters where it runs.
 
-
-def _cache_kwarg(hf_model) -> str:
-    """The forward argument that takes a key-value cache ("cache" from transformers 5.2x)."""
-    params = inspect.signature(hf_model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def run_clean(lm, adapter, input_ids, attention_mask, neurons: bool,
-              kv: bool = False) -> Activations:
-    """Trace the unmodified model and save every activation the measurements use, and with
-    `kv` its key-value cache (what suffix runs attend to)."""
-    s = adapter.shape
-    acts = Activations(first_layer=0)
-    with _TRACE_LOCK, torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask),
-                                                logits_to_keep=1, use_cache=kv):
-        for module in adapter.embeddings(lm):
-            acts.embeddings.append(module.output.save())
-        layers = adapter.layers(lm)
-        for layer in range(s.n_layers):
-            acts.z.append(adapter.attn_out_proj(lm, layer).input.save())
-            if neurons:
-                acts.neurons.append(adapter.mlp_down_proj(lm, layer).input.save())
-            acts.mlp_out.append(adapter.mlp(lm, layer).output.save())
-            acts.block_out.append(layers[layer].output.save())
-        acts.resid_final = adapter.final_norm(lm).input.save()
-        output = lm.output.save() if kv else None
-    if kv:
-        cache = getattr(output, "cache", None) or output.past_key_values
-        acts.keys = [layer.keys for layer in cache.layers]
-        acts.values = [layer.values for layer in cache.layers]
-    acts.z = [z.reshape(*z.shape[:2], s.n_heads, s.d_head) for z in acts.z]
-    # position embeddings come out as [1, pos, d_model]: give every embedding the batch axis
-    acts.embeddings = [e.expand(input_ids.shape[0], -1, -1) for e in acts.embeddings]
-    return acts
-
-
-def run_ablated(lm, adapter, input_ids, attention_mask, edits: dict[int, LayerEdit],
-                prefix: list[torch.Tensor] | None, neurons: bool, position_ids=None,
-                cache=None) -> Activations:
-    """Trace the model with `edits` applied and save activations from the first edited layer on.
-
-    `prefix`, if given, holds the clean block outputs of every layer before the first
-    edited one ([rows, pos, d_model] each): those layers are skipped and their cached
-    outputs used instead (an ablation cannot change anything upstream of itself).
-    `position_ids` [rows, pos] and `cache` (a transformers cache of earlier positions, which
-    `attention_mask` then covers too) run a position suffix (see `nbtools.suffix`).
+    job: paths, conv1d, n_layers, n_heads, d_head, d_model, gamma_offset, value (None, or
+    {"norm": path or None, "proj": path, "index": [n_heads * d_head] long}: the head value
+    constant c_h is ``(β₁ · W_qkv + b_qkv)[index]``), vocab_chunk.
+    Returns gamma, beta, W_U_mean [d_model] (mean over the vocabulary of the raw W_U rows),
+    b_U_mean (0-d), b_O, b_out, c_V_W_O [n_layers, d_model], c_V [n_layers, n_heads, d_head]
+    or None.
     """
-    s = adapter.shape
-    start = min(edits)
-    acts = Activations(first_layer=start)
-    extra = {"use_cache": False} if cache is None else {_cache_kwarg(lm._module): cache,
-                                                          "use_cache": True}
-    with _TRACE_LOCK, torch.no_grad(), lm.trace(_inputs(input_ids, attention_mask, position_ids),
-                                                logits_to_keep=1, **extra) as tracer:
-        layers = adapter.layers(lm)
-        if prefix is not None:
-            for layer in range(start):
-                layers[layer].skip(prefix[layer])
-        for layer in range(start, s.n_layers):
-            edit = edits.get(layer)
-            proj = adapter.attn_out_proj(lm, layer)
-            z = proj.input
-            if edit is not None and edit.head_mask is not None:
-                z4 = z.reshape(*z.shape[:2], s.n_heads, s.d_head)
-                z4 = torch.where(edit.head_mask[..., None], edit.head_value.to(z.dtype), z4)
-                proj.input = z4.reshape(z.shape)
-                z = proj.input
-            acts.z.append(z.save())
-            if edit is not None and edit.neuron_mask is not None:
-                down = adapter.mlp_down_proj(lm, layer)
-                down.input = torch.where(edit.neuron_mask, edit.neuron_value.to(z.dtype), down.input)
-            if neurons:
-                acts.neurons.append(adapter.mlp_down_proj(lm, layer).input.save())
-            mlp = adapter.mlp(lm, layer)
-            if edit is not None and edit.mlp_mask is not None:
-                mlp.output = torch.where(edit.mlp_mask[..., None], edit.mlp_value.to(z.dtype),
-                                         mlp.output)
-            acts.mlp_out.append(mlp.output.save())
-        acts.resid_final = adapter.final_norm(lm).input.save()
-        tracer.stop()  # the final norm and the unembedding are computed in the algebra
-    acts.z = [z.reshape(*z.shape[:2], s.n_heads, s.d_head) for z in acts.z]
-    return acts
+    with _TRACE_LOCK, torch.no_grad(), lm.session(remote=remote):
+        paths, L, conv1d, f64 = job["paths"], job["n_layers"], job["conv1d"], torch.float64
+
+        def module(path, layer=None):
+            node = lm
+            for part in (path if layer is None else path.format(layer)).split("."):
+                node = node[int(part)] if part.isdigit() else getattr(node, part)
+            return node
+
+        def bias(mod, n):
+            return torch.zeros(n, dtype=f64) if getattr(mod, "bias", None) is None else mod.bias.detach().to(f64).cpu()
+
+        def apply(vec, mod):
+            W = mod.weight.detach().to(f64).cpu()
+            return vec @ W if conv1d else W @ vec
+        with lm.trace(job["probe_ids"]) as tracer:
+            final, unembed = module(paths["final_norm"]), module(paths["unembed"])
+            d = job["d_model"]
+            consts = {"gamma": final.weight.detach().to(f64).cpu() + job["gamma_offset"], "beta": bias(final, d)}
+            total = torch.zeros(d, dtype=f64)
+            V = unembed.weight.shape[0]
+            for start in range(0, V, job["vocab_chunk"]):
+                total = total + unembed.weight[start:start + job["vocab_chunk"]].detach().to(f64).sum(0).cpu()
+            consts["W_U_mean"] = total / V
+            consts["b_U_mean"] = bias(unembed, V).mean()
+            b_O, b_out, c_V, c_V_W_O = [], [], [], []
+            for layer in range(L):
+                out_proj = module(paths["attn_out"], layer)
+                b_O.append(bias(out_proj, d))
+                b_out.append(bias(module(paths["down"], layer), d))
+                if job["value"] is not None:
+                    v = job["value"]
+                    proj = module(v["proj"], layer)
+                    n_in = proj.weight.shape[0] if conv1d else proj.weight.shape[1]
+                    beta1 = torch.zeros(n_in, dtype=f64) if v["norm"] is None else bias(module(v["norm"], layer), n_in)
+                    n_out = proj.weight.shape[1] if conv1d else proj.weight.shape[0]
+                    c = (apply(beta1, proj) + bias(proj, n_out))[v["index"]]
+                    c_V.append(c.reshape(job["n_heads"], job["d_head"]))
+                    c_V_W_O.append(apply(c, out_proj))
+                else:
+                    c_V_W_O.append(torch.zeros(d, dtype=f64))
+            consts["b_O"], consts["b_out"] = torch.stack(b_O), torch.stack(b_out)
+            consts["c_V_W_O"] = torch.stack(c_V_W_O)
+            consts["c_V"] = torch.stack(c_V) if c_V else None
+            tracer.stop()
+        consts = nnsight.save(consts)
+    return consts
+
+
+def measure_session(lm, job: dict, remote) -> dict:
+    """Clean run, source run and every ablated run of one measurement, reduced at the sites.
+
+    `job` is built by `nbtools.requests.measurement_job` (its docstring lists every key).
+    Returns {"clean": the clean run's dots at the sites (None when job["clean_dots"] already
+    holds them), "groups": [the dots of each ablated group]}. job["state"] maps "measured" /
+    "source" to a batch's kept clean activations or None; a local run fills in what it
+    computed there (the Lab caches it), a remote one keeps everything on the server.
+    """
+    with _TRACE_LOCK, torch.no_grad(), lm.session(remote=remote):
+        paths, L, H, dh, f64 = job["paths"], job["n_layers"], job["n_heads"], job["d_head"], torch.float64
+        sites, state, rep, out, u_kept = job["sites"], job["state"], job["replace"], {"clean": None, "groups": []}, None
+
+        def module(path, layer=None):
+            node = lm
+            for part in (path if layer is None else path.format(layer)).split("."):
+                node = node[int(part)] if part.isdigit() else getattr(node, part)
+            return node
+
+        def values(kind, layer, width):
+            if rep["method"] == "resample":
+                return state[rep["pool"]][kind][layer][rep["index"][:, :, None], rep["src_pos"]]
+            if rep["method"] == "mean":
+                return state[rep["pool"]][kind][layer][rep["pool_mask"]].float().mean(0)
+            if kind == "z" and rep["zero_heads"] is not None:
+                return rep["zero_heads"][layer].reshape(-1)
+            return torch.zeros(width)
+
+        def rows(mask, value, run):
+            A, K, (B, T), X = mask.shape[0], rep["n_sources"], job["pos_mask"].shape, mask.shape[1]
+            m = (mask[:, None, None, None, :] & job["pos_mask"][None, None, :, :, None]).expand(A, K, B, T, X).reshape(A * K * B, T, X)
+            v = value if value.dim() == 1 else value[None].expand(A, *value.shape).reshape(A * K * B, T, -1)
+            if job["suffix"] is not None:
+                index = job["suffix"]["index"].repeat(run["n_runs"], 1)
+                m = m[torch.arange(m.shape[0])[:, None], index]
+                v = v if v.dim() == 1 else v[torch.arange(v.shape[0])[:, None], index]
+            return m, v
+
+        def edits_of(run):
+            edits = {}
+            for layer, spec in run["edits"].items():
+                e = {}
+                if "heads" in spec:
+                    m, v = rows(spec["heads"], values("z", layer, H * dh), run)
+                    e["head_mask"], e["head_value"] = m, v.reshape(*v.shape[:-1], H, dh) if v.dim() > 1 else v.reshape(H, dh)
+                if "neurons" in spec:
+                    e["neuron_mask"], e["neuron_value"] = rows(spec["neurons"], values("act", layer, job["d_mlp"]), run)
+                if "mlp" in spec:
+                    m, e["mlp_value"] = rows(spec["mlp"][:, None], values("mlp", layer, job["d_model"]), run)
+                    e["mlp_mask"] = m[..., 0]
+                edits[layer] = e
+            return edits
+
+        def inputs_of(run):
+            if run["kind"] == "clean" or job["suffix"] is None:
+                ids, mask = job["batches"][run["batch"]]
+                return {"input_ids": ids.repeat(run["n_runs"], 1), "attention_mask": mask.repeat(run["n_runs"], 1)}, {"use_cache": run["kv"]}
+            sx, n = job["suffix"], run["n_runs"]
+            inputs = {"input_ids": sx["input_ids"].repeat(n, 1), "attention_mask": sx["attention_mask"].repeat(n, 1), "position_ids": sx["position_ids"].repeat(n, 1)}
+            if sx["n_cached"] == 0:
+                return inputs, {"use_cache": False}
+            from transformers import DynamicCache
+            cache, kept = DynamicCache(), state["measured"]
+            for layer in range(L):
+                cache.update(kept["keys"][layer][:, :, :sx["n_cached"]].repeat(n, 1, 1, 1), kept["values"][layer][:, :, :sx["n_cached"]].repeat(n, 1, 1, 1), layer)
+            return inputs, {job["cache_arg"]: cache, "use_cache": True}
+        for run in job["runs"]:
+            live = run["kind"] == "ablated" or state[run["batch"]] is None
+            got = {"z": [], "act": [], "mlp": [], "attn_o": [], "block_out": []}
+            edits, (inputs, kwargs) = (edits_of(run) if run["kind"] == "ablated" else {}), inputs_of(run)
+            if live:
+                with lm.trace(inputs, logits_to_keep=1, **kwargs) as tracer:
+                    layers = module(paths["layers"])
+                    if run["kind"] == "ablated" and run["start"] > 0 and job["prefix_reuse"]:
+                        # layers upstream of every ablation are clean: feed in the clean
+                        # block output before the first ablated layer (at the suffix slots)
+                        last = state["measured"]["block_out"][run["start"] - 1]
+                        if job["suffix"] is not None:
+                            last = last[torch.arange(last.shape[0])[:, None], job["suffix"]["index"]]
+                        last = last.repeat(run["n_runs"], 1, 1)
+                        for layer in range(run["start"]):
+                            layers[layer].skip(last)
+                    if run["kind"] == "clean":
+                        got["embeddings"] = [module(p).output for p in paths["embeddings"]]
+                    for layer in range(run["start"], L):
+                        edit = edits.get(layer, {})
+                        proj = module(paths["attn_out"], layer)
+                        z = proj.input
+                        if "head_mask" in edit:
+                            z4 = z.reshape(*z.shape[:2], H, dh)
+                            z4 = torch.where(edit["head_mask"][..., None],
+                                             edit["head_value"].to(z.dtype), z4)
+                            proj.input = z4.reshape(z.shape)
+                            z = proj.input
+                        got["z"].append(z)
+                        if paths["attn_branch"] is not None:
+                            got["attn_o"].append(proj.output)
+                        down = module(paths["down"], layer)
+                        if "neuron_mask" in edit:
+                            down.input = torch.where(edit["neuron_mask"],
+                                                     edit["neuron_value"].to(z.dtype), down.input)
+                        if job["neurons"]:
+                            got["act"].append(down.input)
+                        mlp = module(paths["mlp"], layer)
+                        if "mlp_mask" in edit:
+                            mlp.output = torch.where(edit["mlp_mask"][..., None],
+                                                     edit["mlp_value"].to(z.dtype), mlp.output)
+                        got["mlp"].append(mlp.output)
+                        if run["kind"] == "clean":
+                            got["block_out"].append(layers[layer].output)
+                    final = module(paths["final_norm"])
+                    got["resid"], got["normed"] = final.input, final.output
+                    if run["kv"]:
+                        model_out = lm.output
+                    tracer.stop()  # the unembedding is computed at the sites only, below
+                if run["kind"] == "clean":
+                    if run["kv"]:
+                        cache = getattr(model_out, "cache", None) or model_out.past_key_values
+                        got["keys"] = [c.keys for c in cache.layers]
+                        got["values"] = [c.values for c in cache.layers]
+                    state[run["batch"]] = got
+            got = state[run["batch"]] if run["kind"] == "clean" else got
+            if run["kind"] == "clean" and (run["batch"] != "measured" or job["clean_dots"] is not None):
+                continue  # its activations feed the edits (and the prefix) only
+            # --- reduce: gather at the sites, project onto the target directions -----------
+            n_runs, offset, unembed = run["n_runs"], run["offset"], module(paths["unembed"])
+            at_rows = sites["rows"]
+            at_pos = sites["pos"] if offset is None else (sites["pos"] - offset[at_rows]).clamp(min=0)
+            N = len(at_rows)
+
+            def at(x, n_runs=n_runs, rows=at_rows, pos=at_pos):
+                """[n_runs * B, T, ...] run-major → [n_runs, N, ...] at the sites."""
+                return x.reshape(n_runs, -1, *x.shape[1:])[:, rows, pos]
+
+            if run["kind"] == "clean":
+                # target directions u = γ ⊙ (W_U[y] − mean_V W_U) (centred over d_model for
+                # LayerNorm) and b̂_U[y]; a logit difference subtracts the second token's
+                W_U = unembed.weight
+                b_U = getattr(unembed, "bias", None)
+                targets = sites["targets"]
+                if targets is None:  # "top": the clean run's most likely token
+                    targets = (at(got["normed"])[0].float() @ W_U.float().T).argmax(-1)
+                gamma = module(paths["final_norm"]).weight.detach().to(f64) + job["gamma_offset"]
+                rows_a = W_U[targets].detach().to(f64)
+                u = gamma * rows_a
+                b_hat = rows_a @ job["beta"] + (0.0 if b_U is None else b_U[targets].detach().to(f64))
+                if sites["minus"] is not None:
+                    rows_b = W_U[sites["minus"]].detach().to(f64)
+                    u = u - gamma * rows_b
+                    b_hat = b_hat - rows_b @ job["beta"] - (
+                        0.0 if b_U is None else b_U[sites["minus"]].detach().to(f64))
+                elif job["centred"]:
+                    u = u - gamma * job["W_U_mean"]
+                    b_hat = b_hat - job["b_U_mean_hat"]
+                if job["layernorm"]:
+                    u = u - u.mean(-1, keepdim=True)
+                B = got["resid"].shape[0]
+                embed = torch.stack([(at(e.expand(B, -1, -1))[0].to(f64) * u).sum(-1)
+                                     for e in got["embeddings"]], -1)
+                consts = {}
+                for name in ("attn_const", "mlp_const"):
+                    c = job[name]
+                    consts[name] = torch.zeros(N, L, dtype=f64) if c is None else u @ c.T
+                clean = {"targets": targets, "u": u, "unembed_bias": b_hat,
+                         "u_norm": u.norm(dim=-1), "embed": embed,
+                         "attn_bias": consts["attn_const"], "mlp_bias": consts["mlp_const"]}
+            else:
+                clean = job["clean_dots"] if job["clean_dots"] is not None else out["clean"]
+            u = clean["u"] if "u" in clean else u_kept
+            dots = {"head": [], "mlp": [], "neuron": [], "attn_scale": [], "mlp_scale": []}
+            for i, layer in enumerate(range(run["start"], L)):
+                W_O = module(paths["attn_out"], layer).weight.detach().to(f64)
+                W_O = W_O.reshape(H, dh, -1) if job["conv1d"] else W_O.T.reshape(H, dh, -1)
+                u_attn, u_mlp = u, u
+                if paths["attn_branch"] is not None:  # sandwich norms: each branch's γ̃ ⊙ u
+                    offset_b, eps_b = job["branch_offset"], job["branch_eps"]
+                    u_attn = u * (module(paths["attn_branch"], layer).weight.detach().to(f64) + offset_b)
+                    u_mlp = u * (module(paths["mlp_branch"], layer).weight.detach().to(f64) + offset_b)
+                    o, m = at(got["attn_o"][i]).to(f64), at(got["mlp"][i]).to(f64)
+                    dots["attn_scale"].append((o.pow(2).mean(-1) + eps_b).sqrt())
+                    dots["mlp_scale"].append((m.pow(2).mean(-1) + eps_b).sqrt())
+                z = at(got["z"][i]).to(f64).reshape(n_runs, N, H, dh)
+                if job["fold"] and job["c_V"] is not None:
+                    z = z - job["c_V"][layer]
+                p = torch.einsum("hed,nd->nhe", W_O, u_attn)
+                dots["head"].append(torch.einsum("gnhe,nhe->gnh", z, p))
+                dots["mlp"].append(torch.einsum("gnd,nd->gn", at(got["mlp"][i]).to(f64), u_mlp))
+                if job["neurons"]:
+                    W_out = module(paths["down"], layer).weight.detach().to(f64)
+                    q = u_mlp @ (W_out.T if job["conv1d"] else W_out)
+                    dots["neuron"].append(at(got["act"][i]).to(f64) * q)
+            result = {k: torch.stack(v, 2) for k, v in dots.items() if v}
+            resid = at(got["resid"]).to(f64)
+            result["resid"] = torch.einsum("gnd,nd->gn", resid, u)
+            spread = resid.var(-1, unbiased=False) if job["layernorm"] else resid.pow(2).mean(-1)
+            result["scale"] = (spread + job["eps"]).sqrt()
+            if job["logprobs"]:
+                logits = at(got["normed"]).float() @ unembed.weight.float().T
+                if job["softcap"] is not None:
+                    logits = job["softcap"] * torch.tanh(logits / job["softcap"])
+                logprobs = logits.log_softmax(-1)
+                target = clean["targets"][None, :, None].expand(n_runs, -1, 1)
+                result["logprob"] = logprobs.gather(-1, target)[..., 0].to(f64)
+                # top-k of each ablation's source-averaged distribution
+                K = rep["n_sources"] if run["kind"] == "ablated" else 1
+                probs = logprobs.exp().reshape(-1, K, N, logprobs.shape[-1]).mean(1)
+                top = probs.topk(job["top_k"], dim=-1)
+                result["topk_ids"], result["topk_probs"] = top.indices, top.values.to(f64)
+            if run["kind"] == "clean":
+                out["clean"] = {**clean, **{k: v[0] for k, v in result.items()}}
+                if not job["return_u"]:  # a remote run: u [N, d_model] stays on the server
+                    u_kept = out["clean"].pop("u")
+            else:
+                out["groups"].append(result)
+        out = nnsight.save(out)
+    return out
 
 
 @contextlib.contextmanager
-def _eager_attention(hf_model):
-    """Run `hf_model` with eager attention (the implementation that returns its weights; SDPA
-    and flash kernels return none), restoring the original implementation afterwards."""
+def eager_attention(hf_model):
+    """Run a local `hf_model` with eager attention (the implementation that returns its
+    weights; SDPA and flash kernels return none), restoring the original afterwards."""
     original = hf_model.config._attn_implementation
     set_impl = getattr(hf_model, "set_attn_implementation", None)
 
@@ -175,20 +331,25 @@ def _eager_attention(hf_model):
         use(original)
 
 
-def run_attention(lm, adapter, input_ids, attention_mask, layer: int,
-                  prefix: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """The clean run's attention weights of `layer` [rows, n_heads, pos, pos] (query, key).
+def attention_session(lm, job: dict, remote) -> torch.Tensor:
+    """The clean run's attention weights of one layer [rows, n_heads, pos, pos] (query, key).
 
-    `prefix`, if given, holds the clean block outputs of the layers before `layer` ([rows,
-    pos, d_model] each): those layers are skipped, so the trace computes one layer.
+    job: paths, input_ids, attention_mask, layer, prefix (the clean output of the layer before,
+    [rows, pos, d_model], or None: every earlier layer runs).
     """
-    with _TRACE_LOCK, _eager_attention(lm._module), torch.no_grad():
-        with lm.trace(_inputs(input_ids, attention_mask), logits_to_keep=1,
-                      use_cache=False) as tracer:
+    with _TRACE_LOCK, torch.no_grad(), lm.session(remote=remote):
+        paths, layer, prefix = job["paths"], job["layer"], job["prefix"]
+
+        def module(path, layer=None):
+            node = lm
+            for part in (path if layer is None else path.format(layer)).split("."):
+                node = node[int(part)] if part.isdigit() else getattr(node, part)
+            return node
+        with lm.trace({"input_ids": job["input_ids"], "attention_mask": job["attention_mask"]}, logits_to_keep=1, use_cache=False) as tracer:
             if prefix is not None:
-                layers = adapter.layers(lm)
+                layers = module(paths["layers"])
                 for earlier in range(layer):
-                    layers[earlier].skip(prefix[earlier])
-            weights = adapter.attention(lm, layer).output[1].save()
-            tracer.stop()  # nothing downstream of this layer is needed
+                    layers[earlier].skip(prefix)
+            weights = nnsight.save(module(paths["attention"], layer).output[1])
+            tracer.stop()
     return weights

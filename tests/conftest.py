@@ -119,3 +119,21 @@ def real_model_dir():
 def real_lab(real_model_dir):
     """SmolLM2-135M-Instruct as a Lab, loaded by its registered name."""
     return nbtools.load("smollm2-135m")
+
+
+def pretend_head_write_landed(monkeypatch, layer_offset: int = 0, head: int = 1):
+    """Make every measurement session run its ablated groups unedited (the write never reaches
+    the model) while reporting the zero-ablated head's dot as the ablation would (0): what the
+    completeness check must catch. `layer_offset`: the head's layer minus the group's start."""
+    from nbtools import tracing
+
+    real = tracing.measure_session
+
+    def run_then_pretend(lm, job, remote):
+        for run in job["runs"]:
+            run["edits"] = {}
+        got = real(lm, job, remote)
+        got["groups"][0]["head"][:, :, layer_offset, head] = 0
+        return got
+
+    monkeypatch.setattr("nbtools.lab.measure_session", run_then_pretend)

@@ -11,7 +11,7 @@ from conftest import make_lab, ragged_batch
 
 import nbtools.lab
 from nbtools.errors import InvalidInputError
-from nbtools.tracing import _eager_attention
+from nbtools.tracing import eager_attention
 
 FAMILIES = ("gpt2", "neox", "llama_gqa_vbias")
 
@@ -74,10 +74,10 @@ def test_model_unchanged_afterwards(family):
     prompt = "w3 w8 w1 w9 w4 w2"
     before = lab.measure(prompt, "1.0", positions="final")
     impl = lab.hf_model.config._attn_implementation
-    lab._clean_cache.clear()
+    lab.clear_cache()
     lab.attention_pattern(prompt, 0)
     assert lab.hf_model.config._attn_implementation == impl
-    lab._clean_cache.clear()
+    lab.clear_cache()
     after = lab.measure(prompt, "1.0", positions="final")
     for name in ("delta_logit", "direct_effect", "self_repair", "sr_heads", "sr_mlp"):
         torch.testing.assert_close(getattr(after, name), getattr(before, name), rtol=0, atol=0)
@@ -86,7 +86,7 @@ def test_model_unchanged_afterwards(family):
 def test_eager_switch_restored_on_error(labs):
     hf_model = labs["gpt2"].hf_model
     impl = hf_model.config._attn_implementation
-    with pytest.raises(RuntimeError), _eager_attention(hf_model):
+    with pytest.raises(RuntimeError), eager_attention(hf_model):
         assert hf_model.config._attn_implementation == "eager"
         raise RuntimeError("inside the trace")
     assert hf_model.config._attn_implementation == impl
@@ -105,7 +105,7 @@ def test_bad_input_before_any_forward(labs, monkeypatch, layer, head, message):
     def no_forward(*args, **kwargs):
         raise AssertionError("a forward pass ran")
 
-    monkeypatch.setattr(nbtools.lab, "run_attention", no_forward)
+    monkeypatch.setattr(nbtools.lab, "attention_session", no_forward)
     with pytest.raises(InvalidInputError, match=message):
         lab.attention_pattern("w1 w2 w3", layer, head)
 

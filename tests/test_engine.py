@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_lab, ragged_batch
+from conftest import make_lab, pretend_head_write_landed, ragged_batch
 
 import nbtools
 from nbtools import AttnLayer, Head, InterventionError, MLPLayer, Neurons
@@ -104,18 +104,7 @@ def test_dropped_intervention_is_detected(monkeypatch, positions):
     """If a write never reaches the model, the completeness check raises InterventionError
     (also on suffix runs, positions="final")."""
     lab = make_lab("gpt2")
-    from nbtools import tracing
-
-    real = tracing.run_ablated
-
-    def run_then_pretend(lm, adapter, ids, mask, edits, prefix, neurons, *suffix):
-        acts = real(lm, adapter, ids, mask, {min(edits): tracing.LayerEdit()}, prefix, neurons,
-                    *suffix)
-        layer = min(edits) - acts.first_layer
-        acts.z[layer] = torch.zeros_like(acts.z[layer])  # report an ablation the model never saw
-        return acts
-
-    monkeypatch.setattr("nbtools.lab.run_ablated", run_then_pretend)
+    pretend_head_write_landed(monkeypatch)
     with pytest.raises(InterventionError, match="do not add up"):
         lab.measure(ragged_batch(), Head(1, 1), method="zero", positions=positions,
                     target="top")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_lab, ragged_batch, word_tokenizer
+from conftest import make_lab, pretend_head_write_landed, ragged_batch, word_tokenizer
 from reference import make_gpt2
 
 import nbtools
-from nbtools import Head, InterventionError, tracing
+from nbtools import Head, InterventionError
 
 HALF = [torch.bfloat16, torch.float16]
 
@@ -25,31 +25,13 @@ def test_correct_half_precision_runs_pass_the_check(family, dtype):
             assert r.settings["dtype"] == str(dtype).replace("torch.", "")
 
 
-def _drop_the_write(monkeypatch, replace_with_zero):
-    """run_ablated runs the model unedited but reports the ablated z (the write never landed)."""
-    real = tracing.run_ablated
-
-    def run_then_pretend(lm, adapter, ids, mask, edits, prefix, neurons, *suffix):
-        acts = real(lm, adapter, ids, mask, {min(edits): tracing.LayerEdit()}, prefix, neurons,
-                    *suffix)
-        layer = min(edits)
-        edit = edits[layer]
-        z = acts.z[layer - acts.first_layer]
-        value = torch.zeros_like(z) if replace_with_zero else edit.head_value.to(z.dtype)
-        mask_ = edit.head_mask[..., None].expand_as(z)
-        acts.z[layer - acts.first_layer] = torch.where(mask_, value.expand_as(z), z)
-        return acts
-
-    monkeypatch.setattr("nbtools.lab.run_ablated", run_then_pretend)
-
-
 @pytest.mark.parametrize("dtype", [*HALF, torch.float32])
 @pytest.mark.parametrize("fold", [True, False])
 def test_dropped_single_head_write_raises(monkeypatch, dtype, fold):
     """One head's zero ablation that never reached the model is caught, also in bf16/fp16."""
     lab = make_lab("gpt2")
     lab.hf_model.to(dtype)
-    _drop_the_write(monkeypatch, replace_with_zero=not fold)
+    pretend_head_write_landed(monkeypatch)
     with pytest.raises(InterventionError, match="do not add up"):
         lab.measure(ragged_batch(), Head(1, 1), method="zero", fold_value_biases=fold)
 

@@ -15,7 +15,7 @@ from nnsight.intervention.backends import local as local_backend
 from nnsight.intervention.backends import remote as remote_backend
 
 from nbtools import InvalidInputError
-from nbtools.sweeps import remote_execution, sweep_heads, sweep_layers
+from nbtools.sweeps import sweep_heads, sweep_layers
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +41,15 @@ def test_measure_through_local_simulation_is_identical(lab, count_local):
     rows = torch.randint(1, 512, (3, 9), generator=torch.Generator().manual_seed(0))
     here = lab.measure_many(rows, ["1.2", "mlp2"], method="resample", sources="shift",
                             neurons=True)
-    with remote_execution(lab, "local"):
-        there = lab.measure_many(rows, ["1.2", "mlp2"], method="resample", sources="shift",
-                                 neurons=True)
-    assert count_local["n"] >= 3  # clean run + ablated runs, all serialised
+    there = lab.on("local").measure_many(rows, ["1.2", "mlp2"], method="resample",
+                                         sources="shift", neurons=True)
+    assert count_local["n"] == 1  # one request: the clean run and every ablated run
     for a, b in zip(here, there, strict=True):
         for name, value in a.tensors().items():
             assert torch.equal(value, b.tensors()[name]), name
     # the model is back to local tracing afterwards
     count_local["n"] = 0
-    lab._clean_cache.clear()
+    lab.clear_cache()
     lab.measure(rows, "0.1", method="zero")
     assert count_local["n"] == 0
 
@@ -86,8 +85,7 @@ def test_remote_true_goes_through_nnsights_remote_backend(lab, monkeypatch):
                         lambda self: "nnsight.modeling.transformers.TransformersModel:fake")
     rows = torch.randint(1, 512, (2, 6), generator=torch.Generator().manual_seed(2))
     here = lab.measure(rows, "3.0", method="resample", sources="shift")
-    with remote_execution(lab, True):
-        there = lab.measure(rows, "3.0", method="resample", sources="shift")
+    there = lab.on(True).measure(rows, "3.0", method="resample", sources="shift")
     assert seen and all(k.endswith(":fake") for k in seen)
     assert torch.equal(here.self_repair, there.self_repair)
 

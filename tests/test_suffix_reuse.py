@@ -15,7 +15,6 @@ from conftest import ragged_batch
 from nbtools import AttnLayer, Head, MLPLayer, Neurons
 from nbtools.batching import ablation_positions
 from nbtools.suffix import plan_suffix
-from nbtools.sweeps import remote_execution
 
 ABLATIONS = [Head(0, 1), Head(2, 3), AttnLayer(3), MLPLayer(1), Neurons(2, (4, 8)),
              (Head(1, 0), MLPLayer(2))]
@@ -83,18 +82,18 @@ def test_final_position_runs_one_token_on_the_cache(labs, monkeypatch):
     keys/values of every earlier position (the longest prompt's)."""
     lab = labs["llama_gqa_vbias"]
     seen = []
-    from nbtools import lab as lab_module
 
-    real = lab_module.run_ablated
+    def spy(module, args, kwargs):
+        seen.append((kwargs["input_ids"].shape, kwargs["attention_mask"].shape,
+                     kwargs.get("position_ids"), kwargs.get("cache")))
 
-    def spy(lm, adapter, ids, mask, edits, prefix, neurons, position_ids=None, cache=None):
-        seen.append((ids.shape, mask.shape, position_ids, cache))
-        return real(lm, adapter, ids, mask, edits, prefix, neurons, position_ids, cache)
-
-    monkeypatch.setattr(lab_module, "run_ablated", spy)
+    handle = lab.hf_model.register_forward_pre_hook(spy, with_kwargs=True)
+    monkeypatch.setattr(lab, "_states", type(lab._states)(8))  # no clean run cached yet
+    monkeypatch.setattr(lab, "_clean", type(lab._clean)(8))
     prompts = ragged_batch(lengths=(12, 9, 11))
     lab.measure_many(prompts, [AttnLayer(2)], method="zero", positions="final", target="top")
-    (ids_shape, mask_shape, position_ids, cache), = seen
+    handle.remove()
+    _clean_run, (ids_shape, mask_shape, position_ids, cache) = seen
     assert ids_shape == (3, 1) and mask_shape == (3, 11 + 1)
     assert position_ids[:, 0].tolist() == [11, 8, 10]
     # GQA: 2 key-value heads; layer 0 was skipped (prefix reuse), layer 2 ran and appended
@@ -137,10 +136,8 @@ def test_suffix_runs_through_nnsights_remote_path(labs):
     prompts = ragged_batch(lengths=(9, 7, 8))
     kw = dict(method="resample", sources="shift", positions="final", target="top",
               logprobs=True)
-    lab._clean_cache.clear()
     here = lab.measure_many(prompts, [AttnLayer(1), MLPLayer(2)], **kw)
-    with remote_execution(lab, "local"):
-        there = lab.measure_many(prompts, [AttnLayer(1), MLPLayer(2)], **kw)
+    there = lab.on("local").measure_many(prompts, [AttnLayer(1), MLPLayer(2)], **kw)
     for a, b in zip(here, there, strict=True):
         for name, value in a.tensors().items():
             assert torch.equal(value, b.tensors()[name]), name
@@ -152,8 +149,9 @@ def test_clean_cache_is_kept_only_when_needed(labs):
     lab = labs["neox"]
     prompts = ragged_batch(seed=5)
     lab.measure(prompts, Head(1, 1), method="zero", neurons=True)  # all positions: no cache
-    acts = lab.clean_run(lab.tokenize(prompts))
-    assert acts.keys == [] and acts.neurons
-    lab.measure(prompts, Head(1, 1), method="zero", positions="final", target="top")
-    acts = lab.clean_run(lab.tokenize(prompts))
-    assert len(acts.keys) == lab.n_layers and acts.neurons
+    kept = lab._states.get(lab.tokenize(prompts).key())
+    assert "keys" not in kept and kept["act"]
+    lab.measure(prompts, Head(1, 1), method="zero", positions="final", target="top",
+                neurons=True)
+    kept = lab._states.get(lab.tokenize(prompts).key())
+    assert len(kept["keys"]) == lab.n_layers and kept["act"]

@@ -7,6 +7,7 @@ is checked here against the reference in both conventions, every method.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -88,8 +89,13 @@ def test_value_bias_alone_is_not_the_constant(labs, family):
     wrong_lab = make_lab(family)
     old = _value_bias_only(wrong_lab)
     assert (old.double() - wrong_lab.weights().c_V).abs().max() > 0.05
-    wrong_lab.adapter.value_constant = lambda: old
-    wrong_lab._weights.clear()
+    # the engine with b_V alone as the constant (and Σ_h c_h W_O[h] recomputed from it)
+    a = wrong_lab.adapter
+    W_O = [a.module(a.paths["attn_out"], i).weight.detach().double() for i in range(a.shape.n_layers)]
+    flat = old.double().reshape(a.shape.n_layers, -1)
+    c_V_W_O = torch.stack([c @ W if a.conv1d else W @ c for c, W in zip(flat, W_O, strict=True)])
+    wrong_lab._weights = dataclasses.replace(wrong_lab.weights(), c_V=old.double(),
+                                             c_V_W_O=c_V_W_O)
     wrong, _ = run_both(wrong_lab, prompts, "head", "zero", "all", fold=True)
     for name in ("head_de_clean", "direct_effect", "delta_logit", "self_repair"):
         gap = (getattr(wrong, name) - ref[name]).abs().max()

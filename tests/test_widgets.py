@@ -305,7 +305,7 @@ def test_explorer_default_model_is_the_embedded_one(monkeypatch, lab):
         seen.append(model)
         return lab
 
-    monkeypatch.setattr(nbtools.models, "load", fake_load)
+    monkeypatch.setattr(nbtools.loading, "load", fake_load)
     ex = Explorer(prompt=PROMPT, static_fallback=False)
     ex.close()
     assert seen == ["tiny"] and ex.lab is lab

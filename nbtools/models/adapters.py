@@ -1,20 +1,21 @@
 """Architecture adapters: the one place that knows where things live in each model family.
 
-An adapter answers, for one `transformers` model family: where each head's ``z`` is
-(the input of the attention output projection), where the MLP's neuron activations and
-output are, which final norm and unembedding the model uses, whether attention and MLP
-run in parallel, and the weights the direct-effect algebra needs — with the same layout
-for every family; the matrices are views of the model's parameters, in its dtype (callers
-cast what they use), the vectors fp32:
+An adapter answers, for one `transformers` model family, as plain data a trace body can use
+wherever the model runs (here, or on NDIF where nbtools is not installed):
 
-    W_O  [n_heads, d_head, d_model] per layer   the output projection, split per head
-    b_O  [n_layers, d_model]                    attention output bias (zeros if absent)
-    c_V  [n_layers, n_heads, d_head] or None    per-head value constant (below)
-    W_out [d_mlp, d_model] per layer            MLP down projection; b_out [n_layers, d_model]
-    W_U  [d_model, d_vocab], b_U [d_vocab]      unembedding
-    gamma, beta [d_model]                       final norm (beta zeros for RMSNorm)
+    paths      dotted module paths, "{}" standing for the layer: where each head's ``z`` is
+               (the input of the attention output projection, "attn_out"), the MLP ("mlp":
+               its output is the MLP's write) and its down projection ("down": its input holds
+               the neuron activations), the attention module ("attention"), the blocks
+               ("layers"), the final norm, the unembedding and the embeddings; for families
+               with sandwich norms also the branch norms ("attn_branch", "mlp_branch")
+    conv1d     whether projection weights are stored [in, out] (GPT-2's Conv1D) or [out, in]
+    value      how to read each head's value constant c_h (below) from the weights, or None
 
-The value constant ``c_V`` is what each head's ``z`` carries whatever it attends to:
+and it reads the model's sizes (`Shape`) from its config and modules, which works on a model
+whose weights are not here (the meta device, for NDIF).
+
+The value constant ``c_h`` is what each head's ``z`` carries whatever it attends to:
 attention weights sum to one, so the value projection of the *constant part* of the
 attention's input passes straight through. With a pre-attention norm ``γ₁ ⊙ x̂ + β₁`` and
 value projection ``x ↦ x·W_V + b_V``::
@@ -23,41 +24,31 @@ value projection ``x ↦ x·W_V + b_V``::
 
 GPT-2 and GPT-NeoX have both terms; the Llama family (RMSNorm: no β₁) has ``c_h = b_V[h]``
 where ``v_proj`` has a bias (Qwen2) and no constant (None) otherwise. This is what
-TransformerLens folds into the attention output bias (its ``b_V`` after folding LN1).
+TransformerLens folds into the attention output bias (its ``b_V`` after folding LN1). The
+`value` recipe is (norm path or None, projection path, index): ``c = (β₁ · W + b)[index]``
+over the projection's output features, reshaped to [n_heads, d_head].
 
 Adding a family means one new subclass here plus its reference tests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..errors import UnsupportedModelError
-
-
-@dataclass(frozen=True)
-class Shape:
-    """Sizes of a model, read from its modules and config."""
-
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_head: int
-    d_model: int
-    d_mlp: int
-    d_vocab: int
-    n_ctx: int
+from ..shapes import Shape
 
 
 class Adapter:
-    """Base class. Subclasses set the class attributes and the module accessors."""
+    """Base class. Subclasses set the class attributes, `PATHS` and `_read_shape`."""
 
     family: str = ""
     model_types: tuple[str, ...] = ()
     norm: str = "layernorm"  # or "rmsnorm"
     embedding_names: tuple[str, ...] = ("token",)
+    conv1d: bool = False
+    gamma_offset: float = 0.0  # norms that scale by (offset + weight): Gemma stores weight − 1
+    PATHS: dict = {}
 
     def __init__(self, hf_model: torch.nn.Module):
         self.hf_model = hf_model
@@ -65,74 +56,26 @@ class Adapter:
         self.shape = self._read_shape()
         self.parallel = self._is_parallel()
 
-    # --- module paths, valid on the HF model and on an nnsight envoy of it ----------
-    def layers(self, root):
+    # --- plain data for trace bodies ---------------------------------------------------
+    @property
+    def paths(self) -> dict:
+        """Module paths (see the module docstring); branch norms None where there are none."""
+        return {"attn_branch": None, "mlp_branch": None, **self.PATHS}
+
+    def value(self) -> dict | None:
+        """The value-constant recipe {"norm", "proj", "index"}, or None (no constant)."""
         raise NotImplementedError
 
-    def attn_out_proj(self, root, layer: int):
-        """The attention output projection; its input is ``z`` [batch, pos, n_heads*d_head]."""
-        raise NotImplementedError
-
-    def attention(self, root, layer: int):
-        """The attention module of `layer` (its output is (attn_output, attn_weights))."""
-        raise NotImplementedError
-
-    def mlp(self, root, layer: int):
-        """The MLP module; its output is the MLP layer's contribution [batch, pos, d_model]."""
-        return self.layers(root)[layer].mlp
-
-    def mlp_down_proj(self, root, layer: int):
-        """The MLP's down projection; its input holds the neuron activations [batch, pos, d_mlp]."""
-        raise NotImplementedError
-
-    def embeddings(self, root) -> list:
-        """Embedding modules whose outputs sum to the residual stream's start."""
-        raise NotImplementedError
-
-    def final_norm(self, root):
-        raise NotImplementedError
-
-    def unembed(self, root):
-        return root.lm_head
-
-    # --- weights (family-independent layout; matrices in the model's dtype) ----------
-    def W_O(self, layer: int) -> torch.Tensor:
-        s = self.shape
-        W = self._linear_in_out(self.attn_out_proj(self.hf_model, layer))
-        return W.reshape(s.n_heads, s.d_head, s.d_model)
-
-    def b_O(self) -> torch.Tensor:
-        return torch.stack([self._bias(self.attn_out_proj(self.hf_model, i))
-                            for i in range(self.shape.n_layers)])
-
-    def value_constant(self) -> torch.Tensor | None:
-        """Per-head value constant c_h = (β₁·W_V + b_V)[h] [n_layers, n_heads, d_head] or None."""
-        raise NotImplementedError
-
-    def W_out(self, layer: int) -> torch.Tensor:
-        return self._linear_in_out(self.mlp_down_proj(self.hf_model, layer))
-
-    def b_out(self) -> torch.Tensor:
-        return torch.stack([self._bias(self.mlp_down_proj(self.hf_model, i))
-                            for i in range(self.shape.n_layers)])
-
-    def W_U(self) -> torch.Tensor:
-        return self.unembed(self.hf_model).weight.detach().T
-
-    def b_U(self) -> torch.Tensor:
-        unembed = self.unembed(self.hf_model)
-        if unembed.bias is None:
-            return torch.zeros(self.shape.d_vocab, device=unembed.weight.device)
-        return unembed.bias.detach().float()
-
-    def gamma_beta(self) -> tuple[torch.Tensor, torch.Tensor]:
-        norm = self.final_norm(self.hf_model)
-        gamma = norm.weight.detach().float()
-        beta = getattr(norm, "bias", None)
-        return gamma, torch.zeros_like(gamma) if beta is None else beta.detach().float()
+    def module(self, path: str, layer: int | None = None):
+        """The HF module at a path of `paths` (the model's own, weights or meta tensors)."""
+        node = self.hf_model
+        for part in (path if layer is None else path.format(layer)).split("."):
+            node = node[int(part)] if part.isdigit() else getattr(node, part)
+        return node
 
     def norm_eps(self) -> float:
-        norm = self.final_norm(self.hf_model)
+        """The final norm's epsilon."""
+        norm = self.module(self.paths["final_norm"])
         for name in ("eps", "variance_epsilon"):
             if hasattr(norm, name):
                 return float(getattr(norm, name))
@@ -145,23 +88,11 @@ class Adapter:
     def _is_parallel(self) -> bool:
         return False
 
-    @staticmethod
-    def _linear_in_out(module) -> torch.Tensor:
-        """Weight as [in, out] for nn.Linear ([out, in]) and GPT-2's Conv1D ([in, out]), a view."""
-        w = module.weight.detach()
-        return w if type(module).__name__ == "Conv1D" else w.T
-
-    @staticmethod
-    def _norm_bias(norm) -> torch.Tensor:
-        """A norm's additive β [d_model] (zeros for RMSNorm, which has none)."""
-        b = getattr(norm, "bias", None)
-        return torch.zeros_like(norm.weight, dtype=torch.float) if b is None else b.detach().float()
-
-    @staticmethod
-    def _bias(module) -> torch.Tensor:
-        b = getattr(module, "bias", None)
-        n_out = module.weight.shape[1 if type(module).__name__ == "Conv1D" else 0]
-        return torch.zeros(n_out, device=module.weight.device) if b is None else b.detach().float()
+    def _kv_index(self) -> torch.Tensor:
+        """[n_heads * d_head]: the value feature of every query head's dim (GQA: shared)."""
+        s = self.shape
+        served_by = torch.arange(s.n_heads) // (s.n_heads // s.n_kv_heads)
+        return (served_by[:, None] * s.d_head + torch.arange(s.d_head)).reshape(-1)
 
 
 class GPT2Adapter(Adapter):
@@ -169,34 +100,17 @@ class GPT2Adapter(Adapter):
     model_types = ("gpt2",)
     norm = "layernorm"
     embedding_names = ("token", "position")
+    conv1d = True
+    PATHS = {"layers": "transformer.h", "attention": "transformer.h.{}.attn",
+             "attn_out": "transformer.h.{}.attn.c_proj", "mlp": "transformer.h.{}.mlp",
+             "down": "transformer.h.{}.mlp.c_proj", "final_norm": "transformer.ln_f",
+             "unembed": "lm_head", "embeddings": ["transformer.wte", "transformer.wpe"]}
 
-    def layers(self, root):
-        return root.transformer.h
-
-    def attention(self, root, layer):
-        return root.transformer.h[layer].attn
-
-    def attn_out_proj(self, root, layer):
-        return root.transformer.h[layer].attn.c_proj
-
-    def mlp_down_proj(self, root, layer):
-        return root.transformer.h[layer].mlp.c_proj
-
-    def embeddings(self, root):
-        return [root.transformer.wte, root.transformer.wpe]
-
-    def final_norm(self, root):
-        return root.transformer.ln_f
-
-    def value_constant(self):
-        s = self.shape
-        out = []
-        for block in self.hf_model.transformer.h:
-            # c_attn's output is [q | k | v], each d_model wide; v splits into heads.
-            W_V = self._linear_in_out(block.attn.c_attn)[:, 2 * s.d_model:].float()
-            b_V = self._bias(block.attn.c_attn)[2 * s.d_model:]
-            out.append(self._norm_bias(block.ln_1) @ W_V + b_V)
-        return torch.stack(out).reshape(s.n_layers, s.n_heads, s.d_head)
+    def value(self):
+        # c_attn's output is [q | k | v], each d_model wide; v splits into heads
+        d = self.shape.d_model
+        return {"norm": "transformer.h.{}.ln_1", "proj": "transformer.h.{}.attn.c_attn",
+                "index": torch.arange(2 * d, 3 * d)}
 
     def _read_shape(self):
         c = self.config
@@ -209,35 +123,19 @@ class NeoXAdapter(Adapter):
     family = "gpt_neox"
     model_types = ("gpt_neox",)
     norm = "layernorm"
+    PATHS = {"layers": "gpt_neox.layers", "attention": "gpt_neox.layers.{}.attention",
+             "attn_out": "gpt_neox.layers.{}.attention.dense", "mlp": "gpt_neox.layers.{}.mlp",
+             "down": "gpt_neox.layers.{}.mlp.dense_4h_to_h",
+             "final_norm": "gpt_neox.final_layer_norm", "unembed": "lm_head",
+             "embeddings": ["gpt_neox.embed_in"]}
 
-    def layers(self, root):
-        return root.gpt_neox.layers
-
-    def attention(self, root, layer):
-        return root.gpt_neox.layers[layer].attention
-
-    def attn_out_proj(self, root, layer):
-        return root.gpt_neox.layers[layer].attention.dense
-
-    def mlp_down_proj(self, root, layer):
-        return root.gpt_neox.layers[layer].mlp.dense_4h_to_h
-
-    def embeddings(self, root):
-        return [root.gpt_neox.embed_in]
-
-    def final_norm(self, root):
-        return root.gpt_neox.final_layer_norm
-
-    def value_constant(self):
+    def value(self):
+        # query_key_value's output is laid out per head as [q | k | v], each d_head wide
         s = self.shape
-        out = []
-        for layer in self.hf_model.gpt_neox.layers:
-            qkv = layer.attention.query_key_value
-            const = (self._norm_bias(layer.input_layernorm) @ self._linear_in_out(qkv).float()
-                     + self._bias(qkv))
-            # query_key_value's output is laid out per head as [q | k | v], each d_head wide.
-            out.append(const.reshape(s.n_heads, 3, s.d_head)[:, 2])
-        return torch.stack(out)
+        per_head = torch.arange(s.n_heads)[:, None] * 3 * s.d_head + 2 * s.d_head
+        return {"norm": "gpt_neox.layers.{}.input_layernorm",
+                "proj": "gpt_neox.layers.{}.attention.query_key_value",
+                "index": (per_head + torch.arange(s.d_head)).reshape(-1)}
 
     def _is_parallel(self):
         return bool(self.config.use_parallel_residual)
@@ -257,41 +155,21 @@ class LlamaAdapter(Adapter):
     family = "llama"
     model_types = ("llama", "mistral", "qwen2")
     norm = "rmsnorm"
+    PATHS = {"layers": "model.layers", "attention": "model.layers.{}.self_attn",
+             "attn_out": "model.layers.{}.self_attn.o_proj", "mlp": "model.layers.{}.mlp",
+             "down": "model.layers.{}.mlp.down_proj", "final_norm": "model.norm",
+             "unembed": "lm_head", "embeddings": ["model.embed_tokens"]}
 
-    def layers(self, root):
-        return root.model.layers
-
-    def attention(self, root, layer):
-        return root.model.layers[layer].self_attn
-
-    def attn_out_proj(self, root, layer):
-        return root.model.layers[layer].self_attn.o_proj
-
-    def mlp_down_proj(self, root, layer):
-        return root.model.layers[layer].mlp.down_proj
-
-    def embeddings(self, root):
-        return [root.model.embed_tokens]
-
-    def final_norm(self, root):
-        return root.model.norm
-
-    def value_constant(self):
+    def value(self):
         """RMSNorm has no β₁, so c_h = b_V[h]; None where v_proj has no bias."""
-        s = self.shape
-        out = []
-        for layer in self.hf_model.model.layers:
-            bias = layer.self_attn.v_proj.bias
-            if bias is None:
-                return None
-            per_kv = bias.detach().float().reshape(s.n_kv_heads, s.d_head)
-            # query head h reads kv head h // (n_heads / n_kv_heads)
-            out.append(per_kv.repeat_interleave(s.n_heads // s.n_kv_heads, dim=0))
-        return torch.stack(out)
+        if self.module("model.layers.0.self_attn.v_proj").bias is None:
+            return None
+        return {"norm": None, "proj": "model.layers.{}.self_attn.v_proj",
+                "index": self._kv_index()}
 
     def _read_shape(self):
         c = self.config
-        attn = self.hf_model.model.layers[0].self_attn
+        attn = self.module("model.layers.0.self_attn")
         return Shape(n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
                      n_kv_heads=c.num_key_value_heads, d_head=attn.head_dim,
                      d_model=c.hidden_size, d_mlp=c.intermediate_size, d_vocab=c.vocab_size,

@@ -100,12 +100,13 @@ def iter_pending(bounds: list[tuple[int, int]], done: int) -> Iterator[tuple[int
 
 @contextmanager
 def sweep_run(lab, remote, save: Callable[..., None], bar):
-    """The body of a sweep: traces routed per `remote`, "changed nothing" warnings quiet, a
-    checkpoint written on any interruption, the bar closed, and the final save on success."""
+    """The body of a sweep: yields the Lab to measure on (`remote_execution`), "changed
+    nothing" warnings quiet, a checkpoint written on any interruption, the bar closed, and
+    the final save on success."""
     try:
-        with remote_execution(lab, remote), warnings.catch_warnings():
+        with remote_execution(lab, remote) as runner, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="ablating .* changed nothing")
-            yield
+            yield runner
     except BaseException:
         save(complete=False)
         raise

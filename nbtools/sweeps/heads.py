@@ -228,7 +228,7 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
 
     bar = progress_bar(progress, R, done, f"head sweep ({lab.name}, {method})", "row")
     checkpoint = Checkpointer(checkpoint_every)
-    with sweep_run(lab, remote, save, bar):
+    with sweep_run(lab, remote, save, bar) as lab:
         for start, end in iter_pending(bounds, done):
             measured = _measure_batch(lab, rows[start:end], main_groups, ae_heads, ae_layer,
                                       n_top, ae_batch_rows, opts)

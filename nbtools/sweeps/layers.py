@@ -136,7 +136,7 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
     ex_done = int(state["examples_done"])
     bar = progress_bar(progress, P, done, f"layer sweep ({lab.name})", "prompt")
     checkpoint = Checkpointer(checkpoint_every)
-    with sweep_run(lab, remote, save, bar):
+    with sweep_run(lab, remote, save, bar) as lab:
         for start, end in iter_pending(bounds, done):
             chunk = texts[start:end]
             sources = [[texts[j] for j in index[i]] for i in range(start, end)]
@@ -367,7 +367,7 @@ class LayerSweepResult:
 
     def compensation_split(self, scale: str = "clean", kind: str = "attn"):
         """CE split into downstream attention and MLP parts, each [P, n_layers of kind]."""
-        from ..models.adapters import Shape
+        from ..shapes import Shape
 
         L = self.n_layers
         shape = Shape(L, 1, 1, 1, 1, 1, 1, 1)

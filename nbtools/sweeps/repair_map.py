@@ -207,7 +207,7 @@ def repair_map(lab, data=None, *, protocol: str = "rn", rows="heads", method: st
     unit = "row" if protocol == "rn" else "prompt"
     bar = progress_bar(progress, total, done, f"repair map ({lab.name}, {protocol})", unit)
     checkpoint = Checkpointer(checkpoint_every)
-    with sweep_run(lab, remote, save, bar):
+    with sweep_run(lab, remote, save, bar) as lab:
         if "condensed" in settings["selections"] and not bool(state["select_done"]):
             state = _select(lab, plan, comps, state)
             save(complete=False)
