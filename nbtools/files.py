@@ -3,6 +3,8 @@
     with atomic_path("runs/heads.safetensors") as tmp:   # a temporary file beside the target
         save_somehow(tmp)                                 # moved into place when the block ends
     write_bytes(path, data); write_text(path, text)
+    with atomic_folder_files("runs/model") as tmp:    # for writers that fill a folder
+        model.save_pretrained(tmp)                    # each file moved into runs/model
     check_writable(path)    # before any work: the folder exists (or is made) and takes files
 
 A failure to write raises one `OutputError` naming the path and the cause (a missing or
@@ -13,6 +15,7 @@ happened, so nothing partial is left behind.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +75,31 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
         except FileNotFoundError:
             pass
+
+
+@contextmanager
+def atomic_folder_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder inside `folder` (made if missing) for a writer that writes several
+    files; on a clean exit each file is synced and renamed into `folder` (with the usual
+    permissions, replacing a file of the same name), on any error the temporary folder is
+    removed. Each file appears whole; the files are not replaced all at once."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    except OSError as err:
+        raise OutputError(f"cannot write into {folder}: {_cause(err)}") from None
+    try:
+        yield staging
+        for tmp in sorted(staging.iterdir()):
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, folder / tmp.name)
+    except OSError as err:
+        raise OutputError(f"cannot write into {folder}: {_cause(err)}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

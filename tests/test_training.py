@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from nbtools import files
 from nbtools.corpus import Document, split_documents
 from nbtools.embedded import load_from_dir, verify_dir
+from nbtools.errors import OutputError
 from nbtools.training import (
+    ARTIFACT_FILES,
     EOT,
     Batches,
     TrainConfig,
@@ -185,3 +191,52 @@ def test_cli_help(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "--tokens" in capsys.readouterr().out
+
+
+def test_cli_runs_as_a_module():
+    done = subprocess.run(
+        [sys.executable, "-m", "nbtools.training", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "nbtools train-tiny" in done.stdout
+
+
+def test_run_leaves_no_temporary_files(run):
+    out, _, _ = run
+    assert sorted(p.name for p in out.iterdir()) == sorted([*ARTIFACT_FILES, "work"])
+    assert sorted(p.name for p in (out / "work").iterdir()) == [
+        "checkpoint.pt",
+        "train_tokens.npy",
+    ]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_folder_files_replace_each_file(tmp_path):
+    (tmp_path / "a.txt").write_text("old")
+    (tmp_path / "keep.txt").write_text("kept")
+    with files.atomic_folder_files(tmp_path) as staging:
+        assert staging.parent == tmp_path
+        (staging / "a.txt").write_text("new")
+        (staging / "b.txt").write_text("b")
+        (staging / "b.txt").chmod(0o600)  # as a writer using mkstemp leaves it
+        assert (tmp_path / "a.txt").read_text() == "old"  # nothing moves before the block ends
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "keep.txt"]
+    assert (tmp_path / "a.txt").read_text() == "new" and (tmp_path / "keep.txt").read_text() == "kept"
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_folder_files_leave_nothing_on_failure(tmp_path):
+    (tmp_path / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="writer broke"):
+        with files.atomic_folder_files(tmp_path / "model") as staging:
+            (staging / "a.txt").write_text("half")
+            raise RuntimeError("writer broke")
+    assert list((tmp_path / "model").iterdir()) == []
+    with pytest.raises(OutputError, match="cannot write into .*a.txt"):
+        with files.atomic_folder_files(tmp_path / "a.txt"):
+            pass
+    assert (tmp_path / "a.txt").read_text() == "old"
