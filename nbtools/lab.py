@@ -27,6 +27,14 @@ from .components import Neurons, check_components, parse_components
 from .effects import Dots, Weights, before_suffix, with_upstream
 from .errors import InterventionError, InvalidInputError
 from .lru import LRU
+from .remote import (
+    DEFAULT_TIMEOUT_S,
+    RemoteRunError,
+    backend_for,
+    explain,
+    load_constants,
+    store_constants,
+)
 from .repair import completeness_gap, decompose
 from .requests import (
     Group,
@@ -92,7 +100,8 @@ class Lab:
     from anything a user names; `on(remote)` gives a Lab of the same model run elsewhere.
     """
 
-    def __init__(self, model, adapter, name: str, source: dict | None = None, remote=False):
+    def __init__(self, model, adapter, name: str, source: dict | None = None, remote=False, *,
+                 timeout: float = DEFAULT_TIMEOUT_S, on_status=None):
         self.model = model
         self.hf_model = model._module
         self.tokenizer = model.tokenizer
@@ -101,6 +110,8 @@ class Lab:
         self.name = name
         self.source = source
         self.remote = check_remote(remote)
+        self.timeout = timeout        # seconds a remote request may take
+        self.on_status = on_status    # called with (status, elapsed s) as a request proceeds
         self._weights: Weights | None = None
         self._states = LRU(_CACHE_SIZE)   # batch → the clean run's kept activations (local)
         self._clean = LRU(_CACHE_SIZE)    # batch, sites, options → the clean run's dots (local)
@@ -113,13 +124,18 @@ class Lab:
                 f"d_model {s.d_model}, d_mlp {s.d_mlp}, vocab {s.d_vocab}, "
                 f"{'parallel' if self.adapter.parallel else 'sequential'} blocks{where})")
 
-    def on(self, remote) -> Lab:
-        """This Lab's model run per `remote` (a new Lab with its own caches; this one is
-        unchanged), or this Lab itself when it already runs so."""
+    def on(self, remote, *, timeout: float | None = None, on_status=None) -> Lab:
+        """This Lab's model run per `remote` (a new Lab with its own caches and settings; this
+        one is unchanged), or this Lab itself when nothing would change."""
         remote = check_remote(remote)
-        if remote == self.remote:
+        if remote == self.remote and timeout is None and on_status is None:
             return self
-        lab = Lab(self.model, self.adapter, self.name, self.source, remote)
+        if not remote and self.hf_model.device.type == "meta":
+            raise InvalidInputError(f"{self.name} has no weights here (it was loaded for a "
+                                    "remote run); it can only run remotely")
+        lab = Lab(self.model, self.adapter, self.name, self.source, remote,
+                  timeout=self.timeout if timeout is None else timeout,
+                  on_status=on_status or self.on_status)
         lab._weights = self._weights
         return lab
 
@@ -149,14 +165,35 @@ class Lab:
         """The small float64 constants the algebra needs (final-norm γ and β, the unembedding's
         vocabulary mean, the layers' biases, the heads' value constants), read once from the
         model where it runs; no big matrix is copied (see `effects.Weights`)."""
-        if self._weights is None:
+        if self._weights is not None:
+            return self._weights
+        remote = self.remote not in (False, "local")
+        consts = load_constants(self.model) if remote else None
+        if consts is None:
             a, s = self.adapter, self.shape
             job = dict(paths=a.paths, conv1d=a.conv1d, n_layers=s.n_layers, n_heads=s.n_heads,
                        d_head=s.d_head, d_model=s.d_model, gamma_offset=a.gamma_offset,
                        value=a.value(), probe_ids=torch.zeros(1, 1, dtype=torch.long),
                        vocab_chunk=max(1, 2 ** 21 // s.d_model))
-            self._weights = Weights.from_session(constants_session(self.model, job, self.remote))
+            consts = self._session(constants_session, job)
+            if remote:
+                store_constants(self.model, consts)
+        self._weights = Weights.from_session(consts)
         return self._weights
+
+    def _session(self, session, job: dict):
+        """Run a session of `nbtools.tracing` here or remotely; a remote failure becomes one
+        RemoteRunError that says what to do."""
+        backend = backend_for(self.model, self.remote, on_status=self.on_status,
+                              timeout=self.timeout)
+        if self.remote in (False, "local"):
+            return session(self.model, job, backend)
+        try:
+            return session(self.model, job, backend)
+        except RemoteRunError:
+            raise
+        except Exception as err:  # nnsight's RemoteError, httpx / websocket errors
+            raise explain(err, self.remote) from err
 
     def tokenize(self, prompts, what: str = "prompt") -> Batch:
         """A right-padded batch; raises InvalidInputError for empty or over-long prompts
@@ -199,7 +236,7 @@ class Lab:
                    attention_mask=batch.attention_mask, layer=layer, prefix=prefix)
         run_here = self.remote in (False, "local")  # NDIF runs eager attention itself
         with eager_attention(self.hf_model) if run_here else contextlib.nullcontext():
-            weights = attention_session(self.model, job, self.remote).float()
+            weights = self._session(attention_session, job).float()
         if head is not None:
             weights = weights[:, head]
         out = [w[..., :n, :n].clone() for w, n in zip(weights, batch.lengths.tolist(),
@@ -366,7 +403,7 @@ class Lab:
                               sites, pos_mask, groups, [len(g.indices) for g in groups],
                               source, suffix, prefix_reuse=prefix_reuse, state=state,
                               clean_dots=cached, local=local, **options)
-        got = measure_session(self.model, job, self.remote) if job["runs"] else \
+        got = self._session(measure_session, job) if job["runs"] else \
             {"clean": None, "groups": []}
         if local:
             self._states.put(batch.key(), state["measured"])

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import warnings
 
-from .lab import Lab
+from .lab import Lab, check_remote
 from .models.adapters import adapter_for
-from .models.sources import open_model
+from .models.sources import open_for_remote, open_model
 
 
 def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
-         revision: str | None = None, name: str | None = None) -> Lab:
+         revision: str | None = None, name: str | None = None, remote=False) -> Lab:
     """Load a causal language model for self-repair experiments and return a `Lab`.
 
     model: an embedded model name ("tiny", shipped inside nbtools, no network), a registered
@@ -25,11 +25,20 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
         (settings["dtype"]).
     Supported architectures: GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2 (GGUF: all but NeoX).
     `lab.source` records where GGUF-derived weights came from (file, quantization type).
+    remote: False (runs here), True (every call is one request to NDIF; the model is a hub id
+        NDIF serves, built here without weights), an NDIF host URL, or "local" (the weights
+        load here and every call goes through nnsight's serialising simulation of a remote
+        run). See docs/remote.md.
     """
     from nnsight import TransformersModel
 
+    remote = check_remote(remote)
     if isinstance(model, TransformersModel):
-        return Lab(model, adapter_for(model._module), name or type(model._module).__name__)
+        return Lab(model, adapter_for(model._module), name or type(model._module).__name__,
+                   remote=remote)
+    if remote and remote != "local":
+        lm = open_for_remote(model, tokenizer=tokenizer, revision=revision)
+        return Lab(lm, adapter_for(lm._module), name or model, remote=remote)
     opened = open_model(model, tokenizer=tokenizer, device=device, dtype=dtype,
                         revision=revision, name=name)
     with warnings.catch_warnings():
@@ -37,4 +46,5 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
         # the revision travels with remote (NDIF) requests, so they run the same checkpoint
         lm = TransformersModel(opened.hf_model, tokenizer=opened.tokenizer,
                                **({"revision": revision} if revision else {}))
-    return Lab(lm, adapter_for(opened.hf_model), opened.name, source=opened.source)
+    return Lab(lm, adapter_for(opened.hf_model), opened.name, source=opened.source,
+               remote=remote)

@@ -1,95 +1,355 @@
-"""The remote (NDIF) code path, exercised with nnsight's local simulation of it.
+"""Remote runs (NDIF), tested offline so that they fail where NDIF would.
 
-``remote="local"`` serialises every trace exactly as for NDIF, deserialises it with local
-modules hidden and runs it here. ``remote=True`` is checked by standing in a fake server
-for nnsight's RemoteBackend (no network): the request is built and shipped through the same
-serialisation, and the numbers must not change.
+`ndif_standin.py` is a stand-in NDIF server in its own interpreter, on localhost: nbtools is
+not importable there, every request is unpickled under NDIF's pinned deserialization
+whitelist and runs with its import whitelist, and it speaks the endpoints nnsight's own
+`RemoteBackend` uses (websocket status stream, POST /request, inline or downloaded results),
+so `remote="http://127.0.0.1:PORT"` goes through nnsight's real client code. A remote Lab
+holds no weights (the meta device); the stand-in serves the same folder a local Lab loads, so
+the numbers must be the same.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import pickletools
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import pytest
 import torch
-from conftest import make_lab
-from nnsight.intervention.backends import local as local_backend
-from nnsight.intervention.backends import remote as remote_backend
+from conftest import word_tokenizer
+from ndif_whitelist import DESERIALIZATION_EXTRA, EXECUTION, allowed
+from reference import make_gpt2, make_llama, make_neox
 
-from nbtools import InvalidInputError
-from nbtools.sweeps import sweep_heads, sweep_layers
+import nbtools
+from nbtools import AttnLayer, Head, InvalidInputError, MLPLayer, Neurons
+from nbtools.remote import RemoteRunError
+from nbtools.sweeps import repair_map, sweep_heads, sweep_layers
+
+STANDIN = Path(__file__).with_name("ndif_standin.py")
+BUILDERS = {"gpt2": make_gpt2, "neox": lambda: make_neox(parallel=True),
+            "llama_gqa_vbias": lambda: make_llama(gqa=True, bias=True)}
+
+
+@contextlib.contextmanager
+def standin(folder: Path, workdir: Path, *args: str):
+    """Run the stand-in server on `folder`; yields (url, log) — log: its JSON lines so far."""
+    ready = workdir / f"ready-{time.monotonic_ns()}"
+    proc = subprocess.Popen([sys.executable, "-I", str(STANDIN), "--model", str(folder),
+                             "--ready", str(ready), *args], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log: list[dict] = []
+    reader = threading.Thread(target=lambda: [log.append(json.loads(line))
+                                              for line in proc.stdout if line.startswith("{")],
+                              daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stand-in did not start: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{ready.read_text()}", log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def local_lab(folder: Path):
+    """The folder's model, here, with eager attention as NDIF (and the stand-in) run it."""
+    lab = nbtools.load(str(folder))
+    lab.hf_model.set_attn_implementation("eager")
+    return lab
+
+
+def save_model(family: str, folder: Path) -> Path:
+    BUILDERS[family]().save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="module")
-def lab():
-    return make_lab("gpt2")
+def served(tmp_path_factory):
+    """{family: (local Lab, remote Lab, server log)} for three families, one server each."""
+    out, stack = {}, contextlib.ExitStack()
+    env = stack.enter_context(pytest.MonkeyPatch.context())
+    env.setenv("NBTOOLS_CACHE", str(tmp_path_factory.mktemp("cache")))  # remote constants
+    for family in BUILDERS:
+        folder = save_model(family, tmp_path_factory.mktemp(family))
+        url, log = stack.enter_context(standin(folder, folder.parent))
+        local = local_lab(folder)
+        remote = nbtools.load(str(folder), remote=url)
+        remote.weights()  # the constants: one request, once
+        out[family] = (local, remote, log)
+    with stack:
+        yield out
 
 
 @pytest.fixture()
-def count_local(monkeypatch):
-    """Count traces that went through nnsight's LocalSimulationBackend."""
-    calls = {"n": 0}
-    real = local_backend.LocalSimulationBackend.__call__
+def requests_sent(monkeypatch):
+    """Every request payload nnsight serialises (bytes, as sent)."""
+    from nnsight.schema.request import RequestModel
 
-    def counting(self, tracer):
-        calls["n"] += 1
-        return real(self, tracer)
+    blobs: list[bytes] = []
+    real = RequestModel.serialize.__func__
 
-    monkeypatch.setattr(local_backend.LocalSimulationBackend, "__call__", counting)
-    return calls
+    def recording(cls, tracer, compress=False):
+        blob = real(cls, tracer, compress)
+        blobs.append(zstd_decompress(blob) if compress else blob)
+        return blob
 
-
-def test_measure_through_local_simulation_is_identical(lab, count_local):
-    rows = torch.randint(1, 512, (3, 9), generator=torch.Generator().manual_seed(0))
-    here = lab.measure_many(rows, ["1.2", "mlp2"], method="resample", sources="shift",
-                            neurons=True)
-    there = lab.on("local").measure_many(rows, ["1.2", "mlp2"], method="resample",
-                                         sources="shift", neurons=True)
-    assert count_local["n"] == 1  # one request: the clean run and every ablated run
-    for a, b in zip(here, there, strict=True):
-        for name, value in a.tensors().items():
-            assert torch.equal(value, b.tensors()[name]), name
-    # the model is back to local tracing afterwards
-    count_local["n"] = 0
-    lab.clear_cache()
-    lab.measure(rows, "0.1", method="zero")
-    assert count_local["n"] == 0
+    monkeypatch.setattr(RequestModel, "serialize", classmethod(recording))
+    return blobs
 
 
-def test_sweeps_through_local_simulation(lab, count_local, tmp_path):
+def zstd_decompress(blob: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompress(blob)
+
+
+def modules_named(blob: bytes) -> set[str]:
+    """Every module a pickle names, read from its opcodes (nothing is imported or built):
+    STACK_GLOBAL takes the two strings pushed just before it, directly or from the memo."""
+    names: set[str] = set()
+    pushed: list = []
+    memo: dict = {}
+    for op, arg, _ in pickletools.genops(blob):
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+            pushed.append(arg)
+        elif op.name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[arg] = pushed[-1] if pushed else None
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            pushed.append(memo.get(arg))
+        elif op.name == "STACK_GLOBAL":
+            names.add(pushed[-2])
+            pushed.append(None)
+        elif op.name == "GLOBAL":
+            names.add(arg.split(" ")[0])
+            pushed.append(None)
+        else:
+            pushed.append(None)
+    return {n for n in names if isinstance(n, str)}
+
+
+def assert_same(a, b, atol=0.0):
+    for name, value in a.tensors().items():
+        other = b.tensors()[name]
+        assert value.shape == other.shape, name
+        if value.is_floating_point():
+            gap = float((value - other).abs().max()) if value.numel() else 0.0
+            assert gap <= atol, (a.label, name, gap)
+        else:
+            assert torch.equal(value, other), (a.label, name)
+
+
+ROWS = [[5, 9, 2, 8, 3, 1, 7, 4], [3, 3, 8, 1, 9, 6, 2, 5], [7, 1, 4, 4, 2, 9, 8, 3]]
+CASES = {
+    "heads, zero, all positions": dict(ablations=[Head(1, 2), Head(3, 0)], method="zero"),
+    "attn layer, mean, final, top": dict(ablations=[AttnLayer(2)], method="mean",
+                                         positions="final", target="top", logprobs=True),
+    "mlp + neurons, resample shift": dict(ablations=[MLPLayer(1), Neurons(2, (3, 40))],
+                                          method="resample", sources="shift", neurons=True),
+    "set, resample sources, no suffix": dict(ablations=[(Head(0, 1), MLPLayer(2))],
+                                             method="resample", sources=[[9, 8, 7, 6, 5, 4, 3, 2]],
+                                             suffix_reuse=False, positions=[2, 5]),
+    "logit difference, unfolded": dict(ablations=[Head(2, 3)], target=(5, 9), measure_at=[4, 6],
+                                       fold_value_biases=False),
+}
+
+
+@pytest.mark.parametrize("family", list(BUILDERS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_remote_numbers_equal_local_ones(served, requests_sent, family, case):
+    local, remote, log = served[family]
+    kw = dict(CASES[case])
+    ablations = kw.pop("ablations")
+    here = local.measure_scales(ROWS, ablations, **kw)
+    before = len(log)
+    there = remote.measure_scales(ROWS, ablations, **kw)
+    assert len(requests_sent) == 1  # one request per call
+    for scale in here:
+        for a, b in zip(here[scale], there[scale], strict=True):
+            assert_same(a, b)
+    assert len(log) == before + 1 and "error" not in log[-1]
+
+
+def test_requests_name_no_nbtools_module(served, requests_sent):
+    local, remote, _ = served["gpt2"]
+    remote.measure(ROWS, Head(1, 1), method="resample", sources="shift", neurons=True,
+                   logprobs=True)
+    remote.attention_pattern(ROWS, 2)
+    assert requests_sent
+    for blob in requests_sent:
+        names = modules_named(blob)
+        assert not [n for n in names if n.split(".")[0] == "nbtools"], names
+        refused = [n for n in names if not allowed(n, EXECUTION + DESERIALIZATION_EXTRA)]
+        assert not refused, refused
+
+
+def test_clean_run_attention_and_weights_remotely(served):
+    local, remote, _ = served["llama_gqa_vbias"]
+    assert_same(local.measure_clean(ROWS, top_k=3), remote.measure_clean(ROWS, top_k=3))
+    for a, b in zip(local.attention_pattern(ROWS, 1), remote.attention_pattern(ROWS, 1),
+                    strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    for name in ("gamma", "W_U_mean", "b_O", "b_out", "c_V", "c_V_W_O"):
+        torch.testing.assert_close(getattr(remote.weights(), name), getattr(local.weights(), name))
+
+
+def test_sweeps_remotely(served, tmp_path):
+    local, remote, log = served["gpt2"]
     rows = torch.randint(1, 512, (4, 8), generator=torch.Generator().manual_seed(1))
     kw = dict(heads="2.*", batch_rows=2, anti_erasure=["3.1"], progress=False)
-    here = sweep_heads(lab, rows, out=tmp_path / "here.safetensors", **kw)
-    there = sweep_heads(lab, rows, out=tmp_path / "there.safetensors", remote="local", **kw)
-    assert count_local["n"] > 0
-    assert (tmp_path / "here.safetensors").read_bytes() == \
-        (tmp_path / "there.safetensors").read_bytes()
+    here = sweep_heads(local, rows, out=tmp_path / "here.safetensors", **kw)
+    there = sweep_heads(local, rows, out=tmp_path / "there.safetensors", remote=remote.remote,
+                        **kw)
     for key, value in here.stats.items():
         torch.testing.assert_close(there.stats[key], value, equal_nan=True, atol=0, rtol=0)
     prompts = [f"w{i} w{i + 7} w{i + 3} w{2 * i + 1}" for i in range(1, 6)]
     kw = dict(n_sources=2, kinds=["attn"], scales=["clean"], progress=False, examples=0)
-    a = sweep_layers(lab, prompts, **kw)
-    b = sweep_layers(lab, prompts, remote="local", **kw)
+    a, b = sweep_layers(local, prompts, **kw), sweep_layers(remote, prompts, **kw)
     torch.testing.assert_close(a.get("compensation", "clean"), b.get("compensation", "clean"),
                                atol=0, rtol=0)
+    kw = dict(rows="3.*", n_rows=2, row_len=6, batch_rows=2, progress=False)
+    a, b = repair_map(local, rows, **kw), repair_map(remote, rows, **kw)
+    torch.testing.assert_close(a.map("all"), b.map("all"), equal_nan=True, atol=0, rtol=0)
 
 
-def test_remote_true_goes_through_nnsights_remote_backend(lab, monkeypatch):
-    """remote=True builds nnsight's RemoteBackend; a fake NDIF runs the shipped request here."""
-    seen = []
+def test_local_simulation_is_one_request_and_identical(served, monkeypatch):
+    from nnsight.intervention.backends import local as local_backend
 
-    def fake_server(self, tracer):
-        seen.append(self.model_key)
-        return local_backend.LocalSimulationBackend(lab.model)(tracer)
+    calls = []
+    real = local_backend.LocalSimulationBackend.__call__
+    monkeypatch.setattr(local_backend.LocalSimulationBackend, "__call__",
+                        lambda self, tracer: (calls.append(1), real(self, tracer))[1])
+    local, _, _ = served["neox"]
+    kw = dict(method="resample", sources="shift", neurons=True, logprobs=True)
+    here = local.measure_many(ROWS, ["1.2", "mlp2"], **kw)
+    there = local.on("local").measure_many(ROWS, ["1.2", "mlp2"], **kw)
+    assert len(calls) == 1
+    for a, b in zip(here, there, strict=True):
+        assert_same(a, b)
+    calls.clear()
+    local.measure(ROWS, "0.1", method="zero")  # the Lab itself still runs here
+    assert calls == []
 
-    monkeypatch.setattr(remote_backend.RemoteBackend, "__call__", fake_server)
-    monkeypatch.setattr(type(lab.model), "to_model_key",
-                        lambda self: "nnsight.modeling.transformers.TransformersModel:fake")
-    rows = torch.randint(1, 512, (2, 6), generator=torch.Generator().manual_seed(2))
-    here = lab.measure(rows, "3.0", method="resample", sources="shift")
-    there = lab.on(True).measure(rows, "3.0", method="resample", sources="shift")
-    assert seen and all(k.endswith(":fake") for k in seen)
-    assert torch.equal(here.self_repair, there.self_repair)
+
+def test_a_labs_remote_setting_never_leaks(served):
+    """A remote sibling measuring on another thread leaves the local Lab local."""
+    local, remote, log = served["gpt2"]
+    sibling = local.on(remote.remote)
+    before = len(log)
+    thread = threading.Thread(target=lambda: sibling.measure(ROWS, Head(0, 0), method="zero"))
+    thread.start()
+    for _ in range(3):
+        local.measure(ROWS, Head(1, 0), method="zero")
+    thread.join()
+    assert len(log) == before + 1 and local.remote is False
 
 
-def test_remote_argument_is_checked(lab):
+def test_downloaded_results(tmp_path):
+    """Results bigger than the server's inline limit come back as a URL nnsight downloads."""
+    folder = save_model("gpt2", tmp_path / "gpt2")
+    local = local_lab(folder)
+    with standin(folder, tmp_path, "--inline-limit", "0") as (url, log):
+        remote = nbtools.load(str(folder), remote=url)
+        assert_same(local.measure(ROWS, Head(2, 2), method="zero"),
+                    remote.measure(ROWS, Head(2, 2), method="zero"))
+
+
+@pytest.mark.parametrize("behaviour,timeout,message", [
+    ("error", 60, "refuses every request"),
+    ("silent", 3, "did not answer within 3 s"),
+])
+def test_server_failures_are_clear_errors(tmp_path, behaviour, timeout, message):
+    folder = save_model("gpt2", tmp_path / "gpt2")
+    with standin(folder, tmp_path, "--behaviour", behaviour) as (url, _):
+        remote = nbtools.load(str(folder), remote=url).on(url, timeout=timeout)
+        start = time.monotonic()
+        with pytest.raises(RemoteRunError, match=message):
+            remote.measure(ROWS, Head(1, 1), method="zero")
+        assert time.monotonic() - start < timeout + 30
+
+
+def test_missing_api_key_fails_before_anything_is_sent(tmp_path, monkeypatch, requests_sent):
+    from nnsight import CONFIG
+
+    monkeypatch.setattr(CONFIG.API, "APIKEY", "")
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    monkeypatch.setattr(CONFIG.API, "HOST", "https://api.ndif.us")
+    folder = save_model("gpt2", tmp_path / "gpt2")
+    remote = nbtools.load(str(folder), remote=True)
+    with pytest.raises(RemoteRunError, match="NDIF_API_KEY"):
+        remote.measure(ROWS, Head(1, 1), method="zero")
+    assert requests_sent == []
+
+
+def test_remote_setting_is_checked():
     with pytest.raises(InvalidInputError, match="remote="):
-        sweep_heads(lab, torch.ones(2, 4, dtype=torch.long), remote="cloud")
+        nbtools.load("tiny", remote="cloud")
+    with pytest.raises(InvalidInputError, match="remote="):
+        sweep_heads(nbtools.load("tiny"), torch.ones(2, 4, dtype=torch.long), remote=1)
+    with pytest.raises(nbtools.UnsupportedModelError, match="hub id"):
+        nbtools.load("tiny", remote=True)
+
+
+# --- what travels -------------------------------------------------------------------------
+def _llama_70b_shape(folder: Path) -> Path:
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                num_attention_heads=64, num_key_value_heads=8, vocab_size=128256,
+                max_position_embeddings=131072, rms_norm_eps=1e-5).save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    return folder
+
+
+class _Captured(Exception):
+    pass
+
+
+def upload_bytes(lab, monkeypatch, call) -> int:
+    """The compressed payload a call would send, captured instead of sent."""
+    from nnsight.schema.request import RequestModel
+
+    sizes = []
+
+    class Capture:
+        def __call__(self, tracer):
+            sizes.append(len(RequestModel.serialize(tracer, compress=True)))
+            raise _Captured
+
+    monkeypatch.setattr("nbtools.lab.backend_for", lambda *a, **k: Capture())
+    with contextlib.suppress(RemoteRunError):
+        call()
+    monkeypatch.undo()
+    return sizes[0]
+
+
+@pytest.mark.slow
+def test_upload_budget_on_a_70b_shape(tmp_path, monkeypatch):
+    """A Llama-3.1-70B-shaped model (meta device): ≤ 1 MB per call beyond the token ids."""
+    from nbtools.effects import Weights
+
+    lab = nbtools.load(str(_llama_70b_shape(tmp_path / "llama70b")), remote="http://127.0.0.1:9")
+    L, d = lab.n_layers, lab.shape.d_model
+    zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
+    lab._weights = Weights(gamma=zeros(d), beta=zeros(d), W_U_mean=zeros(d), b_U_mean=zeros(()),
+                           b_O=zeros(L, d), b_out=zeros(L, d), c_V=None, c_V_W_O=zeros(L, d))
+    rows = torch.randint(1, 500, (8, 128), generator=torch.Generator().manual_seed(0))
+    ids_bytes = 3 * rows.numel() * 8  # input ids, attention mask, a suffix's ids (int64)
+    for call in (lambda: lab.measure_many(rows, [Head(40, h) for h in range(64)],
+                                          method="resample", sources="shift"),
+                 lambda: lab.measure(rows[:1, :16], AttnLayer(60), method="resample",
+                                     sources=[[7] * 16], positions="final", target="top",
+                                     logprobs=True)):
+        assert upload_bytes(lab, monkeypatch, call) <= 1_000_000 + ids_bytes

@@ -39,3 +39,10 @@ def test_inner_traces_keep_their_lines_when_unparsed(func):
             f"{func.__name__}: the trace at line {mine.lineno} moves to {theirs.lineno} when "
             "unparsed; keep every statement before it on one line, with no comment or blank "
             "line between them except one blank line before each def (unparse adds that)")
+
+
+def test_each_session_has_a_module_of_its_own():
+    """nnsight caches a file's source by file name: two different session bodies in one file
+    would make a server that ran one of them find the other's lines stale."""
+    files = [inspect.getsourcefile(f) for f in SESSIONS]
+    assert len(set(files)) == len(files)

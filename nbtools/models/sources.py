@@ -173,3 +173,34 @@ def open_model(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return OpenedModel(hf_model, tokenizer, label, source)
+
+
+def open_for_remote(model: str, *, tokenizer=None, revision: str | None = None):
+    """An nnsight model of a hub id without its weights (the meta device), for remote runs:
+    the config and the tokenizer are read (from the hub, or a local folder that holds them);
+    the weights stay where the model runs."""
+    from nnsight import TransformersModel
+    from transformers import AutoConfig, AutoTokenizer
+
+    if not isinstance(model, str) or model.lower() in embedded_names() or \
+            model in registry.REGISTRY or gguf_file(model) is not None:
+        raise UnsupportedModelError(
+            f"a remote run needs a hub id the server serves (e.g. 'openai-community/gpt2'), "
+            f"not {model!r}; embedded, registered, GGUF and in-memory models run here "
+            "(remote=False, or remote='local' to simulate the remote path)")
+    local = os.path.isdir(model)
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        config = AutoConfig.from_pretrained(model, local_files_only=local or None, **kwargs)
+        tok = tokenizer or AutoTokenizer.from_pretrained(model, local_files_only=local or None,
+                                                         **kwargs)
+    except (OSError, ValueError) as err:
+        raise UnsupportedModelError(f"cannot read the config and tokenizer of {model!r}: "
+                                    f"{err}") from None
+    if config.model_type not in supported_model_types():
+        raise UnsupportedModelError(
+            f"{model!r} is a {config.model_type!r} model; supported architectures: "
+            f"{', '.join(supported_model_types())}")
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token
+    return TransformersModel(model, tokenizer=tok, task="text-generation", **kwargs)

@@ -60,12 +60,19 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
 
 
 def model_digest(hf_model: torch.nn.Module, n: int = 65536) -> str:
-    """A cheap fingerprint of a model's weights (each parameter's first `n` values)."""
+    """A cheap fingerprint of a model's weights (each parameter's first `n` values). A model
+    whose weights are elsewhere (the meta device: a remote run) is named by its hub id and
+    its parameters' names and shapes."""
     h = hashlib.sha256()
     for name, p in hf_model.named_parameters():
-        flat = p.detach().reshape(-1)[:n].float().cpu().contiguous()
         h.update(name.encode())
+        if p.device.type == "meta":
+            h.update(f"{tuple(p.shape)}".encode())
+            continue
+        flat = p.detach().reshape(-1)[:n].float().cpu().contiguous()
         h.update(flat.numpy().tobytes())
+    if next(hf_model.parameters()).device.type == "meta":
+        h.update(str(getattr(hf_model.config, "_name_or_path", "")).encode())
     return h.hexdigest()[:16]
 
 

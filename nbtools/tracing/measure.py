@@ -1,96 +1,14 @@
-"""The nnsight sessions: the only code that runs the model. Each one is a single request.
-
-    constants_session(lm, job, remote)   the small weight vectors the algebra needs (once per Lab)
-    measure_session(lm, job, remote)     one `Lab.measure_many` call: clean run, source run,
-                                         every ablated group; returns per-site dot products
-    attention_session(lm, job, remote)   one layer's attention weights
-
-A session body may run on NDIF, whose sandbox has no nbtools: it reads only the plain data of
-its `job` (tensors, ints, floats, strings, bools and lists/dicts of them, built by
-`nbtools.requests`), looks its modules up from the model by dotted path, and returns a plain
-dict bound to a name and saved. Results are reduced inside the session (projected onto the
-target directions, gathered at the measured sites), so what comes back is a few floats per
-site and component; big activations stay where the model runs.
-
-nnsight ships a session as the unparsed source of its body, and finds an inner trace by its
-line: every statement of a session body before its inner `with` is written on one line, with
-no blank line or comment between them (`tests/test_tracing_source.py` checks this).
-"""
+"""The measurement session: one `Lab.measure_many` call as one request (see `nbtools.tracing`)."""
 
 from __future__ import annotations
-
-import contextlib
-import threading
 
 import nnsight
 import torch
 
-# nnsight keeps a traced model's intervention state on the model and runs a trace body in
-# greenlets bound to the calling thread: two traces of one model at once on two threads (the
-# Explorer's worker and a notebook cell) interleave and fail. Every session holds this lock.
-_TRACE_LOCK = threading.RLock()
+from .lock import TRACE_LOCK
 
 
-def constants_session(lm, job: dict, remote) -> dict:
-    """The model's small constants (float64), read from its parameters where it runs.
-
-    job: paths, conv1d, n_layers, n_heads, d_head, d_model, gamma_offset, value (None, or
-    {"norm": path or None, "proj": path, "index": [n_heads * d_head] long}: the head value
-    constant c_h is ``(β₁ · W_qkv + b_qkv)[index]``), vocab_chunk.
-    Returns gamma, beta, W_U_mean [d_model] (mean over the vocabulary of the raw W_U rows),
-    b_U_mean (0-d), b_O, b_out, c_V_W_O [n_layers, d_model], c_V [n_layers, n_heads, d_head]
-    or None.
-    """
-    with _TRACE_LOCK, torch.no_grad(), lm.session(remote=remote):
-        paths, L, conv1d, f64 = job["paths"], job["n_layers"], job["conv1d"], torch.float64
-
-        def module(path, layer=None):
-            node = lm
-            for part in (path if layer is None else path.format(layer)).split("."):
-                node = node[int(part)] if part.isdigit() else getattr(node, part)
-            return node
-
-        def bias(mod, n):
-            return torch.zeros(n, dtype=f64) if getattr(mod, "bias", None) is None else mod.bias.detach().to(f64).cpu()
-
-        def apply(vec, mod):
-            W = mod.weight.detach().to(f64).cpu()
-            return vec @ W if conv1d else W @ vec
-        with lm.trace(job["probe_ids"]) as tracer:
-            final, unembed = module(paths["final_norm"]), module(paths["unembed"])
-            d = job["d_model"]
-            consts = {"gamma": final.weight.detach().to(f64).cpu() + job["gamma_offset"], "beta": bias(final, d)}
-            total = torch.zeros(d, dtype=f64)
-            V = unembed.weight.shape[0]
-            for start in range(0, V, job["vocab_chunk"]):
-                total = total + unembed.weight[start:start + job["vocab_chunk"]].detach().to(f64).sum(0).cpu()
-            consts["W_U_mean"] = total / V
-            consts["b_U_mean"] = bias(unembed, V).mean()
-            b_O, b_out, c_V, c_V_W_O = [], [], [], []
-            for layer in range(L):
-                out_proj = module(paths["attn_out"], layer)
-                b_O.append(bias(out_proj, d))
-                b_out.append(bias(module(paths["down"], layer), d))
-                if job["value"] is not None:
-                    v = job["value"]
-                    proj = module(v["proj"], layer)
-                    n_in = proj.weight.shape[0] if conv1d else proj.weight.shape[1]
-                    beta1 = torch.zeros(n_in, dtype=f64) if v["norm"] is None else bias(module(v["norm"], layer), n_in)
-                    n_out = proj.weight.shape[1] if conv1d else proj.weight.shape[0]
-                    c = (apply(beta1, proj) + bias(proj, n_out))[v["index"]]
-                    c_V.append(c.reshape(job["n_heads"], job["d_head"]))
-                    c_V_W_O.append(apply(c, out_proj))
-                else:
-                    c_V_W_O.append(torch.zeros(d, dtype=f64))
-            consts["b_O"], consts["b_out"] = torch.stack(b_O), torch.stack(b_out)
-            consts["c_V_W_O"] = torch.stack(c_V_W_O)
-            consts["c_V"] = torch.stack(c_V) if c_V else None
-            tracer.stop()
-        consts = nnsight.save(consts)
-    return consts
-
-
-def measure_session(lm, job: dict, remote) -> dict:
+def measure_session(lm, job: dict, backend) -> dict:
     """Clean run, source run and every ablated run of one measurement, reduced at the sites.
 
     `job` is built by `nbtools.requests.measurement_job` (its docstring lists every key).
@@ -99,7 +17,7 @@ def measure_session(lm, job: dict, remote) -> dict:
     "source" to a batch's kept clean activations or None; a local run fills in what it
     computed there (the Lab caches it), a remote one keeps everything on the server.
     """
-    with _TRACE_LOCK, torch.no_grad(), lm.session(remote=remote):
+    with TRACE_LOCK, torch.no_grad(), lm.session(backend=backend):
         paths, L, H, dh, f64 = job["paths"], job["n_layers"], job["n_heads"], job["d_head"], torch.float64
         sites, state, rep, out, u_kept = job["sites"], job["state"], job["replace"], {"clean": None, "groups": []}, None
 
@@ -306,50 +224,3 @@ def measure_session(lm, job: dict, remote) -> dict:
                 out["groups"].append(result)
         out = nnsight.save(out)
     return out
-
-
-@contextlib.contextmanager
-def eager_attention(hf_model):
-    """Run a local `hf_model` with eager attention (the implementation that returns its
-    weights; SDPA and flash kernels return none), restoring the original afterwards."""
-    original = hf_model.config._attn_implementation
-    set_impl = getattr(hf_model, "set_attn_implementation", None)
-
-    def use(impl):
-        if set_impl is not None:
-            set_impl(impl)
-        else:
-            hf_model.config._attn_implementation = impl
-
-    if original == "eager":
-        yield
-        return
-    use("eager")
-    try:
-        yield
-    finally:
-        use(original)
-
-
-def attention_session(lm, job: dict, remote) -> torch.Tensor:
-    """The clean run's attention weights of one layer [rows, n_heads, pos, pos] (query, key).
-
-    job: paths, input_ids, attention_mask, layer, prefix (the clean output of the layer before,
-    [rows, pos, d_model], or None: every earlier layer runs).
-    """
-    with _TRACE_LOCK, torch.no_grad(), lm.session(remote=remote):
-        paths, layer, prefix = job["paths"], job["layer"], job["prefix"]
-
-        def module(path, layer=None):
-            node = lm
-            for part in (path if layer is None else path.format(layer)).split("."):
-                node = node[int(part)] if part.isdigit() else getattr(node, part)
-            return node
-        with lm.trace({"input_ids": job["input_ids"], "attention_mask": job["attention_mask"]}, logits_to_keep=1, use_cache=False) as tracer:
-            if prefix is not None:
-                layers = module(paths["layers"])
-                for earlier in range(layer):
-                    layers[earlier].skip(prefix)
-            weights = nnsight.save(module(paths["attention"], layer).output[1])
-            tracer.stop()
-    return weights
