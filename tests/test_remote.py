@@ -352,3 +352,47 @@ def test_upload_budget_on_a_70b_shape(tmp_path, monkeypatch):
                                      sources=[[7] * 16], positions="final", target="top",
                                      logprobs=True)):
         assert upload_bytes(lab, monkeypatch, call) <= 1_000_000 + ids_bytes
+
+
+@pytest.mark.slow
+def test_download_budget_at_70b_depth_and_width(tmp_path):
+    """What comes back depends on the sites N, layers L and heads H only (not d_model): on a
+    random Llama with the 70B's 80 layers × 64 heads (narrow), one ablation's call returns
+    ≤ 4·N·(L·H + L + 8 + E) float32-sized numbers (clean + ablated run, float64) + top-k."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path / "deep"
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=80,
+                                 num_attention_heads=64, num_key_value_heads=8, head_dim=2,
+                                 vocab_size=512, max_position_embeddings=256)).save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    rows = torch.randint(1, 500, (2, 24), generator=torch.Generator().manual_seed(0))
+    with standin(folder, tmp_path) as (url, log):
+        lab = nbtools.load(str(folder), remote=url)
+        lab.weights()
+        for call, n_sites, top_k in (
+                (lambda: lab.measure(rows, Head(40, 3), method="resample", sources="shift"),
+                 2 * 23, 0),
+                (lambda: lab.measure(rows, AttnLayer(60), method="resample", sources="shift",
+                                     positions="final", target="top", logprobs=True, top_k=10),
+                 2, 10)):
+            call()
+            L, H, E = 80, 64, 1
+            budget = 4 * 4 * n_sites * (L * H + L + 8 + E) + 2 * 8 * 2 * n_sites * top_k
+            assert log[-1]["result_tensor_bytes"] <= budget, (log[-1], budget)
+
+
+@pytest.mark.skipif(not os.environ.get("NDIF_API_KEY"), reason="opt-in: needs NDIF_API_KEY and "
+                    "network access to NDIF (not available on the project's machines)")
+def test_live_ndif():
+    """The real thing: openai-community/gpt2 measured on NDIF equals the same model here up
+    to bf16 (NDIF runs bfloat16)."""
+    remote = nbtools.load("openai-community/gpt2", remote=True)
+    prompt = "The Eiffel Tower is located in the city of"
+    m = remote.measure(prompt, "9.6", method="zero", positions="final", target=" Paris",
+                       logprobs=True)
+    assert m.settings["dtype"] == "bfloat16" and torch.isfinite(m.self_repair).all()
+    local = nbtools.load("openai-community/gpt2")
+    here = local.measure(prompt, "9.6", method="zero", positions="final", target=" Paris")
+    torch.testing.assert_close(m.logit_clean, here.logit_clean, atol=0.3, rtol=0.05)
