@@ -32,6 +32,18 @@ class Batch:
                 self.attention_mask.numpy().tobytes())
 
 
+def check_text(text: str, what: str) -> str:
+    """`text` if it can be encoded (UTF-8), else InvalidInputError naming where it breaks (a
+    lone surrogate, e.g. half of an emoji cut out of a JSON string)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidInputError(
+            f"{what} is not valid text: character {err.start} is {text[err.start]!r}, a lone "
+            "surrogate (half of a character that was cut in two); remove or repair it") from None
+    return text
+
+
 def _as_token_lists(prompts, tokenizer, what: str) -> tuple[list[list[int]], list[str] | None]:
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -54,7 +66,8 @@ def _as_token_lists(prompts, tokenizer, what: str) -> tuple[list[list[int]], lis
     if not prompts:
         raise InvalidInputError(f"no {what}s given (an empty list)")
     if all(isinstance(p, str) for p in prompts):
-        return [tokenizer(p)["input_ids"] for p in prompts], prompts
+        return [tokenizer(check_text(p, f"{what} {i}"))["input_ids"]
+                for i, p in enumerate(prompts)], prompts
     if all(isinstance(p, list | tuple) for p in prompts):
         return [[whole_number(t, f"a token id of {what} {i}") for t in p]
                 for i, p in enumerate(prompts)], None
@@ -195,7 +208,8 @@ def target_token_id(target, tokenizer, d_vocab: int) -> int:
             raise InvalidInputError(f"target id {target} outside the vocabulary 0..{d_vocab - 1}")
         return target
     if isinstance(target, str):
-        ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(check_text(target, f"target {target!r}"),
+                        add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             pieces = tokenizer.convert_ids_to_tokens(ids)
             raise InvalidInputError(

@@ -19,13 +19,14 @@ import threading
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
+import numpy as np
 import torch
 
 from . import ablation as abl
 from .batching import Batch, ablation_positions, make_batch, measurement_sites
 from .components import Neurons, check_components, parse_components
 from .effects import Dots, Weights, before_suffix, with_upstream
-from .errors import InterventionError, InvalidInputError
+from .errors import InterventionError, InvalidInputError, whole_number
 from .lru import LRU
 from .remote import (
     DEFAULT_TIMEOUT_S,
@@ -220,13 +221,8 @@ class Lab:
         tensor; several give a list, each trimmed to its prompt's own T tokens.
         """
         s = self.shape
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < s.n_layers:
-            raise InvalidInputError(
-                f"layer must be an integer in 0..{s.n_layers - 1}; got {layer!r}")
-        if head is not None and (isinstance(head, bool) or not isinstance(head, int)
-                                 or not 0 <= head < s.n_heads):
-            raise InvalidInputError(
-                f"head must be an integer in 0..{s.n_heads - 1} or None; got {head!r}")
+        layer = _in_range(layer, s.n_layers, "layer")
+        head = None if head is None else _in_range(head, s.n_heads, "head", " or None")
         batch = self.tokenize(prompts)
         # with the clean run's block outputs at hand (an Explorer click left them), one
         # layer is traced; else the earlier layers run too
@@ -319,6 +315,10 @@ class Lab:
                  max_rows: int = 64, seed: int = 0) -> dict[str, list[Measurement]]:
         if method not in abl.METHODS:
             raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(abl.METHODS)}")
+        top_k, max_rows, seed = _check_options(
+            dict(fold_value_biases=fold_value_biases, centred=centred, neurons=neurons,
+                 logprobs=logprobs, prefix_reuse=prefix_reuse, suffix_reuse=suffix_reuse),
+            top_k, max_rows, seed, self.shape.d_vocab)
         clean_only = ablations is None  # measure_clean: no ablated run at all
         if not clean_only and (isinstance(ablations, str) or not hasattr(ablations, "__iter__")):
             raise InvalidInputError("measure_many takes a list of ablations")
@@ -476,6 +476,33 @@ class Lab:
                 f"{what}: the saved components do not add up to the final residual stream "
                 f"(max gap {float(gap.max()):.3g}); an intervention did not reach the model "
                 "or the architecture adapter reads the wrong modules")
+
+
+def _in_range(value, n: int, what: str, extra: str = "") -> int:
+    """An integral `value` (int, NumPy or 0-d torch integer) in 0..n-1, else InvalidInputError."""
+    try:
+        index = whole_number(value, what)
+    except InvalidInputError:
+        index = None
+    if index is None or not 0 <= index < n:
+        raise InvalidInputError(f"{what} must be an integer in 0..{n - 1}{extra}; got {value!r}")
+    return index
+
+
+def _check_options(flags: dict, top_k, max_rows, seed, d_vocab: int) -> tuple[int, int, int]:
+    """The measurement options' types and ranges (before any forward pass): the flags are
+    True or False, top_k in 1..d_vocab, max_rows ≥ 1, seed an integer."""
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise InvalidInputError(f"{name} must be True or False, not {value!r}")
+    top_k = whole_number(top_k, "top_k")
+    if not 1 <= top_k <= d_vocab:
+        raise InvalidInputError(f"top_k must be in 1..{d_vocab} (the vocabulary), got {top_k}")
+    max_rows = whole_number(max_rows, "max_rows")
+    if max_rows < 1:
+        raise InvalidInputError(f"max_rows must be at least 1 (rows per traced forward pass), "
+                                f"got {max_rows}")
+    return top_k, max_rows, whole_number(seed, "seed")
 
 
 def _logprob_fields(clean: dict, group: dict | None, j: int, part: slice | None = None,

@@ -342,3 +342,40 @@ def test_bad_figure_input(attn_sweep, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(InvalidInputError, match="is a file; give a folder for the figures"):
         figures.render_all(res, tmp_path / "file")
+
+
+# --- issue 22: argument types at one validation point, before any forward pass -------------
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(neurons="yes"), "neurons must be True or False"),
+    (dict(suffix_reuse=1), "suffix_reuse must be True or False"),
+    (dict(top_k=0, logprobs=True), "top_k must be in 1..512"),
+    (dict(top_k="5"), "top_k must be a whole number"),
+    (dict(max_rows=0), "max_rows must be at least 1"),
+    (dict(max_rows=2.5), "max_rows must be a whole number"),
+    (dict(seed="abc"), "seed must be a whole number"),
+    (dict(target="w1\ud83d"), "lone surrogate"),
+    (dict(method="resample", sources=["w1 w2 w3 w4 \udc00"]), "source 0 is not valid text"),
+])
+def test_option_types_are_checked_first(counted, kwargs, message):
+    lab, calls = counted
+    with pytest.raises(InvalidInputError, match=message):
+        lab.measure(PROMPT, "1.1", **kwargs)
+    assert calls == []
+
+
+def test_a_lone_surrogate_in_a_prompt(counted):
+    lab, calls = counted
+    with pytest.raises(InvalidInputError, match=r"prompt 1 is not valid text: character 3"):
+        lab.measure(["w1 w2", "w1 \ud800 w2"], "1.1")
+    assert calls == []
+
+
+def test_numpy_integers_are_integers(labs):
+    import numpy as np
+
+    lab = labs["gpt2"]
+    assert torch.equal(lab.attention_pattern(PROMPT, np.int64(1), np.int32(2)),
+                       lab.attention_pattern(PROMPT, 1, 2))
+    m = lab.measure(PROMPT, "1.1", top_k=np.int64(3), logprobs=True, max_rows=np.int16(8),
+                    neurons=np.bool_(False), seed=np.uint8(1))
+    assert m.topk_ids_clean.shape[-1] == 3
