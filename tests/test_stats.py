@@ -1,0 +1,58 @@
+"""Bootstrap intervals: seeded, the right width on data of known spread, and a ratio whose
+denominator may be zero shown as undefined."""
+
+from __future__ import annotations
+
+import torch
+
+from nbtools import stats
+
+
+def test_mean_interval_has_the_normal_width():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(400, generator=gen, dtype=torch.float64) * 2.0 + 1.0
+    lo, hi = stats.interval(x, torch.ones(400))
+    expected = 2 * 1.96 * 2.0 / 400 ** 0.5
+    assert abs(float(hi - lo) / expected - 1) < 0.15
+    assert lo < x.mean() < hi
+
+
+def test_units_with_many_sites_are_resampled_whole():
+    """Rows of different sizes: the interval is of Σ sums / Σ counts, rows drawn whole — equal
+    to resampling the rows by hand with the same draws."""
+    gen = torch.Generator().manual_seed(1)
+    counts = torch.randint(1, 30, (50,), generator=gen).double()
+    sums = torch.randn(50, 3, generator=gen, dtype=torch.float64) * counts[:, None]
+    lo, hi = stats.interval(sums, counts[:, None].expand(-1, 3), B=200, seed=7)
+    w = stats.draws(50, 200, 7)
+    by_hand = torch.stack([(sums * k[:, None]).sum(0) / (counts * k).sum() for k in w])
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    ref_lo, ref_hi = torch.quantile(by_hand, q, dim=0)
+    torch.testing.assert_close(lo, ref_lo)
+    torch.testing.assert_close(hi, ref_hi)
+    again = stats.interval(sums, counts[:, None].expand(-1, 3), B=200, seed=7)
+    assert torch.equal(again[0], lo) and torch.equal(again[1], hi)  # seeded
+
+
+def test_ratio_with_a_denominator_near_zero_is_undefined():
+    gen = torch.Generator().manual_seed(2)
+    den = torch.stack([torch.randn(100, generator=gen, dtype=torch.float64),            # ~ 0
+                       torch.randn(100, generator=gen, dtype=torch.float64) + 5.0], 1)  # 5
+    num = torch.randn(100, 2, generator=gen, dtype=torch.float64) + 1.0
+    (lo, hi), undefined = stats.ratio_interval(num, den, torch.ones(100, 2))
+    assert undefined.tolist() == [True, False]
+    assert torch.isnan(lo[0]) and torch.isnan(hi[0])
+    assert lo[1] < num[:, 1].mean() / den[:, 1].mean() < hi[1]
+
+
+def test_interval_of_a_slope():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(300, generator=gen, dtype=torch.float64)
+    y = 0.5 * x + 0.1 * torch.randn(300, generator=gen, dtype=torch.float64)
+
+    def slope(xy):
+        xm, ym = xy[:, 0] - xy[:, 0].mean(), xy[:, 1] - xy[:, 1].mean()
+        return (xm * ym).sum() / (xm * xm).sum()
+
+    lo, hi = stats.interval_of(torch.stack([x, y], 1), slope, B=300)
+    assert lo < 0.5 < hi and float(hi - lo) < 0.05
