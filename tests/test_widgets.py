@@ -669,14 +669,15 @@ def test_explorer_self_repair_at_every_token(explorer, lab):
     ex.wait()
     ref = _direct(lab, "2.1", target="top", measure_at="all")
     assert ex.token_sr["positions"] == list(range(8))
-    assert ex.token_sr["sr"] == pytest.approx(ref.self_repair.tolist(), abs=1e-6)
-    assert ex.token_sr["sr"][7] == pytest.approx(float(ex.measurement.self_repair[0]), abs=1e-6)
+    # float32 sums: a batch of another size may round differently (seen: 3e-6 at |x| ≈ 3)
+    assert ex.token_sr["sr"] == pytest.approx(ref.self_repair.tolist(), rel=1e-5, abs=1e-5)
+    assert ex.token_sr["sr"][7] == pytest.approx(float(ex.measurement.self_repair[0]), rel=1e-5, abs=1e-5)
     ex.select(3)
     ex.set_target("next")
     ex.ablate("1.0").wait()
     ref = _direct(lab, "1.0", target="next", measure_at="all")
     assert ex.token_sr["positions"] == list(range(7)) and ex.token_sr["ablated"] == ["L1H0"]
-    assert ex.token_sr["dl"] == pytest.approx(ref.delta_logit.tolist(), abs=1e-6)
+    assert ex.token_sr["dl"] == pytest.approx(ref.delta_logit.tolist(), rel=1e-5, abs=1e-5)
     assert ex.token_sr["key"] == ex.view["tokens_key"]
 
 
