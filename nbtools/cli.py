@@ -257,7 +257,8 @@ def _load_lab(args):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    return nbtools.load(args.model, dtype=args.dtype, device=args.device)
+    # --remote ndif/URL: the model is built without weights here (nbtools.load(remote=...))
+    return nbtools.load(args.model, dtype=args.dtype, device=args.device, remote=_remote(args))
 
 
 def _remote(args):

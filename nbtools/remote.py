@@ -61,21 +61,32 @@ def model_key(lm) -> str:
 
 
 class _Watch:
-    """Stands in for nnsight's status display: passes every status on, and ends the wait at
-    the deadline (nnsight polls it about every 0.1 s while it waits)."""
+    """Stands in for nnsight's status display: passes every status on (and the last one
+    again about once a second, so a waiting client can show the time elapsed), and ends the
+    wait at the deadline (nnsight polls it about every 0.1 s while it waits)."""
 
     enabled = True  # makes nnsight poll refresh() while it waits on the websocket
+    REPEAT_S = 1.0
 
     def __init__(self, timeout: float, on_status: Callable | None):
         self.start = time.monotonic()
         self.timeout = timeout
         self.on_status = on_status
+        self.last: str | None = None
+        self.reported = self.start
 
     def update(self, response) -> None:
-        if self.on_status is not None:
-            self.on_status(response.status.value, time.monotonic() - self.start)
+        self.last = response.status.value
+        self._report()
+
+    def _report(self) -> None:
+        self.reported = time.monotonic()
+        if self.on_status is not None and self.last is not None:
+            self.on_status(self.last, self.reported - self.start)
 
     def refresh(self) -> None:
+        if time.monotonic() - self.reported >= self.REPEAT_S:
+            self._report()
         if time.monotonic() - self.start > self.timeout:
             raise RemoteRunError(
                 f"NDIF did not answer within {self.timeout:.0f} s (the request may still run "

@@ -1,7 +1,7 @@
 """A stand-in for an NDIF server, on localhost, for tests: run as its own interpreter.
 
     python -I tests/ndif_standin.py --model FOLDER --ready FILE [--dtype float32]
-        [--behaviour ok|error|silent] [--inline-limit BYTES]
+        [--behaviour ok|error|silent] [--inline-limit BYTES] [--queue-seconds S]
 
 It speaks the endpoints nnsight 0.8's `RemoteBackend` uses — a websocket at /subscribe that
 first sends {"session_id": ...} and then the job's status updates, POST /request
@@ -16,7 +16,8 @@ NDIF does, as strictly as we can check offline:
 The loaded model folder stands for whatever model key the request names. It writes its port
 to --ready when it listens, and a JSON line per request to stdout (payload bytes, result
 bytes, what it refused). --behaviour error answers every request with an ERROR status;
-silent accepts requests and never answers (a client time-out test).
+silent accepts requests and never answers (a client time-out test); --queue-seconds keeps
+every request QUEUED that long before it runs (what a client shows while it waits).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import uuid
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -113,9 +115,10 @@ def ws_frame(payload: bytes, opcode: int) -> bytes:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, lm, behaviour, inline_limit):
+    def __init__(self, address, lm, behaviour, inline_limit, queue_seconds=0.0):
         super().__init__(address, Handler)
         self.lm, self.behaviour, self.inline_limit = lm, behaviour, inline_limit
+        self.queue_seconds = queue_seconds
         self.sockets: dict[str, tuple[socket.socket, threading.Lock]] = {}
         self.results: dict[str, bytes] = {}
         self.run_lock = threading.Lock()
@@ -136,6 +139,7 @@ class Server(ThreadingHTTPServer):
             self.push(session, ResponseModel(id=job_id, status=Status.ERROR,
                                              description="the stand-in refuses every request"))
             return
+        time.sleep(self.queue_seconds)
         self.push(session, ResponseModel(id=job_id, status=Status.RUNNING))
         WhitelistUnpickler.refused = []
         try:
@@ -244,12 +248,13 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--behaviour", default="ok", choices=["ok", "error", "silent"])
     parser.add_argument("--inline-limit", type=int, default=1 << 20)
+    parser.add_argument("--queue-seconds", type=float, default=0.0)
     args = parser.parse_args()
     # NDIF runs eager attention (it returns the attention weights)
     hf = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype),
                                               attn_implementation="eager").eval()
     lm = TransformersModel(hf, tokenizer=AutoTokenizer.from_pretrained(args.model))
-    server = Server(("127.0.0.1", 0), lm, args.behaviour, args.inline_limit)
+    server = Server(("127.0.0.1", 0), lm, args.behaviour, args.inline_limit, args.queue_seconds)
     with open(args.ready + ".tmp", "w") as f:
         f.write(str(server.server_address[1]))
     os.replace(args.ready + ".tmp", args.ready)

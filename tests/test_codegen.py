@@ -100,9 +100,11 @@ def test_generated_code_reproduces_the_explorer(lab, case):
             assert got["settings"][key] == m.settings[key], key
     if case == "clean_sr":
         _close(got["sweep"], {"heads": sweep["heads"], "mlp": sweep["mlp"]})
-        assert "sweep_grid" in code and "clean_view(view)" in code
-    if case == "logit_difference":
-        assert "logit_difference(m, lab.measure(" in code
+        assert "sweep_grid" in code and "lab.measure_clean(" in code
+    if case == "logit_difference":  # one projection onto u_a − u_b
+        ids = tuple(lab.tokenizer.convert_tokens_to_ids(lab.tokenizer.tokenize(t))[0]
+                    for t in (" the", " a"))
+        assert f"target={ids!r}," in code and code.count("lab.measure(") == 1
     if case == "resample_custom_target":
         assert f"sources=[{SOURCE!r}]" in code and "# target token ' the'" in code
 

@@ -302,6 +302,83 @@ def test_remote_setting_is_checked():
         nbtools.load("tiny", remote=True)
 
 
+# --- the Explorer, Compare and the CLI on a remote Lab ----------------------------------
+PROMPT = "The Eiffel Tower is located in the city of Paris"
+
+
+def _explorer_measurement(lab, ablation, n_tokens):
+    return lab.measure(PROMPT, ablation, method="zero", target="top", measure_at=[n_tokens - 1],
+                       neurons=True, logprobs=True, top_k=10)
+
+
+def test_explorer_on_a_remote_lab(tmp_path, monkeypatch):
+    """Each click is one request, its progress is shown while it waits (QUEUED, RUNNING and
+    the time elapsed), clicks made meanwhile are coalesced into the latest one, and the
+    numbers are the local ones."""
+    from nbtools.widgets import Explorer
+
+    monkeypatch.setenv("NBTOOLS_CACHE", str(tmp_path / "cache"))
+    folder = save_model("gpt2", tmp_path / "gpt2")
+    local = local_lab(folder)
+    with standin(folder, tmp_path, "--queue-seconds", "1.5") as (url, log):
+        remote = nbtools.load(str(folder), remote=url)
+        remote.weights()
+        ex = Explorer(remote, prompt=PROMPT, static_fallback=False)
+        seen: list[str] = []
+        ex.observe(lambda change: seen.append(change["new"]), names="remote_status")
+        try:
+            ex.wait(120)
+            assert ex.error == "" and "on 127.0.0.1" in ex.model_name
+            host = url.split("://")[1]
+            assert f"queued on {host} · 1 s" in seen  # the 1.5 s wait, as it passes
+            assert any(text.startswith(f"running on {host} · ") for text in seen)
+            assert ex.remote_status == ""  # cleared once the answer is in
+            n = len(local.to_str_tokens(PROMPT))
+            before = len(log)
+            for layer in range(4):  # one in flight, three while it waits: only the last runs
+                ex.ablate(f"mlp{layer}")
+                time.sleep(0.2)
+            ex.wait(120)
+            assert len(log) == before + 2 and ex.view["ablated_ui"] == ["mlp3"]
+            assert_same(ex.measurement, _explorer_measurement(local, "mlp3", n), atol=1e-6)
+            assert ex.measurement.neuron_de_clean is None  # N·L·d_mlp numbers: not per click
+            assert "not fetched" in ex.view["neurons"]["note"]
+        finally:
+            ex.close()
+
+
+def test_compare_on_remote_labs(served):
+    from nbtools.widgets import Compare
+
+    local, remote, log = served["gpt2"]
+    here = Compare(local, right=dict(scale="recomputed"), prompt=PROMPT, ablate="2.1")
+    there = Compare(remote, right=dict(scale="recomputed"), prompt=PROMPT, ablate="2.1")
+    for a, b in zip(here.measurements, there.measurements, strict=True):
+        assert_same(a, b)
+
+
+def test_cli_remote_reaches_the_remote_path(served, tmp_path):
+    """`nbtools sweep layers --remote URL` builds the model without weights and runs every
+    measurement through the server; the numbers are the local ones."""
+    local, remote, log = served["gpt2"]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"w{i} w{i + 7} w{i + 3} w{2 * i + 1}" for i in range(1, 5)))
+    before = len(log)
+    out = tmp_path / "layers.safetensors"
+    done = subprocess.run(
+        [sys.executable, "-m", "nbtools.cli", "sweep", "layers", "--model", local.name,
+         "--prompts", str(prompts), "--n-sources", "2", "--kinds", "attn", "--scales", "clean",
+         "--examples", "0", "--remote", remote.remote, "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, env={**os.environ, "NBTOOLS_CACHE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(log) > before and not [e for e in log[before:] if "error" in e]
+    here = sweep_layers(local, prompts.read_text().splitlines(), n_sources=2, kinds=["attn"],
+                        scales=["clean"], examples=0, progress=False)
+    there = nbtools.sweeps.load_result(out)
+    torch.testing.assert_close(there.get("compensation", "clean"),
+                               here.get("compensation", "clean"), atol=0, rtol=0)
+
+
 # --- what travels -------------------------------------------------------------------------
 def _llama_70b_shape(folder: Path) -> Path:
     from transformers import LlamaConfig

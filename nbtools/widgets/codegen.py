@@ -31,77 +31,53 @@ def explorer_code(model: str, prompt: str, ablation: list[str], options: dict, *
     """The source of a cell reproducing one Explorer view.
 
     model / name / dtype: the `nbtools.load` arguments. prompt, ablation (component names;
-    empty = the clean run), options: the `Lab.measure` keyword arguments the Explorer used
-    (method, target, measure_at, positions, scale, sources / reference). top_k, n_neurons:
-    sizes of the top-predictions and neuron panels. color_by: the head grid's colouring
-    ("de", "delta", or "sr", which adds the sweep of every head and MLP ablated alone).
-    n_layers, n_heads: the model's sizes (for the clean run's stand-in ablation and the
-    sweep). target_token: the custom target's text, written as a comment next to its id.
-    minus / minus_token: the subtracted token of a logit-difference target (id and text).
+    empty = the clean run, `Lab.measure_clean`), options: the `Lab.measure` keyword
+    arguments the Explorer used (method, target — a pair of ids for a logit difference —,
+    measure_at, positions, scale, sources / reference). top_k, n_neurons: sizes of the
+    top-predictions and neuron panels. color_by: the head grid's colouring ("de", "delta", or
+    "sr", which adds the sweep of every head and MLP ablated alone). n_layers, n_heads: the
+    model's sizes (for the sweep). target_token / minus_token: the custom target's text (and
+    the subtracted token's), written as a comment; minus: the subtracted token's id.
     """
     load = [repr(model)] + ([f"name={name!r}"] if name and name != model else []) + \
         [f"dtype={dtype!r}"]
     clean = not ablation
-    opts = dict(options)
+    call = dict(options)
     lines = [f"# Reproduces an nbtools Explorer view (nbtools {__version__}).",
              "import nbtools",
              "from nbtools.widgets import measurement_view, view_figure"]
-    if clean:
-        lines.append("from nbtools.widgets.codegen import clean_view")
     if color_by == "sr":
         lines.append("from nbtools.widgets.panels import sweep_grid")
     lines += ["", f"lab = nbtools.load({', '.join(load)})", f"prompt = {prompt!r}"]
-    if clean:
-        measured = [f"L{n_layers - 1}H0"]
-        lines += ["# nothing ablated: only the clean run is shown; the Explorer reads it through",
-                  "# a one-layer zero ablation of the last layer's first head at the measured",
-                  "# position (any ablation returns the same clean-run fields)"]
-        call = dict(opts, method="zero", positions=opts["measure_at"])
-        call.pop("sources", None)
-        call.pop("reference", None)
-    else:
-        measured = list(ablation)
-        call = opts
     target = call.pop("target")
-    comment = f"  # target token {target_token!r}" if target_token is not None else ""
-    lines += ["m = lab.measure(", "    prompt,", f"    {measured!r},",
-              f"    target={target!r},{comment}",
-              _kwargs(call).rstrip("\n"), _kwargs(dict(FIXED, top_k=top_k)).rstrip("\n"), ")",
-              *_minus_lines(measured, call, minus, minus_token),
+    tokens = [t for t in (target_token, minus_token if minus is not None else None)
+              if t is not None]
+    comment = f"  # target token {' − '.join(map(repr, tokens))}" if tokens else ""
+    if clean:  # the clean run alone: no ablation, so no method, source or scale
+        lines += ["m = lab.measure_clean(", "    prompt,", f"    target={target!r},{comment}",
+                  f"    measure_at={call['measure_at']!r},"]
+    else:
+        lines += ["m = lab.measure(", "    prompt,", f"    {list(ablation)!r},",
+                  f"    target={target!r},{comment}", _kwargs(call).rstrip("\n")]
+    lines += [_kwargs(dict(FIXED, top_k=top_k)).rstrip("\n"), ")",
               "print(m)",
               "decode = lambda i: lab.tokenizer.decode([int(i)])  # noqa: E731",
               f"view = measurement_view(m, decode, 0, {n_neurons})",
-              f"view.update(ablated_ui={list(ablation)!r}, position={opts['measure_at'][0]!r})",
+              f"view.update(ablated_ui={list(ablation)!r}, position={options['measure_at'][0]!r}"
+              + (", clean_only=True)" if clean else ")"),
               *([f"view['logit']['minus'] = decode({minus!r})"] if minus is not None else [])]
-    if clean:
-        lines.append("clean_view(view)")
     sweep = "None"
     if color_by == "sr":
-        sweep_opts = dict(options, target=target)
         lines += ["# the head grid's colours: self-repair of every head and MLP layer ablated "
                   "alone",
                   f"singles = [c for layer in range({n_layers}) for c in "
                   f"[*(f'L{{layer}}H{{h}}' for h in range({n_heads})), f'mlp{{layer}}']]",
                   "sweep = sweep_grid(lab.measure_many(prompt, singles,",
-                  _kwargs(sweep_opts, " " * 36).rstrip(",\n") + f"), {n_layers}, {n_heads})"]
+                  _kwargs(options, " " * 36).rstrip(",\n") + f"), {n_layers}, {n_heads})"]
         sweep = "sweep"
     lines += [f"fig = view_figure(view, {color_by!r}, {sweep}, lab.to_str_tokens(prompt))",
               "fig"]
     return "\n".join(lines) + "\n"
-
-
-def _minus_lines(measured: list, call: dict, minus: int | None,
-                 minus_token: str | None) -> list[str]:
-    """For a logit-difference target: measure the subtracted token with the same runs and
-    take the difference (`nbtools.widgets.explorer.logit_difference`)."""
-    if minus is None:
-        return []
-    comment = f"  # target token {minus_token!r}" if minus_token is not None else ""
-    return ["# a logit difference: the same runs measured on the subtracted token",
-            "from nbtools.widgets.explorer import logit_difference",
-            "m = logit_difference(m, lab.measure(", "    prompt,", f"    {measured!r},",
-            f"    target={minus!r},{comment}",
-            _kwargs(call).rstrip("\n"), _kwargs(FIXED).rstrip("\n"), "))"]
 
 
 def model_source(lab) -> tuple[str, str | None]:
@@ -113,12 +89,3 @@ def model_source(lab) -> tuple[str, str | None]:
         return lab.name, None
     origin = getattr(lab.hf_model.config, "_name_or_path", "") or lab.name
     return origin, lab.name if origin != lab.name else None
-
-
-def clean_view(view: dict) -> dict:
-    """Turn a view into the Explorer's clean-run view (ablated fields = clean; in place)."""
-    from .explorer import _clean_only
-
-    _clean_only(view)
-    view["clean_only"] = True
-    return view

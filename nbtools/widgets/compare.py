@@ -131,8 +131,8 @@ class Compare(ipywidgets.VBox):
         self.mapping = self._describe_mapping(comps, comps_b)
         if not comps:
             self.measurements = (None, None)
-            m_clean = self._measure(self.lab_a, (Head(self.lab_a.n_layers - 1, 0),),
-                                    {"method": "zero"})
+            m_clean = self.lab_a.measure_clean(self.prompt, target=self.target,
+                                               measure_at="final", top_k=self.top_k)
             self._show_grid(m_clean, [])
             self.header.value = (f"<div class='nbx-compare-head'>{html.escape(self.mapping)} "
                                  "— click a head, a layer label or an MLP cell</div>")

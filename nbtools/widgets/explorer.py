@@ -19,7 +19,6 @@ click pauses, so it never delays a measurement.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import re
@@ -120,6 +119,7 @@ class Explorer(NbWidget):
     busy = traitlets.Bool(False).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
+    remote_status = traitlets.Unicode("").tag(sync=True)  # "queued on NDIF · 3 s" while waiting
     done_seq = traitlets.Int(-1).tag(sync=True)
     can_undo = traitlets.Bool(False).tag(sync=True)
 
@@ -130,6 +130,8 @@ class Explorer(NbWidget):
                  static_fallback: bool = True, static_delay: float = 1.5,
                  threads: int | None = None, repair_map=None):
         self.lab = _as_lab(model, tokenizer)
+        if self.lab.remote:  # a Lab of its own that reports how each request proceeds
+            self.lab = self.lab.on(self.lab.remote, on_status=self._on_remote_status)
         # validate everything on this thread before the worker exists (no forward pass)
         tokens = self._str_tokens(prompt)
         ablation = self._check_ablation(ablate)
@@ -166,7 +168,8 @@ class Explorer(NbWidget):
                              target_text=text, target_minus=minus, ablation=ablation,
                              method=method, source=source, positions=positions, scale=scale,
                              color_by=color_by, tokens=tokens,
-                             model_name=f"{self.lab.name} · {str(self.lab.hf_model.dtype)[6:]}")
+                             model_name=f"{self.lab.name} · {str(self.lab.dtype)[6:]}"
+                             + _where(self.lab.remote))
         except traitlets.TraitError as err:
             raise InvalidInputError(str(err)) from None
         self.threads = _threads(self.lab, threads)
@@ -490,6 +493,15 @@ class Explorer(NbWidget):
             busy = bool(self._worker.active(("measure", "sweep", "export", "tokens")))
             if busy != self.busy:
                 self.busy = busy
+            if not busy and self.remote_status:
+                self.remote_status = ""
+
+    def _on_remote_status(self, status: str, elapsed: float) -> None:
+        """A remote request's progress (nnsight's status names: RECEIVED, QUEUED, RUNNING...),
+        reported by the worker thread while it waits; clicks made meanwhile are coalesced
+        (the worker runs only the latest state next)."""
+        where = _where(self.lab.remote).removeprefix(" · ")
+        self.remote_status = f"{status.lower()} {where} · {elapsed:.0f} s"
 
     def _failed(self, kind: str, exc: Exception, text: str) -> None:
         self.last_traceback = text
@@ -504,8 +516,8 @@ class Explorer(NbWidget):
         torch.set_num_threads(self.threads)
 
     def _options(self, state: dict, n: int) -> tuple[int, dict, int | None]:
-        """Position, Lab.measure keyword arguments and the subtracted target id (a logit
-        difference) or None, for a state (raises InvalidInputError)."""
+        """Position, Lab.measure keyword arguments (a logit difference: target=(a, b)) and
+        the subtracted target id or None, for a state (raises InvalidInputError)."""
         pos = n - 1 if state["position"] < 0 else state["position"]
         if not 0 <= pos < n:
             raise InvalidInputError(f"position {pos} out of range 0..{n - 1}")
@@ -524,7 +536,8 @@ class Explorer(NbWidget):
             minus = self._custom_target(state["target_minus"])
             if minus == target:
                 raise InvalidInputError("the two tokens of a logit difference are the same")
-        opts = dict(method=state["method"], target=target, measure_at=[pos],
+        opts = dict(method=state["method"], target=target if minus is None else (target, minus),
+                    measure_at=[pos],
                     positions="all" if state["positions"] == "all" else [pos],
                     scale=state["scale"])
         source = state["source"].strip()
@@ -537,15 +550,6 @@ class Explorer(NbWidget):
         elif state["method"] == "mean" and source:
             opts["reference"] = [state["source"]]
         return pos, opts, minus
-
-    def _measure_many(self, prompt: str, specs: list, minus: int | None, **opts) -> list:
-        """Lab.measure_many; for a logit difference, the first target's measurements minus
-        the second's (same runs, same norm scales)."""
-        ms = self.lab.measure_many(prompt, specs, **opts)
-        if minus is None:
-            return ms
-        others = self.lab.measure_many(prompt, specs, **{**opts, "target": minus})
-        return [logit_difference(a, b) for a, b in zip(ms, others, strict=True)]
 
     def _custom_target(self, text: str) -> int:
         tok, d_vocab = self.lab.tokenizer, self.lab.shape.d_vocab
@@ -582,25 +586,24 @@ class Explorer(NbWidget):
         n = len(self.tokens)
         pos, opts, minus = self._options(state, n)
         names = state["ablation"]
-        comps = parse_components(names) if names else None
-        if comps is not None:
-            check_components(comps, lab.shape)
-        else:
-            # nothing ablated: any cheap ablation gives the clean-run fields (only those are
-            # shown); the last layer's first head at the measured position costs one layer
-            comps = (Head(lab.shape.n_layers - 1, 0),)
-            opts = {**opts, "method": "zero", "positions": [pos]}
-            opts.pop("sources", None)
-            opts.pop("reference", None)
+        comps = parse_components(names) if names else ()
+        check_components(comps, lab.shape)
+        # every neuron's DE is N·L·d_mlp numbers: not fetched per click from a remote model
+        far = lab.remote not in (False, "local")
+        shown = dict(neurons=not far, logprobs=True, top_k=self.top_k)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            m, = self._measure_many(state["prompt"], [comps], minus, neurons=True,
-                                    logprobs=True, top_k=self.top_k, **opts)
+            if names:
+                m, = lab.measure_many(state["prompt"], [comps], **shown, **opts)
+            else:  # nothing ablated: the clean run alone (its ablated fields mirror it)
+                m = lab.measure_clean(state["prompt"], target=opts["target"],
+                                      measure_at=opts["measure_at"], **shown)
         view = panels.measurement_view(m, self._decode, 0, self.n_neurons)
+        if far:
+            view["neurons"]["note"] = ("neurons are not fetched from a remote model on each "
+                                       "click: lab.measure(..., neurons=True) measures them")
         if minus is not None:
             view["logit"]["minus"] = self._decode(minus)
-        if not names:
-            _clean_only(view)
         key = _key(state, int(m.target_ids[0]), pos, minus)
         view.update(seq=state["request_seq"], state=state, position=pos, key=key,
                     tokens_key=key + "|" + "+".join(names),
@@ -624,14 +627,14 @@ class Explorer(NbWidget):
         """The current ablation's SR, DE and ΔL at every position of the prompt (for "next",
         every position with a next token), in one measurement."""
         n = len(self.tokens)
-        _, opts, minus = self._options(state, n)
+        _, opts, _ = self._options(state, n)
         at = list(range(n - 1 if state["target_mode"] == "next" else n))
         if not at:
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            m, = self._measure_many(state["prompt"], [state["ablation"]], minus,
-                                    **{**opts, "measure_at": at})
+            m, = self.lab.measure_many(state["prompt"], [state["ablation"]],
+                                       **{**opts, "measure_at": at})
         self.token_sr = {"key": key, "positions": at, "sr": panels.nums(m.self_repair),
                          "de": panels.nums(m.direct_effect), "dl": panels.nums(m.delta_logit),
                          "ablated": list(state["ablation"])}
@@ -651,11 +654,11 @@ class Explorer(NbWidget):
                                          "mlp": [None] * n_layers}
         if old["done"] > layer:
             return
-        _, opts, minus = self._options(state, len(self.tokens))
+        _, opts, _ = self._options(state, len(self.tokens))
         specs = [*(Head(layer, h) for h in range(n_heads)), MLPLayer(layer)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ms = self._measure_many(state["prompt"], specs, minus, **opts)
+            ms = self.lab.measure_many(state["prompt"], specs, **opts)
         part = panels.sweep_grid(ms, 1, n_heads)
         heads = [list(row) for row in old["heads"]]
         heads[layer] = part["heads"][0]
@@ -722,6 +725,19 @@ def _threads(lab, threads: int | None) -> int:
     return 1 if n_params < 200_000_000 else torch.get_num_threads()
 
 
+def _where(remote) -> str:
+    """Where a Lab runs, for labels: "" here, " · on NDIF", " · on <host>", " · local
+    simulation of a remote run"."""
+    if not remote:
+        return ""
+    if remote == "local":
+        return " · local simulation of a remote run"
+    from ..remote import NDIF_HOST, host_of
+
+    host = host_of(remote).rstrip("/")
+    return " · on NDIF" if host == NDIF_HOST else f" · on {host.split('://')[-1]}"
+
+
 def _one_prompt(message: str, what: str = "prompt") -> str:
     """An engine message about a batch ("prompt 0 is empty") for the Explorer's one prompt."""
     message = re.sub(r"\bprompt 0 (is|has)\b", rf"the {what} \1", message)
@@ -738,40 +754,3 @@ def _key(state: dict, target_id: int, pos: int, minus: int | None = None) -> str
     parts = [state["prompt"], pos, target_id, minus, state["method"], state["source"],
              state["positions"], state["scale"]]
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
-
-
-#: Measurement fields that do not depend on the target (or are kept from the first token).
-_TARGET_FREE = {"components", "rows", "positions", "target_ids", "scale_clean", "scale_ablated",
-                "logprob_clean", "logprob_ablated", "topk_ids_clean", "topk_probs_clean",
-                "topk_ids_ablated", "topk_probs_ablated", "settings"}
-
-
-def logit_difference(a, b):
-    """The Measurement of the logit difference a − b (same prompt, ablation and settings,
-    another target). Every logit and direct effect is a dot product with the target's
-    unembedding direction, scaled by run-wide norm scales, so each field is a's minus b's;
-    probabilities and top-k stay a's. b's norm scales must equal a's."""
-    same = (torch.allclose(x, y, rtol=1e-7, atol=0) for x, y in
-            ((a.scale_clean, b.scale_clean), (a.scale_ablated, b.scale_ablated)))
-    if not all(same):
-        raise ValueError("a logit difference needs the same runs (the norm scales differ)")
-    changes = {f.name: getattr(a, f.name) - getattr(b, f.name) for f in dataclasses.fields(a)
-               if f.name not in _TARGET_FREE and getattr(a, f.name) is not None}
-    settings = {**a.settings, "target": f"{a.settings.get('target')} − {b.settings.get('target')}"}
-    return dataclasses.replace(a, settings=settings, **changes)
-
-
-def _clean_only(view: dict) -> None:
-    """Make a view show only the clean run (the ablated fields mirror the clean ones)."""
-    g = view["grid"]
-    g["de_ablated"], g["mlp_de_ablated"] = g["de"], g["mlp_de"]
-    g["delta"] = [[0.0] * len(row) for row in g["de"]]
-    g["mlp_delta"] = [0.0] * len(g["mlp_de"])
-    g["attn_delta"] = [0.0] * len(g["attn_de"])
-    lg = view["logit"]
-    lg["ablated"], lg["delta"], lg["p_ablated"] = lg["clean"], 0.0, lg["p_clean"]
-    ly = view["layers"]
-    ly["attn_ablated"], ly["mlp_ablated"] = ly["attn_clean"], ly["mlp_clean"]
-    ly["marked_attn"], ly["marked_mlp"] = [], []
-    view["topk"]["ablated"] = view["topk"]["clean"]
-    view["ablated"] = []

@@ -353,7 +353,7 @@ function renderExplorer(model, el) {
     root.dataset.requestSeq = model.get("request_seq") || 0;
     root.dataset.doneSeq = model.get("done_seq") ?? -1;
     root.classList.toggle("nbx-stale", stale());
-    if (!status.text.textContent.startsWith("export") || !busy) status.text.textContent = busy ? "measuring\u2026" : (model.get("status") || "");
+    if (!status.text.textContent.startsWith("export") || !busy) status.text.textContent = busy ? (model.get("remote_status") || "measuring\u2026") : (model.get("status") || "");
   }
 
   /** The attention panel: shown while exactly the head whose pattern arrived is ablated. */
@@ -379,7 +379,7 @@ function renderExplorer(model, el) {
   on("sweep", drawComponents);
   on("attention ablation", drawAttention);
   on("method source positions scale target_text target_minus model_name", drawControls);
-  on("busy error status request_seq done_seq", drawStatus);
+  on("busy error status remote_status request_seq done_seq", drawStatus);
 
   const onMsg = (msg, buffers) => {
     if (msg && msg.type === "code") { copyCode(root, msg.code, status.text); return; }

@@ -372,7 +372,7 @@ function sparkline(values, W = 250, Hh = 34) {
 function renderNeurons(data, opts = {}) {
   const d = data || {};
   const rows = d.rows || [], neg = d.negative || [];
-  if (!rows.length && !neg.length && !d.n_total) return h("div", { class: "nbx-empty" }, "no neuron data (measure with neurons=True)");
+  if (!rows.length && !neg.length && !d.n_total) return h("div", { class: "nbx-empty" }, d.note || "no neuron data (measure with neurons=True)");
   const m = absMax([...rows, ...neg].map((r) => r.delta_de)) || 1;
   const bar = (v) => {
     const pct = Math.min(100, (100 * Math.abs(v || 0)) / m).toFixed(1);
