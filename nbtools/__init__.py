@@ -12,8 +12,7 @@ from .lab import Lab
 from .loading import load
 from .models import fetch
 from .results import Measurement
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 
 def __getattr__(name: str):

@@ -240,7 +240,7 @@ def _names() -> str:
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return f"nbtools {__version__}"
 

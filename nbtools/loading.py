@@ -48,3 +48,10 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
                                **({"revision": revision} if revision else {}))
     return Lab(lm, adapter_for(opened.hf_model), opened.name, source=opened.source,
                remote=remote)
+
+
+def as_lab(model=None, tokenizer=None) -> Lab:
+    """A Lab from a Lab (itself), anything `load` takes, or None (the embedded "tiny")."""
+    if isinstance(model, Lab):
+        return model
+    return load("tiny" if model is None else model, tokenizer=tokenizer)

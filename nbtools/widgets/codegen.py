@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from .. import __version__
+from ..version import __version__
 
 #: The Explorer's fixed measurement settings (not shown in its controls).
 FIXED = dict(fold_value_biases=True, centred=True, neurons=True, logprobs=True)

@@ -25,8 +25,9 @@ import ipywidgets
 
 from ..components import AttnLayer, Head, MLPLayer, check_components, parse_components
 from ..errors import InvalidInputError
+from ..loading import as_lab
 from . import panels
-from .explorer import DEFAULT_PROMPT, _as_lab
+from .explorer import DEFAULT_PROMPT
 from .standalone import HeadGrid, NormGauge, TopKPredictions, Waterfall
 
 #: Quantities in the differences table: (Measurement field or derived name, label).
@@ -78,8 +79,8 @@ class Compare(ipywidgets.VBox):
     def __init__(self, model=None, prompt: str = DEFAULT_PROMPT, ablate=None, *, model_b=None,
                  left: dict | None = None, right: dict | None = None, target: str = "top",
                  top_k: int = 5, tolerance: float = 1e-3, tokenizer=None):
-        self.lab_a = _as_lab(model, tokenizer)
-        self.lab_b = self.lab_a if model_b is None else _as_lab(model_b)
+        self.lab_a = as_lab(model, tokenizer)
+        self.lab_b = self.lab_a if model_b is None else as_lab(model_b)
         self.same_model = self.lab_b is self.lab_a
         self.left = {"method": "zero"} if left is None else dict(left)
         self.right = {"method": "mean"} if right is None else dict(right)

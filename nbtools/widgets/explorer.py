@@ -33,6 +33,7 @@ import traitlets
 from ..batching import target_token_id
 from ..components import Head, MLPLayer, check_components, parse_components
 from ..errors import InvalidInputError, NbtoolsError
+from ..loading import as_lab
 from . import export, panels
 from .base import NbWidget
 from .fallback import StaticRenderer
@@ -44,19 +45,6 @@ INPUTS = ("prompt", "position", "target_mode", "target_text", "target_minus", "a
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 _PRIORITY = {"measure": 0, "export": 1, "tokens": 2, "attention": 2, "sweep": 3}
 MAP_EVERY_S = 1.0  # while a sweep runs, the live map is re-sent at most this often
-
-
-def _as_lab(model, tokenizer=None):
-    """A Lab from a Lab, a name / folder / hub id, a transformers model (+ tokenizer) or None
-    (the embedded model "tiny")."""
-    from ..lab import Lab
-    from ..loading import load
-
-    if isinstance(model, Lab):
-        return model
-    if model is None:
-        model = "tiny"
-    return load(model, tokenizer=tokenizer)
 
 
 class Explorer(NbWidget):
@@ -129,7 +117,7 @@ class Explorer(NbWidget):
                  color_by: str = "de", top_k: int = 10, n_neurons: int = 8,
                  static_fallback: bool = True, static_delay: float = 1.5,
                  threads: int | None = None, repair_map=None):
-        self.lab = _as_lab(model, tokenizer)
+        self.lab = as_lab(model, tokenizer)
         if self.lab.remote:  # a Lab of its own that reports how each request proceeds
             self.lab = self.lab.on(self.lab.remote, on_status=self._on_remote_status)
         # validate everything on this thread before the worker exists (no forward pass)
