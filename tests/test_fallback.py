@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from nbtools.widgets.fallback import SERVE
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 
 SCRIPT = textwrap.dedent("""
@@ -41,3 +43,37 @@ def test_a_paused_drawing_process_dies_with_its_kernel():
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid), "the stopped fallback process outlived its parent"
+
+
+def _server() -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", SERVE], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    assert proc.stdout.read(1) == b"R"
+    return proc
+
+
+def test_the_drawing_process_ignores_ctrl_c_and_ends_quietly_with_its_parent():
+    """A kernel's interrupt or shutdown sends SIGINT to its whole process group: the child
+    keeps serving, and when its stdin closes it ends with nothing on stderr (it used to
+    print a KeyboardInterrupt traceback into the notebook run's output)."""
+    import signal
+
+    proc = _server()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert proc.poll() is None, "Ctrl-C ended the drawing process"
+    proc.stdin.write(b'{"view": {}}\n')  # a bad request: an error answer, not a crash
+    proc.stdin.flush()
+    assert proc.stdout.read(1) == b"E"
+    proc.stdin.close()
+    assert proc.wait(30) == 0
+    assert proc.stderr.read() == b""
+
+
+def test_the_drawing_process_ends_quietly_on_a_broken_pipe():
+    proc = _server()
+    proc.stdout.close()  # the parent is gone: its answer has nowhere to go
+    proc.stdin.write(b'{"view": {}}\n')
+    proc.stdin.flush()
+    assert proc.wait(30) == 0
+    assert proc.stderr.read() == b""

@@ -365,28 +365,35 @@ def serve(stdin=None, stdout=None) -> None:
     """Draw PNGs for another process, at low CPU priority: read one JSON request a line
     ({"view", "color_by", "sweep", "tokens", "dpi"}), answer b"P" or b"E" (an error message),
     an 8-byte big-endian length, then the PNG (or the message). Runs until stdin closes.
-    Writes b"R" first, once it is set to die with its parent (so it may be paused from then on)."""
+    Writes b"R" first, once it is set to die with its parent (so it may be paused from then on).
+    It ignores Ctrl-C (a kernel's interrupt or shutdown reaches its whole process group) and
+    ends quietly when the parent goes away (stdin closed, or a broken pipe)."""
     import json
     import os
+    import signal
     import sys
 
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
     _die_with_parent()
-    stdout.write(b"R")
-    stdout.flush()
-    if hasattr(os, "nice"):
-        os.nice(10)
-    for line in stdin:
-        try:
-            req = json.loads(line)
-            fig = view_figure(req["view"], req.get("color_by", "de"), req.get("sweep"),
-                              req.get("tokens"), dpi=req.get("dpi", 72))
-            status, data = b"P", figure_bytes(fig, "png")
-        except Exception as exc:  # reported to the widget, never fatal to the server
-            status, data = b"E", f"{type(exc).__name__}: {exc}".encode()
-        stdout.write(status + len(data).to_bytes(8, "big") + data)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stdout.write(b"R")
         stdout.flush()
+        if hasattr(os, "nice"):
+            os.nice(10)
+        for line in stdin:
+            try:
+                req = json.loads(line)
+                fig = view_figure(req["view"], req.get("color_by", "de"), req.get("sweep"),
+                                  req.get("tokens"), dpi=req.get("dpi", 72))
+                status, data = b"P", figure_bytes(fig, "png")
+            except Exception as exc:  # reported to the widget, never fatal to the server
+                status, data = b"E", f"{type(exc).__name__}: {exc}".encode()
+            stdout.write(status + len(data).to_bytes(8, "big") + data)
+            stdout.flush()
+    except (BrokenPipeError, ConnectionResetError):  # the parent is gone: nobody to tell
+        os._exit(0)
 
 
 def _die_with_parent() -> None:
@@ -406,6 +413,3 @@ def _die_with_parent() -> None:
     if parent and os.getppid() != int(parent):  # the parent died before prctl took effect
         os._exit(0)
 
-
-if __name__ == "__main__":  # python -m nbtools.widgets.export (see widgets/fallback.py)
-    serve()

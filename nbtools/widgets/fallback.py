@@ -2,7 +2,7 @@
 
 A notebook saved without a running kernel shows this image where the live widget was.
 Drawing it (matplotlib, 0.3–2 s) on the measuring thread made a click after a pause wait
-behind it, so a long-lived child process (`python -m nbtools.widgets.export`, niced) draws
+behind it, so a long-lived child process (`SERVE`: `nbtools.widgets.export.serve`, niced) draws
 it from the view dict. A click `pause()`s the child (SIGSTOP; where there is no SIGSTOP the
 child is killed) and drops the pending job; the next idle period resumes the child, whose
 now-stale answer is discarded, and draws the current view.
@@ -20,6 +20,9 @@ import threading
 import time
 import weakref
 
+#: The child's program (not `-m nbtools.widgets.export`: the package imports that module
+#: first, and runpy then warns on the child's stderr).
+SERVE = "from nbtools.widgets.export import serve; serve()"
 _STOP = getattr(signal, "SIGSTOP", None)
 _CONT = getattr(signal, "SIGCONT", None)
 _CHILDREN: weakref.WeakSet = weakref.WeakSet()  # killed at exit: a stopped child never sees EOF
@@ -125,7 +128,7 @@ class StaticRenderer:
     def _child(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
             env = dict(os.environ, NBTOOLS_PARENT_PID=str(os.getpid()))
-            self._proc = subprocess.Popen([sys.executable, "-m", "nbtools.widgets.export"],
+            self._proc = subprocess.Popen([sys.executable, "-c", SERVE],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
             _CHILDREN.add(self._proc)
             self._ready = False
