@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import nbformat
@@ -17,11 +18,14 @@ def notebook_paths() -> list[Path]:
 
 
 class NotebookRuns:
-    """Executes each notebook at most once; the executed copies land in `out_dir`."""
+    """Executes each notebook at most once on `model` (what NBTOOLS_NOTEBOOK_MODEL picks for
+    the walkthroughs; default: the embedded model); the executed copies land in `out_dir`,
+    the wall time of each run in `seconds`."""
 
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
+    def __init__(self, out_dir: Path, model: str = "tiny"):
+        self.out_dir, self.model = out_dir, model
         self._done: dict[str, Path | BaseException] = {}
+        self.seconds: dict[str, float] = {}
 
     def executed(self, name: str) -> Path:
         """Path of the executed copy of notebooks/<name>; re-raises the first run's error."""
@@ -38,12 +42,13 @@ class NotebookRuns:
     def _execute(self, path: Path) -> Path:
         nb = nbformat.read(path, as_version=4)
         # The kernel runs in notebooks/, as for a user who opened it there; one passive
-        # OpenMP thread pool so that notebooks do not spin on shared cores. The embedded model
-        # (fast, and what the walkthroughs' text describes) unless the caller picks another.
-        env = {"NBTOOLS_NOTEBOOK_MODEL": "tiny", **os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        # OpenMP thread pool so that notebooks do not spin on shared cores.
+        env = {**os.environ, "NBTOOLS_NOTEBOOK_MODEL": self.model, "OMP_WAIT_POLICY": "PASSIVE"}
         client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                 resources={"metadata": {"path": str(NOTEBOOKS)}})
+        start = time.monotonic()
         client.execute(env=env)
+        self.seconds[path.name] = time.monotonic() - start
         out = self.out_dir / path.name
         nbformat.write(nb, out)
         return out

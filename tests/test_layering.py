@@ -18,7 +18,7 @@ FLOORS = [
     ("engine", ["components", "batching", "ablation", "suffix", "effects", "repair",
                 "requests", "results", "tracing", "remote", "corpus", "facts", "lab"]),
     ("loading", ["loading"]),
-    ("uses", ["sweeps", "figures", "training"]),
+    ("uses", ["sweeps", "figures", "training", "walkthroughs"]),
     ("widgets", ["widgets"]),
 ]
 

@@ -6,6 +6,9 @@ import nbformat
 import pytest
 from notebook_runs import notebook_paths
 
+import nbtools
+from nbtools import walkthroughs
+
 NAMES = [p.name for p in notebook_paths()]
 
 
@@ -44,3 +47,90 @@ def test_notebook_has_one_title(path):
                 for line in c.source.splitlines() if line.startswith("#")]
     assert headings and headings[0].startswith("# "), "first heading is the title"
     assert sum(h.startswith("# ") for h in headings) == 1
+
+
+# --- every model a walkthrough may pick ---------------------------------------------------
+class _Validated(Exception):
+    """Raised by the first measurement: every check before it passed."""
+
+
+@pytest.fixture()
+def validating_lab(monkeypatch):
+    """The embedded model, stopped at its first measurement (no forward pass runs)."""
+    import nbtools
+    from nbtools.lab import Lab
+
+    def stop(*args, **kwargs):
+        raise _Validated
+
+    monkeypatch.setattr(Lab, "_measure", stop)
+    return nbtools.load("tiny")
+
+
+@pytest.mark.parametrize("model", walkthroughs.candidates())
+def test_walkthrough_sizes_pass_the_sweeps_checks(model, validating_lab):
+    """The sizes each model-switching walkthrough picks pass the sweeps' own validation (the
+    check that stopped paper_figures on SmolLM2: n_sources=15 needs 16 prompts)."""
+    from nbtools.corpus import iter_documents, split_documents
+    from nbtools.sweeps import sweep_heads, sweep_layers
+
+    lab, L = validating_lab, validating_lab.n_layers
+    hydra = walkthroughs.sizes("hydra_effect", model)
+    with pytest.raises(_Validated):
+        sweep_layers(lab, n_prompts=hydra["n_prompts"], n_sources=hydra["n_sources"],
+                     progress=False)
+    figs = walkthroughs.sizes("paper_figures", model)
+    with pytest.raises(_Validated):
+        sweep_layers(lab, n_prompts=figs["n_prompts"], n_sources=figs["n_sources"],
+                     progress=False)
+    texts = [d.text for d in split_documents(iter_documents())[1]]
+    with pytest.raises(_Validated):
+        sweep_heads(lab, texts, n_rows=figs["n_rows"], row_len=figs["row_len"],
+                    per_token=[f"{L // 2}.0", f"{L - 2}.0"], anti_erasure=[f"{L - 2}.0"],
+                    progress=False)
+
+
+def test_walkthrough_model_choice(monkeypatch):
+    from nbtools.models import registry
+
+    monkeypatch.setenv(walkthroughs.ENV, "gpt2")
+    assert walkthroughs.pick_model() == "gpt2"
+    monkeypatch.delenv(walkthroughs.ENV)
+    monkeypatch.setattr(registry, "cached", lambda name: False)
+    assert walkthroughs.pick_model() == "tiny"
+    first = next(iter(registry.REGISTRY))
+    monkeypatch.setattr(registry, "cached", lambda name: name == first)
+    assert walkthroughs.pick_model() == first
+    assert walkthroughs.sizes("paper_figures", first) != walkthroughs.sizes("paper_figures", "tiny")
+    with pytest.raises(nbtools.InvalidInputError, match="known: hydra_effect"):
+        walkthroughs.sizes("nope", "tiny")
+
+
+#: The walkthroughs that switch to a real model when one is cached.
+SWITCHING = ["hydra_effect.ipynb", "paper_figures.ipynb"]
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    from nbtools.models.registry import REGISTRY, cached
+
+    name = next((n for n in REGISTRY if cached(n)), None)
+    if name is None:
+        pytest.skip(f"no registered real model is cached (nbtools fetch {next(iter(REGISTRY))}): "
+                    "the walkthroughs' real-model path is not run")
+    from notebook_runs import NotebookRuns
+
+    return NotebookRuns(tmp_path_factory.mktemp("real-notebooks"), model=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SWITCHING)
+def test_switching_walkthroughs_run_on_the_cached_real_model(name, real_runs):
+    nb = nbformat.read(real_runs.executed(name), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count for c in code), "every code cell ran"
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors
+    shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                    for c in code for o in c.outputs)
+    assert real_runs.model in shown, "the notebook ran on the real model"
