@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a terminated command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    sweep = sub.add_parser("sweep", help="run a head or layer sweep into a result file",
+    sweep = sub.add_parser("sweep", help="run a head, layer or repair-map sweep into a result file",
                            description="Run a sweep into a resumable result file.")
     kinds = sweep.add_subparsers(dest="kind", metavar="KIND", parser_class=_Parser)
 
@@ -472,8 +473,13 @@ def _run(func, prog: str, out) -> int:
         pass
     try:
         return func() or 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM during a sweep
+        from .sweeps.engine import SweepTerminated
+
         where = f"; partial results are in {out}; rerun the same command to resume" if out else ""
+        if isinstance(stop, SweepTerminated):
+            print(f"{prog}: terminated (SIGTERM){where}", file=sys.stderr)
+            return EXIT_TERMINATED
         print(f"{prog}: interrupted{where}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except errors as err:

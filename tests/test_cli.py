@@ -145,12 +145,13 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 def test_end_to_end_interrupted_resumed_and_figures(capsys, setup):
-    """Ctrl-C, then a hard kill, then completion: the file equals an uninterrupted run's."""
+    """Ctrl-C, then SIGTERM (a batch scheduler, `kill`), then a hard kill, then completion:
+    the file equals an uninterrupted run's."""
     model, corpus, prompts, folder = setup
     out = folder / "heads.safetensors"
     cmd = [sys.executable, "-c", SLOW_CLI, *map(str, heads_args(setup, out))]
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
-    for sig in (signal.SIGINT, signal.SIGKILL):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         before = out.stat().st_mtime_ns if out.exists() else None
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env)
@@ -163,7 +164,10 @@ def test_end_to_end_interrupted_resumed_and_figures(capsys, setup):
         _, err = proc.communicate(timeout=120)
         if sig == signal.SIGINT:
             assert proc.returncode == 130, err
-            assert "rerun the same command to resume" in err
+            assert "interrupted" in err and "rerun the same command to resume" in err
+        elif sig == signal.SIGTERM:  # handled as Ctrl-C: a checkpoint and a message
+            assert proc.returncode == 143, err
+            assert "terminated (SIGTERM)" in err and "rerun the same command to resume" in err
         else:
             assert proc.returncode == -signal.SIGKILL
         partial = load_result(out)

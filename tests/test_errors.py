@@ -279,15 +279,15 @@ def test_bad_layer_sweep_input(every_module, kwargs, message):
 
 
 def test_layer_sweep_progress_counts_prompts(monkeypatch):
-    from nbtools.sweeps import layers, sweep_layers
+    from nbtools.sweeps import engine, sweep_layers
 
-    seen, real = [], layers.progress_bar
+    seen, real = [], engine.progress_bar
 
     def bar(enabled, total, initial, desc, unit):
         seen.append(total)
         return real(False, total, initial, desc, unit)
 
-    monkeypatch.setattr(layers, "progress_bar", bar)
+    monkeypatch.setattr(engine, "progress_bar", bar)  # every sweep's bar is the engine's
     sweep_layers(make_lab("gpt2"), FACTS[:5], n_sources=2, kinds=["attn"], scales=["clean"],
                  examples=1)
     assert seen == [5]
@@ -379,3 +379,65 @@ def test_numpy_integers_are_integers(labs):
     m = lab.measure(PROMPT, "1.1", top_k=np.int64(3), logprobs=True, max_rows=np.int16(8),
                     neurons=np.bool_(False), seed=np.uint8(1))
     assert m.topk_ids_clean.shape[-1] == 3
+
+
+# --- issue 22: every sweep checks its whole request first (one engine) ---------------------
+ROWS4 = torch.randint(1, 500, (4, 8), generator=torch.Generator().manual_seed(3))
+SWEEP_CASES = [
+    ("heads", dict(seed="abc"), "seed must be a whole number"),
+    ("heads", dict(seed=True), "seed must be a whole number"),
+    ("layers", dict(seed="abc"), "seed must be a whole number"),
+    ("map", dict(seed=1.5), "seed must be a whole number"),
+    ("heads", dict(checkpoint_every="abc"), "checkpoint_every must be a number of seconds"),
+    ("layers", dict(checkpoint_every=-1), "checkpoint_every must be a number of seconds"),
+    ("map", dict(checkpoint_every=None), "checkpoint_every must be a number of seconds"),
+    ("heads", dict(batch_rows=1), "batch_rows must be at least 2 for resample ablation"),
+    ("map", dict(batch_rows=1), "batch_rows must be at least 2 for resample ablation"),
+    ("heads", dict(batch_rows="2"), "batch_rows must be a whole number"),
+    ("layers", dict(batch_prompts=0), "batch_prompts must be at least 1"),
+    ("map", dict(rows=None), "rows"),
+]
+
+
+@pytest.mark.parametrize("sweep,kwargs,message", SWEEP_CASES,
+                         ids=[f"{s}-{m}" for s, _, m in SWEEP_CASES])
+def test_sweep_options_are_checked_before_any_forward(every_module, tmp_path, sweep, kwargs,
+                                                      message):
+    from nbtools.sweeps import repair_map, sweep_heads, sweep_layers
+
+    lab, calls = every_module
+    run = {"heads": lambda **kw: sweep_heads(lab, ROWS4, heads="1.*", **kw),
+           "layers": lambda **kw: sweep_layers(lab, [f"w{i} w{i + 1} w{i + 2}" for i in range(1, 9)],
+                                               n_sources=2, **kw),
+           "map": lambda **kw: repair_map(lab, ROWS4, **{"rows": "1.*", **kw})}[sweep]
+    with pytest.raises(InvalidInputError, match=message):
+        run(out=tmp_path / "out.safetensors", progress=False, **kwargs)
+    assert calls == [], "a forward pass ran before the error"
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_two_repair_maps_on_one_file_the_second_stops_at_once(every_module, tmp_path):
+    from nbtools.sweeps import repair_map, store
+    from nbtools.sweeps.store import ResultFileError
+
+    lab, calls = every_module
+    out = tmp_path / "map.safetensors"
+    with store.locked(out), pytest.raises(ResultFileError, match="is writing"):
+        repair_map(lab, ROWS4, rows="1.*", out=out, progress=False)
+    assert calls == [] and not out.exists()
+    res = repair_map(lab, ROWS4, rows="1.*", out=out, progress=False)
+    with store.locked(out), pytest.raises(ResultFileError, match="is writing"):
+        res.save(out)  # saving a map takes the writer lock too
+    assert res.settings["model"] == lab.name
+
+
+def test_an_unwritable_output_fails_before_any_forward(every_module, tmp_path):
+    from nbtools.errors import OutputError
+    from nbtools.sweeps import repair_map
+
+    lab, calls = every_module
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OutputError, match="a-file"):
+        repair_map(lab, ROWS4, rows="1.*", out=tmp_path / "a-file" / "map.safetensors",
+                   progress=False)
+    assert calls == []

@@ -160,17 +160,19 @@ def test_map_resumes_after_random_kills(lab, rows, tmp_path, monkeypatch):
     repair_map(lab, rows, out=path, **kw)
     reference = path.read_bytes()
     out = tmp_path / "resumed.safetensors"
-    real = type(lab).measure_many
     rng = random.Random(0)
     calls = {"n": 0, "kill_at": 1}
 
-    def flaky(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == calls["kill_at"]:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
+    def flaky(real):
+        def measure(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == calls["kill_at"]:
+                raise KeyboardInterrupt
+            return real(self, *args, **kwargs)
+        return measure
 
-    monkeypatch.setattr(type(lab), "measure_many", flaky)
+    for verb in ("measure_many", "measure_clean"):  # the selection pass runs clean runs alone
+        monkeypatch.setattr(type(lab), verb, flaky(getattr(type(lab), verb)))
     kills = 0
     while True:
         calls.update(n=0, kill_at=rng.randint(1, 5))

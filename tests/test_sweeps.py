@@ -354,3 +354,16 @@ def test_layer_sweep_validation(lab, prompts):
         sweep_layers(lab, prompts, n_sources=4, scales=["nope"])
     with pytest.raises(InvalidInputError, match="layers"):
         sweep_layers(lab, prompts, n_sources=4, layers=[7])
+
+
+@pytest.mark.parametrize("name", ["smollm2_heads", "smollm2_layers"])
+def test_committed_result_files_load_and_save_back_byte_identical(name, tmp_path):
+    """Files written before the sweep engine (docs/results/) still load, and saving what was
+    loaded writes the very same bytes (the file format did not move)."""
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / f"{name}.safetensors"
+    res = load_result(committed)
+    assert res.complete and res.n_done == res.n_total > 0
+    res.save(tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() == committed.read_bytes()

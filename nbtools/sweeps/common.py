@@ -1,15 +1,12 @@
-"""Shared helpers for sweeps: progress bars, batch boundaries, checkpoint timing."""
+"""Shared helpers for sweeps: progress bars, batch boundaries, head lists, checkpoint timing."""
 
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 
 from ..components import Head, parse_component
 from ..errors import InvalidInputError
-from .remote import remote_execution
 
 
 def progress_bar(enabled: bool, total: int, initial: int, desc: str, unit: str):
@@ -96,20 +93,3 @@ def iter_pending(bounds: list[tuple[int, int]], done: int) -> Iterator[tuple[int
     for start, end in bounds:
         if start >= done:
             yield start, end
-
-
-@contextmanager
-def sweep_run(lab, remote, save: Callable[..., None], bar):
-    """The body of a sweep: yields the Lab to measure on (`remote_execution`), "changed
-    nothing" warnings quiet, a checkpoint written on any interruption, the bar closed, and
-    the final save on success."""
-    try:
-        with remote_execution(lab, remote) as runner, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="ablating .* changed nothing")
-            yield runner
-    except BaseException:
-        save(complete=False)
-        raise
-    finally:
-        bar.close()
-    save(complete=True)

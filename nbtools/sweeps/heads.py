@@ -22,28 +22,21 @@ heads. Results stream to a resumable, atomically written safetensors file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
+from ..ablation import METHODS
 from ..components import Head
 from ..errors import InvalidInputError, whole_number
 from ..lab import SCALES
 from . import store
-from .common import (
-    Checkpointer,
-    batch_bounds,
-    iter_pending,
-    parse_heads,
-    progress_bar,
-    sweep_run,
-)
+from .common import batch_bounds, parse_heads
+from .engine import Sweep, SweepResult, check_run_options, provenance, run_sweep
 from .remote import check_remote
-from .rows import corpus_rows
+from .rows import corpus_rows, describe_corpus
 from .topk import merge_topk, top_count
 
 KIND = "head_sweep"
-METHODS = ("zero", "mean", "resample")
 SELECTIONS = ("condensed", "all")
 
 QUANTITIES = {
@@ -128,7 +121,6 @@ def _add(state: dict, prefix: str, parts: dict) -> None:
 
 
 # --- the sweep --------------------------------------------------------------------------
-@store.holding_out_lock
 def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 128,
                 n_rows: int | None = None, heads="all", top_frac: float = 0.02,
                 per_token=None, anti_erasure=None, anti_erasure_layer: int = -1,
@@ -161,6 +153,7 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
     Returns a `HeadSweepResult`.
     """
     shape = lab.shape
+    seed = check_run_options(checkpoint_every, seed)
     if method not in METHODS:
         raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if scale not in SCALES:
@@ -172,6 +165,7 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
         raise InvalidInputError(f"top_frac must be in (0, 1], got {top_frac}")
     if len(clip) != 2 or clip[0] > clip[1]:
         raise InvalidInputError(f"clip must be (low, high) with low ≤ high, got {clip}")
+    check_batch_rows(batch_rows, method)
     remote = check_remote(remote)
     chosen = parse_heads(heads, shape.n_layers, shape.n_heads)
     tok_heads = parse_heads(per_token, shape.n_layers, shape.n_heads)
@@ -186,7 +180,7 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
             f"anti_erasure_layer {anti_erasure_layer} out of range 0..{shape.n_layers - 1}")
     n_top = min(n_top_neurons, shape.d_mlp)
     rows = corpus_rows(lab.tokenizer, corpus, row_len, n_rows, prepend_bos, shape.n_ctx)
-    if rows.shape[1] > shape.n_ctx:
+    if rows.shape[1] > shape.n_ctx:  # token rows given as they are
         raise InvalidInputError(f"rows of {rows.shape[1]} tokens exceed the context of {shape.n_ctx}")
     if int(rows.max()) >= shape.d_vocab or int(rows.min()) < 0:
         raise InvalidInputError(f"token ids outside the vocabulary 0..{shape.d_vocab - 1}")
@@ -194,52 +188,69 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
     if method == "resample" and R < 2:
         raise InvalidInputError(
             f"resample ablation needs at least two rows (row i ← row i+1); the corpus gave {R}")
-    bounds = batch_bounds(R, batch_rows, 2 if method == "resample" else 1)
     n_sites = R * (T - 1)
     k = top_count(n_sites, top_frac)
     reference = rows[:mean_rows] if method == "mean" else None
     settings = _settings(
         lab, rows, reference, dict(
-            method=method, corpus=_describe_corpus(corpus), prepend_bos=prepend_bos,
+            method=method, corpus=describe_corpus(corpus), prepend_bos=prepend_bos,
             batch_rows=batch_rows, forward_rows=forward_rows, ae_batch_rows=ae_batch_rows,
             heads=all_heads, per_token=tok_heads, anti_erasure=ae_heads,
             anti_erasure_layer=ae_layer, n_top_neurons=n_top, thresholds=thresholds,
             top_frac=top_frac, top_k=k, n_sites=n_sites, clip=clip, scale=scale,
             fold_value_biases=fold_value_biases, seed=seed))
-    out = Path(out) if out is not None else None
-    state, done = store.resume_state(out, KIND, settings, overwrite, "rows_done")
-    if not state:
-        state = _empty_state(all_heads, tok_heads, ae_heads)
-
     opts = dict(method=method, scale=scale, fold_value_biases=fold_value_biases,
                 max_rows=forward_rows, seed=seed)
     if method == "resample":
         opts["sources"] = "shift"
     if method == "mean":
         opts["reference"] = reference
-    main_groups: dict[int, list[Head]] = {}
-    for h in all_heads:
-        if h not in ae_heads:
-            main_groups.setdefault(h.layer, []).append(h)
+    sweep = HeadSweep(settings, rows, all_heads, tok_heads, ae_heads, ae_layer, n_top,
+                      ae_batch_rows, opts, batch_bounds(R, batch_rows, 2 if method == "resample"
+                                                         else 1), f"head sweep ({lab.name}, {method})")
+    return run_sweep(lab, sweep, out=out, overwrite=overwrite, checkpoint_every=checkpoint_every,
+                     progress=progress, remote=remote)
 
-    def save(complete: bool):
-        if out is not None:
-            _write(out, state, settings, rows, done, complete)
 
-    bar = progress_bar(progress, R, done, f"head sweep ({lab.name}, {method})", "row")
-    checkpoint = Checkpointer(checkpoint_every)
-    with sweep_run(lab, remote, save, bar) as lab:
-        for start, end in iter_pending(bounds, done):
-            measured = _measure_batch(lab, rows[start:end], main_groups, ae_heads, ae_layer,
-                                      n_top, ae_batch_rows, opts)
-            state = _updated(state, measured, start, all_heads, tok_heads, ae_heads, k,
-                             clip, thresholds, shape.d_mlp)
-            done = end
-            bar.update(end - start)
-            if checkpoint.due():
-                save(complete=False)
-    return HeadSweepResult.from_state(state, settings, rows,
-                                      dict(rows_done=done, n_rows=R, complete=True))
+def check_batch_rows(batch_rows, method: str) -> int:
+    """Rows per batch: a whole number ≥ 1, ≥ 2 for resample ablation (row i ← row i+1)."""
+    if whole_number(batch_rows, "batch_rows") < (2 if method == "resample" else 1):
+        need = "2 for resample ablation (row i takes row i+1 of its batch)" \
+            if method == "resample" else "1"
+        raise InvalidInputError(f"batch_rows must be at least {need}, got {batch_rows}")
+    return int(batch_rows)
+
+
+class HeadSweep(Sweep):
+    """The R&N head sweep's units: batches of corpus rows, every head ablated alone."""
+
+    unit = "row"
+
+    def __init__(self, settings, rows, all_heads, tok_heads, ae_heads, ae_layer, n_top,
+                 ae_batch_rows, opts, bounds, label):
+        self.settings, self.rows, self.bounds, self.label = settings, rows, bounds, label
+        self.total = int(rows.shape[0])
+        self.all_heads, self.tok_heads, self.ae_heads = all_heads, tok_heads, ae_heads
+        self.ae_layer, self.n_top, self.ae_batch_rows, self.opts = ae_layer, n_top, \
+            ae_batch_rows, opts
+        self.main_groups: dict[int, list[Head]] = {}
+        for h in all_heads:
+            if h not in ae_heads:
+                self.main_groups.setdefault(h.layer, []).append(h)
+
+    def empty_state(self):
+        return _empty_state(self.all_heads, self.tok_heads, self.ae_heads)
+
+    def step(self, lab, state, start, end):
+        measured = _measure_batch(lab, self.rows[start:end], self.main_groups, self.ae_heads,
+                                  self.ae_layer, self.n_top, self.ae_batch_rows, self.opts)
+        s = self.settings
+        return _updated(state, measured, start, self.all_heads, self.tok_heads, self.ae_heads,
+                        s["top_k"], tuple(s["clip"]), s["thresholds"], s["d_mlp"])
+
+    def result(self, state, done, complete):
+        return HeadSweepResult.from_state(state, self.settings, self.rows,
+                                          HeadSweepResult.progress_of(done, self.total, complete))
 
 
 def _settings(lab, rows, reference, a: dict) -> dict:
@@ -255,11 +266,8 @@ def _settings(lab, rows, reference, a: dict) -> dict:
                              if a["fold_value_biases"] else "")
     k = a["top_k"]
     return dict(
-        model=lab.name, model_digest=store.model_digest(lab.hf_model), family=lab.adapter.family,
-        **({"source": lab.source} if lab.source else {}),  # GGUF-derived weights: file, quantization
-        n_layers=lab.shape.n_layers, n_heads=lab.shape.n_heads, d_mlp=lab.shape.d_mlp,
-        dtype=str(lab.hf_model.dtype).replace("torch.", ""),
-        method=a["method"], ablation=ablation, positions="all",
+        provenance(lab), n_layers=lab.shape.n_layers, n_heads=lab.shape.n_heads,
+        d_mlp=lab.shape.d_mlp, method=a["method"], ablation=ablation, positions="all",
         target="next token at every position", corpus=a["corpus"],
         corpus_digest=store.tensor_digest(rows), n_rows=int(rows.shape[0]),
         row_len=int(rows.shape[1]), prepend_bos=a["prepend_bos"], n_sites=a["n_sites"],
@@ -279,16 +287,6 @@ def _settings(lab, rows, reference, a: dict) -> dict:
         sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = SR' = ΔL + DE",
         versions=store.versions(),
     )
-
-
-def _describe_corpus(corpus) -> str:
-    if corpus is None:
-        return "nltk"
-    if isinstance(corpus, str):
-        return corpus if len(corpus) < 200 else corpus[:200] + "…"
-    if isinstance(corpus, torch.Tensor):
-        return f"token rows {tuple(corpus.shape)}"
-    return type(corpus).__name__
 
 
 def _empty_state(all_heads, tok_heads, ae_heads) -> dict[str, torch.Tensor]:
@@ -438,19 +436,9 @@ def summarise(state: dict, settings: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def _write(path: Path, state, settings, rows, done, complete) -> None:
-    tensors = {f"state/{k}": v for k, v in state.items()}
-    tensors.update(summarise(state, settings))
-    tensors["rows"] = rows.to(torch.int32)
-    header = {"kind": KIND, "format": store.FORMAT_VERSION, "settings": settings,
-              "progress": {"rows_done": done, "n_rows": int(rows.shape[0]),
-                           "complete": complete}}
-    store.write(path, tensors, header)
-
-
 # --- the result object ------------------------------------------------------------------
 @dataclass
-class HeadSweepResult:
+class HeadSweepResult(SweepResult):
     """A head sweep's summaries as labelled arrays, plus its raw state and settings.
 
     stats: "stat/<selection>/<quantity>/<statistic>" → [n_layers, n_heads] (NaN: not swept);
@@ -467,6 +455,7 @@ class HeadSweepResult:
     progress: dict = field(default_factory=dict)
 
     dims = ("layer", "head")
+    KIND, DONE_KEY, TOTAL_KEY, STAT_PREFIXES = KIND, "rows_done", "n_rows", ("stat/", "ae/")
 
     @classmethod
     def from_state(cls, state, settings, rows, progress) -> HeadSweepResult:
@@ -474,25 +463,15 @@ class HeadSweepResult:
                    progress=progress)
 
     @classmethod
-    def load(cls, path) -> HeadSweepResult:
-        """Load a result file (a finished sweep, or a partial one: see `complete`)."""
-        tensors, header = store.read(path, KIND)
-        state = store.saved_state(tensors)
-        stats = {k: v for k, v in tensors.items() if k.startswith(("stat/", "ae/"))}
-        return cls(stats=stats, state=state, rows=tensors["rows"].long(),
+    def from_file(cls, tensors, header) -> HeadSweepResult:
+        stats = {k: v for k, v in tensors.items() if k.startswith(cls.STAT_PREFIXES)}
+        return cls(stats=stats, state=store.saved_state(tensors), rows=tensors["rows"].long(),
                    settings=header["settings"], progress=header["progress"])
 
-    def save(self, path) -> None:
-        """Write the result file (atomically; fails if a sweep is writing it)."""
-        with store.locked(path):
-            _write(Path(path), self.state, self.settings, self.rows,
-                   self.progress.get("rows_done", 0), self.progress.get("complete", True))
+    def arrays(self) -> dict[str, torch.Tensor]:
+        return {**super().arrays(), "rows": self.rows.to(torch.int32)}
 
     # --- facts about the sweep ------------------------------------------------------
-    @property
-    def complete(self) -> bool:
-        return bool(self.progress.get("complete", False))
-
     @property
     def n_layers(self) -> int:
         return int(self.settings["n_layers"])
@@ -600,3 +579,6 @@ class HeadSweepResult:
         return (f"HeadSweepResult({s['model']}, {s['method']}, {len(self.heads)} heads, "
                 f"{s['n_rows']}×{s['row_len']} tokens, top {s['top_frac']:.0%} = {s['top_k']} "
                 f"sites, {state})")
+
+
+HeadSweep.result_type = HeadSweepResult

@@ -14,7 +14,6 @@ frozen scale; ``recomputed``: each run's own scale). Results stream to a resumab
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -24,7 +23,8 @@ from ..facts import load_facts
 from ..lab import SCALES
 from ..repair import downstream_masks
 from . import store
-from .common import Checkpointer, batch_bounds, iter_pending, progress_bar, sweep_run
+from .common import batch_bounds
+from .engine import Sweep, SweepResult, check_run_options, provenance, run_sweep
 from .remote import check_remote
 
 KIND = "layer_sweep"
@@ -48,7 +48,6 @@ def source_index(n_prompts: int, n_sources: int, seed: int) -> torch.Tensor:
     return index
 
 
-@store.holding_out_lock
 def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | None = None,
                  layers="all", kinds=KINDS, scales=SCALES, batch_prompts: int = 8,
                  forward_rows: int = 128, examples: int = 1, fold_value_biases: bool = True,
@@ -68,6 +67,9 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
     out / overwrite / checkpoint_every / remote / progress: as in `sweep_heads`.
     """
     shape = lab.shape
+    seed = check_run_options(checkpoint_every, seed)
+    if whole_number(batch_prompts, "batch_prompts") < 1:
+        raise InvalidInputError(f"batch_prompts must be at least 1, got {batch_prompts}")
     if whole_number(n_sources, "n_sources") < 1:
         raise InvalidInputError(
             f"n_sources must be at least 1 (resample sources per prompt; the paper uses 15), "
@@ -99,10 +101,7 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
     index = source_index(P, n_sources, seed)
     examples = min(examples, P)
     settings = dict(
-        model=lab.name, model_digest=store.model_digest(lab.hf_model), family=lab.adapter.family,
-        **({"source": lab.source} if lab.source else {}),  # GGUF-derived weights: file, quantization
-        n_layers=shape.n_layers, parallel=lab.adapter.parallel,
-        dtype=str(lab.hf_model.dtype).replace("torch.", ""),
+        provenance(lab), n_layers=shape.n_layers, parallel=lab.adapter.parallel,
         method="resample", positions="final", target="top (clean run's most likely token)",
         ablation=(f"resample at the final position from {n_sources} other prompts of the set "
                   f"(drawn per prompt with seed {seed}); effects averaged over sources"),
@@ -120,40 +119,50 @@ def sweep_layers(lab, prompts=None, *, n_sources: int = 15, n_prompts: int | Non
                             "parallel blocks: MLP j>m)",
             "scale": "clean: ablated DEs use the clean final-norm scale s; recomputed: s'"},
         versions=store.versions())
-    out = Path(out) if out is not None else None
-    state, done = store.resume_state(out, KIND, settings, overwrite, "prompts_done")
-    if not state:
-        state = _empty_state(P, len(ablations), shape.n_layers, scales, index, examples,
-                             n_sources)
-
-    def save(complete: bool):
-        if out is not None:
-            _write(out, state, settings, done, complete, lab)
-
     common = dict(method="resample", positions="final", target="top",
                   fold_value_biases=fold_value_biases, max_rows=forward_rows, seed=seed)
-    bounds = batch_bounds(P, batch_prompts)
-    ex_done = int(state["examples_done"])
-    bar = progress_bar(progress, P, done, f"layer sweep ({lab.name})", "prompt")
-    checkpoint = Checkpointer(checkpoint_every)
-    with sweep_run(lab, remote, save, bar) as lab:
-        for start, end in iter_pending(bounds, done):
-            chunk = texts[start:end]
-            sources = [[texts[j] for j in index[i]] for i in range(start, end)]
-            state = _fill(state, start, end, lab.measure_scales(
-                chunk, ablations, scales, sources=sources, **common))
-            done = end
-            bar.update(end - start)
-            if checkpoint.due():
-                save(complete=False)
-        for e in range(ex_done, examples):
+    sweep = LayerSweep(lab.tokenizer, settings, texts, ablations, scales, index, examples,
+                       n_sources, common, batch_bounds(P, batch_prompts), shape.n_layers,
+                       f"layer sweep ({lab.name})")
+    return run_sweep(lab, sweep, out=out, overwrite=overwrite, checkpoint_every=checkpoint_every,
+                     progress=progress, remote=remote)
+
+
+class LayerSweep(Sweep):
+    """The Hydra layer sweep's units: batches of prompts, every layer ablated alone; then
+    every source kept separately for the first `examples` prompts."""
+
+    unit = "prompt"
+
+    def __init__(self, tokenizer, settings, texts, ablations, scales, index, examples,
+                 n_sources, options, bounds, n_layers, label):
+        self.tokenizer, self.settings, self.texts = tokenizer, settings, texts
+        self.ablations, self.scales, self.index = ablations, scales, index
+        self.examples, self.n_sources, self.options = examples, n_sources, options
+        self.bounds, self.n_layers, self.label = bounds, n_layers, label
+        self.total = len(texts)
+
+    def empty_state(self):
+        return _empty_state(self.total, len(self.ablations), self.n_layers, self.scales,
+                            self.index, self.examples, self.n_sources)
+
+    def step(self, lab, state, start, end):
+        sources = [[self.texts[j] for j in self.index[i]] for i in range(start, end)]
+        return _fill(state, start, end, lab.measure_scales(
+            self.texts[start:end], self.ablations, self.scales, sources=sources,
+            **self.options))
+
+    def finish(self, lab, state):
+        for e in range(int(state["examples_done"]), self.examples):
             state = _fill_example(state, e, lab.measure_scales(
-                [texts[e]] * n_sources, ablations, scales,
-                sources=[[texts[j]] for j in index[e]], **common))
-            if checkpoint.due():
-                save(complete=False)
-    return LayerSweepResult.from_state(state, settings, dict(prompts_done=done, n_prompts=P,
-                                                             complete=True), lab)
+                [self.texts[e]] * self.n_sources, self.ablations, self.scales,
+                sources=[[self.texts[j]] for j in self.index[e]], **self.options))
+            yield state
+
+    def result(self, state, done, complete):
+        return LayerSweepResult.from_state(
+            state, self.settings, LayerSweepResult.progress_of(done, self.total, complete),
+            self.tokenizer)
 
 
 def _empty_state(P, A, L, scales, index, examples, K) -> dict[str, torch.Tensor]:
@@ -261,21 +270,9 @@ def _sign(x, y) -> float:
     return 1.0 if ((x - x.mean()) * (y - y.mean())).sum() >= 0 else -1.0
 
 
-def _write(path: Path, state, settings, done, complete, lab=None) -> None:
-    tensors = {f"state/{k}": v for k, v in state.items()}
-    tensors.update(summarise(state, settings))
-    header = {"kind": KIND, "format": store.FORMAT_VERSION, "settings": settings,
-              "progress": {"prompts_done": done, "n_prompts": settings["n_prompts"],
-                           "complete": complete}}
-    if lab is not None:
-        ids = state["target"].tolist()
-        header["target_tokens"] = [lab.tokenizer.decode([t]) if t >= 0 else None for t in ids]
-    store.write(path, tensors, header)
-
-
 # --- the result object ------------------------------------------------------------------
 @dataclass
-class LayerSweepResult:
+class LayerSweepResult(SweepResult):
     """A layer sweep as labelled arrays.
 
     Per prompt p and ablation a (a indexes `ablations`, e.g. ["attn0", .., "mlp0", ..]):
@@ -292,34 +289,26 @@ class LayerSweepResult:
     progress: dict = field(default_factory=dict)
     target_tokens: list = field(default_factory=list)
 
+    KIND, DONE_KEY, TOTAL_KEY, STAT_PREFIXES = KIND, "prompts_done", "n_prompts", ("stat/",)
+
     @classmethod
-    def from_state(cls, state, settings, progress, lab=None) -> LayerSweepResult:
+    def from_state(cls, state, settings, progress, tokenizer=None) -> LayerSweepResult:
         tokens = []
-        if lab is not None:
-            tokens = [lab.tokenizer.decode([t]) if t >= 0 else None
+        if tokenizer is not None:
+            tokens = [tokenizer.decode([t]) if t >= 0 else None
                       for t in state["target"].tolist()]
         return cls(state=state, stats=summarise(state, settings), settings=settings,
                    progress=progress, target_tokens=tokens)
 
     @classmethod
-    def load(cls, path) -> LayerSweepResult:
-        tensors, header = store.read(path, KIND)
-        state = store.saved_state(tensors)
-        stats = {k: v for k, v in tensors.items() if k.startswith("stat/")}
-        return cls(state=state, stats=stats, settings=header["settings"],
-                   progress=header["progress"], target_tokens=header.get("target_tokens", []))
+    def from_file(cls, tensors, header) -> LayerSweepResult:
+        res = cls(state=store.saved_state(tensors), settings=header["settings"],
+                  stats={k: v for k, v in tensors.items() if k.startswith(cls.STAT_PREFIXES)},
+                  progress=header["progress"], target_tokens=header.get("target_tokens", []))
+        return res
 
-    def save(self, path) -> None:
-        tensors = {f"state/{k}": v for k, v in self.state.items()}
-        tensors.update(summarise(self.state, self.settings))
-        header = {"kind": KIND, "format": store.FORMAT_VERSION, "settings": self.settings,
-                  "progress": self.progress, "target_tokens": self.target_tokens}
-        with store.locked(path):
-            store.write(path, tensors, header)
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.progress.get("complete", False))
+    def header(self) -> dict:
+        return {**super().header(), "target_tokens": self.target_tokens}
 
     @property
     def ablations(self) -> list[str]:
@@ -407,3 +396,6 @@ def hydra_sources(lab, prompt: str, ablation, sources: list[str], *, scale: str 
     return lab.measure([prompt] * len(sources), ablation, method="resample",
                        sources=[[s] for s in sources], positions="final", target="top",
                        scale=scale, fold_value_biases=fold_value_biases)
+
+
+LayerSweep.result_type = LayerSweepResult

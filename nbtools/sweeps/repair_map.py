@@ -28,28 +28,23 @@ batched forward passes). Results stream to a resumable, atomically written file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
+from ..ablation import METHODS
 from ..components import AttnLayer, Head, MLPLayer, parse_component
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, whole_number
 from ..facts import load_facts
 from ..lab import SCALES
 from . import store
-from .common import (
-    Checkpointer,
-    batch_bounds,
-    iter_pending,
-    parse_heads,
-    progress_bar,
-    sweep_run,
-)
-from .heads import METHODS, _describe_corpus
+from .common import batch_bounds, parse_heads
+from .engine import Sweep, SweepResult, check_run_options, provenance, run_sweep
+from .heads import check_batch_rows
 from .layers import source_index
 from .remote import check_remote
-from .rows import corpus_rows
+from .rows import corpus_rows, describe_corpus
 from .topk import merge_topk, top_count
 
 KIND = "repair_map"
@@ -74,6 +69,9 @@ def parse_rows(spec, shape) -> list:
         if spec != "heads":
             out += [AttnLayer(i) for i in range(L)] + [MLPLayer(i) for i in range(L)]
         return sorted(out, key=_row_order)
+    if not isinstance(spec, str | list | tuple):
+        raise InvalidInputError(f"rows must be 'heads', 'layers', 'all' or a list of components "
+                                f"such as ['9.6', '3.*', 'attn3', 'mlp5'], not {spec!r}")
     items = [s for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
     if not items:
         raise InvalidInputError("no rows to map: name heads, 'heads', 'layers' or 'all'")
@@ -105,13 +103,14 @@ def column_labels(n_layers: int, n_heads: int) -> list[str]:
     return [*cols, "LN"]
 
 
-def _columns(m) -> torch.Tensor:
-    """Every column's ΔDE at each site of one Measurement, [N, L·(H+1) + 1] float64."""
+def map_columns(m) -> torch.Tensor:
+    """Every column's ΔDE at each site of one Measurement, [N, L·(H+1) + 1] float64 (the
+    columns of `column_labels`)."""
     per_layer = torch.cat([m.head_delta_de, m.mlp_delta_de[..., None]], dim=-1)
     return torch.cat([per_layer.flatten(1), m.sr_ln[:, None]], dim=1).double()
 
 
-def _own_columns(comp, n_layers: int, n_heads: int) -> torch.Tensor:
+def own_columns(comp, n_layers: int, n_heads: int) -> torch.Tensor:
     """Bool [C]: the columns of the ablated component itself (NaN in the map)."""
     own = torch.zeros(n_layers, n_heads + 1, dtype=torch.bool)
     if isinstance(comp, Head):
@@ -159,6 +158,7 @@ def repair_map(lab, data=None, *, protocol: str = "rn", rows="heads", method: st
     Returns a `RepairMapResult`.
     """
     shape = lab.shape
+    seed = check_run_options(checkpoint_every, seed)
     if protocol not in PROTOCOLS:
         raise InvalidInputError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     if scale not in SCALES:
@@ -169,12 +169,14 @@ def repair_map(lab, data=None, *, protocol: str = "rn", rows="heads", method: st
         raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if not 0 < top_frac <= 1:
         raise InvalidInputError(f"top_frac must be in (0, 1], got {top_frac}")
+    if protocol == "rn":
+        check_batch_rows(batch_rows, method)
+    elif whole_number(batch_prompts, "batch_prompts") < 1:
+        raise InvalidInputError(f"batch_prompts must be at least 1, got {batch_prompts}")
     remote = check_remote(remote)
     comps = parse_rows(rows, shape)
-    common = dict(model=lab.name, model_digest=store.model_digest(lab.hf_model),
-                  family=lab.adapter.family, n_layers=shape.n_layers, n_heads=shape.n_heads,
-                  dtype=str(lab.hf_model.dtype).replace("torch.", ""), protocol=protocol,
-                  method=method, rows=[str(c) for c in comps],
+    common = dict(provenance(lab), n_layers=shape.n_layers, n_heads=shape.n_heads,
+                  protocol=protocol, method=method, rows=[str(c) for c in comps],
                   columns=column_labels(shape.n_layers, shape.n_heads),
                   forward_rows=forward_rows, scale=scale, fold_value_biases=fold_value_biases,
                   centred=True, seed=seed, row_quantities=ROW_QUANTITIES,
@@ -189,36 +191,54 @@ def repair_map(lab, data=None, *, protocol: str = "rn", rows="heads", method: st
     else:
         plan = _hydra_plan(lab, data, n_prompts, n_sources, batch_prompts, forward_rows,
                            scale, fold_value_biases, seed, common)
-    settings = plan["settings"]
-    out = Path(out) if out is not None else None
-    state, done = store.resume_state(out, KIND, settings, overwrite, "done")
-    if not state:
-        state = _empty_state(len(comps), len(settings["columns"]), settings["selections"])
+    sweep = RepairMapSweep(plan, comps, shape, f"repair map ({lab.name}, {protocol})",
+                           "row" if protocol == "rn" else "prompt")
+    return run_sweep(lab, sweep, out=out, overwrite=overwrite, checkpoint_every=checkpoint_every,
+                     progress=progress, remote=remote)
 
-    def save(complete: bool):
-        if out is not None:
-            _write(out, state, settings, done, complete)
 
-    groups: dict[int, list] = {}
-    for c in comps:
-        groups.setdefault(c.layer, []).append(c)
-    own = torch.stack([_own_columns(c, shape.n_layers, shape.n_heads) for c in comps])
-    total = plan["n_items"]
-    unit = "row" if protocol == "rn" else "prompt"
-    bar = progress_bar(progress, total, done, f"repair map ({lab.name}, {protocol})", unit)
-    checkpoint = Checkpointer(checkpoint_every)
-    with sweep_run(lab, remote, save, bar) as lab:
-        if "condensed" in settings["selections"] and not bool(state["select_done"]):
-            state = _select(lab, plan, comps, state)
-            save(complete=False)
-        for start, end in iter_pending(plan["bounds"], done):
-            state = _accumulate(lab, plan, comps, groups, own, state, start, end)
-            done = end
-            bar.update(end - start)
-            if checkpoint.due():
-                save(complete=False)
-    return RepairMapResult.from_state(state, settings, dict(done=done, total=total,
-                                                            complete=True))
+@dataclass
+class Plan:
+    """A protocol's data: the settings, the batches ([start, end) item ranges), the number
+    of items, the condensed selection's k (None: no condensed selection), `batch(start, end)`
+    → (the measured prompts or rows, Lab.measure_many options), and `site_id(m, start)` → a
+    global id for each site of a Measurement of batch `start`."""
+
+    settings: dict
+    bounds: list
+    n_items: int
+    k: int | None
+    batch: Callable
+    site_id: Callable
+
+
+class RepairMapSweep(Sweep):
+    """The repair map's units: batches of rows (or prompts), every row component ablated
+    alone in per-layer groups; first, for the condensed selection, a pass of clean runs."""
+
+    def __init__(self, plan: Plan, comps, shape, label: str, unit: str):
+        self.plan, self.comps, self.label, self.unit = plan, comps, label, unit
+        self.settings, self.bounds, self.total = plan.settings, plan.bounds, plan.n_items
+        self.groups: dict[int, list] = {}
+        for c in comps:
+            self.groups.setdefault(c.layer, []).append(c)
+        self.own = torch.stack([own_columns(c, shape.n_layers, shape.n_heads) for c in comps])
+
+    def empty_state(self):
+        return _empty_state(len(self.comps), len(self.settings["columns"]),
+                            self.settings["selections"])
+
+    def prepare(self, lab, state):
+        if "condensed" in self.settings["selections"] and not bool(state["select_done"]):
+            return _select(lab, self.plan, self.comps, state)
+        return None
+
+    def step(self, lab, state, start, end):
+        return _accumulate(lab, self.plan, self.comps, self.groups, self.own, state, start, end)
+
+    def result(self, state, done, complete):
+        return RepairMapResult.from_state(
+            state, self.settings, RepairMapResult.progress_of(done, self.total, complete))
 
 
 def _rn_plan(lab, corpus, comps, method, row_len, n_rows, top_frac, batch_rows, mean_rows,
@@ -244,11 +264,11 @@ def _rn_plan(lab, corpus, comps, method, row_len, n_rows, top_frac, batch_rows, 
         ablation = (f"mean over the {int(reference.numel())} tokens of the corpus' first "
                     f"{reference.shape[0]} rows")
     else:
-        ablation = "zero" + (" (heads: their value bias b_V, folded convention)"
-                             if fold_value_biases else "")
+        ablation = "zero" + (" (heads: their value constant c_h = β₁·W_V + b_V, folded "
+                             "convention)" if fold_value_biases else "")
     settings = dict(
         common, ablation=ablation, positions="all", target="next token at every position",
-        corpus=_describe_corpus(corpus), corpus_digest=store.tensor_digest(ids),
+        corpus=describe_corpus(corpus), corpus_digest=store.tensor_digest(ids),
         n_rows=R, row_len=T, prepend_bos=prepend_bos, n_sites=n_sites, batch_rows=batch_rows,
         mean_rows=int(reference.shape[0]) if reference is not None else None,
         top_frac=top_frac, top_k=k, selections=list(SELECTIONS),
@@ -256,7 +276,7 @@ def _rn_plan(lab, corpus, comps, method, row_len, n_rows, top_frac, batch_rows, 
                    f"the ablated component's clean DE over the whole corpus (k = {k}); "
                    "all: every site"))
     bounds = batch_bounds(R, batch_rows, 2 if method == "resample" else 1)
-    return dict(settings=settings, bounds=bounds, n_items=R, k=k,
+    return Plan(settings=settings, bounds=bounds, n_items=R, k=k,
                 batch=lambda s, e: (ids[s:e], opts),
                 site_id=lambda m, s: (m.rows + s) * (T - 1) + m.positions)
 
@@ -287,7 +307,7 @@ def _hydra_plan(lab, prompts, n_prompts, n_sources, batch_prompts, forward_rows,
         sources = [[texts[j] for j in index[i]] for i in range(s, e)]
         return texts[s:e], dict(opts, sources=sources)
 
-    return dict(settings=settings, bounds=batch_bounds(P, batch_prompts), n_items=P,
+    return Plan(settings=settings, bounds=batch_bounds(P, batch_prompts), n_items=P, k=None,
                 batch=make_batch, site_id=lambda m, s: m.rows + s)
 
 
@@ -302,20 +322,16 @@ def _empty_state(S: int, C: int, selections) -> dict[str, torch.Tensor]:
 
 
 def _select(lab, plan, comps, state) -> dict:
-    """First pass (condensed selection): each row's top-k sites by clean DE, from clean runs.
-
-    The clean DEs do not depend on the ablation; one zero-ablation of the last MLP layer
-    per batch reads them for every component at the cost of one layer's forward pass.
-    """
-    last = MLPLayer(lab.shape.n_layers - 1)
+    """First pass (condensed selection): each row's top-k sites by clean DE, from clean
+    runs alone (`Lab.measure_clean`; the clean DEs do not depend on the ablation)."""
     buf = None
-    for start, end in plan["bounds"]:
-        ids, opts = plan["batch"](start, end)
-        clean_opts = {k: v for k, v in opts.items() if k not in ("sources", "reference")}
-        m = lab.measure_many(ids, [last], **dict(clean_opts, method="zero"))[0]
+    for start, end in plan.bounds:
+        ids, opts = plan.batch(start, end)
+        m = lab.measure_clean(ids, target="next", fold_value_biases=opts["fold_value_biases"],
+                              top_k=1)
         keys = _clean_keys(m, comps)
-        sites = plan["site_id"](m, start).expand_as(keys)
-        buf = merge_topk(buf, {"direct_effect": keys, "site": sites}, plan["k"], "direct_effect")
+        sites = plan.site_id(m, start).expand_as(keys)
+        buf = merge_topk(buf, {"direct_effect": keys, "site": sites}, plan.k, "direct_effect")
     new = dict(state)
     new["select/site"] = buf["site"]
     new["select/direct_effect"] = buf["direct_effect"]
@@ -326,19 +342,19 @@ def _select(lab, plan, comps, state) -> dict:
 def _accumulate(lab, plan, comps, groups, own, state, start, end) -> dict:
     """A new state with one batch folded in (per-layer groups through `measure_many`)."""
     new = {k: v.clone() if v.dim() else v for k, v in state.items()}
-    ids, opts = plan["batch"](start, end)
+    ids, opts = plan.batch(start, end)
     index = {c: i for i, c in enumerate(comps)}
     for layer in sorted(groups):
         for c, m in zip(groups[layer], lab.measure_many(ids, groups[layer], **opts), strict=True):
             i = index[c]
-            cols = _columns(m)
+            cols = map_columns(m)
             cols[:, own[i]] = 0.0
             q = {"direct_effect": m.direct_effect, "delta_logit": m.delta_logit,
                  "self_repair": m.self_repair,
                  "own_delta_de": m.direct_effect_ablated - m.direct_effect}
             masks = {"all": torch.ones(cols.shape[0], dtype=torch.bool)}
             if "select/site" in new:
-                masks["condensed"] = torch.isin(plan["site_id"](m, start), new["select/site"][i])
+                masks["condensed"] = torch.isin(plan.site_id(m, start), new["select/site"][i])
             for sel, keep in masks.items():
                 new[f"{sel}/n"][i] += int(keep.sum())
                 new[f"{sel}/sum"][i] += cols[keep].sum(0)
@@ -353,7 +369,7 @@ def summarise(state: dict, settings: dict) -> dict[str, torch.Tensor]:
     "row/<selection>/<quantity>" [S] means over the sites done so far."""
     L, H = settings["n_layers"], settings["n_heads"]
     comps = [parse_component(r) for r in settings["rows"]]
-    own = torch.stack([_own_columns(c, L, H) for c in comps])
+    own = torch.stack([own_columns(c, L, H) for c in comps])
     out = {}
     for sel in settings["selections"]:
         n = state[f"{sel}/n"].double()
@@ -366,21 +382,9 @@ def summarise(state: dict, settings: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def _write(path: Path, state, settings, done, complete) -> None:
-    tensors = {f"state/{k}": v for k, v in state.items()}
-    tensors.update(summarise(state, settings))
-    header = {"kind": KIND, "format": store.FORMAT_VERSION, "settings": settings,
-              "progress": {"done": done, "total": _total(settings), "complete": complete}}
-    store.write(path, tensors, header)
-
-
-def _total(settings) -> int:
-    return int(settings["n_rows"] if settings["protocol"] == "rn" else settings["n_prompts"])
-
-
 # --- the result object ------------------------------------------------------------------
 @dataclass
-class RepairMapResult:
+class RepairMapResult(SweepResult):
     """A repair map as labelled arrays.
 
     stats: "map/<selection>" [S, C] mean ΔDE (rows = `rows`, columns = `columns`, NaN at
@@ -394,28 +398,12 @@ class RepairMapResult:
     settings: dict
     progress: dict = field(default_factory=dict)
 
+    KIND, DONE_KEY, TOTAL_KEY, STAT_PREFIXES = KIND, "done", "total", ("map/", "row/")
+
     @classmethod
     def from_state(cls, state, settings, progress) -> RepairMapResult:
         return cls(stats=summarise(state, settings), state=state, settings=settings,
                    progress=progress)
-
-    @classmethod
-    def load(cls, path) -> RepairMapResult:
-        """Load a result file (a finished map, or a partial one: see `complete`)."""
-        tensors, header = store.read(path, KIND)
-        state = store.saved_state(tensors)
-        stats = {k: v for k, v in tensors.items() if k.startswith(("map/", "row/"))}
-        return cls(stats=stats, state=state, settings=header["settings"],
-                   progress=header["progress"])
-
-    def save(self, path) -> None:
-        """Write the result file (atomically)."""
-        _write(Path(path), self.state, self.settings, self.progress.get("done", 0),
-               self.progress.get("complete", True))
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.progress.get("complete", False))
 
     @property
     def rows(self) -> list[str]:
@@ -522,3 +510,6 @@ class RepairMapResult:
                 else f"{s['n_prompts']} prompts × {s['n_sources']} sources")
         return (f"RepairMapResult({s['model']}, {s['protocol']}, {s['method']}, "
                 f"{len(self.rows)} × {len(self.columns)}, {data}, {state})")
+
+
+RepairMapSweep.result_type = RepairMapResult

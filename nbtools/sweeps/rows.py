@@ -121,3 +121,13 @@ def corpus_rows(tokenizer, corpus, row_len: int = 128, max_rows: int | None = No
             f"the corpus has fewer than {body} tokens: not one full row of row_len={row_len}{hint}")
     return torch.tensor(rows, dtype=torch.long)
 
+
+def describe_corpus(corpus) -> str:
+    """How a result file names the corpus a sweep read (short)."""
+    if corpus is None:
+        return "nltk"
+    if isinstance(corpus, str):
+        return corpus if len(corpus) < 200 else corpus[:200] + "…"
+    if isinstance(corpus, torch.Tensor):
+        return f"token rows {tuple(corpus.shape)}"
+    return type(corpus).__name__

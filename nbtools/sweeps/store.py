@@ -13,7 +13,6 @@ writer of the same file fails at once instead of overwriting the first one's res
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -211,17 +210,6 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
     own = os.fstat(fd)
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
-
-
-def holding_out_lock(sweep):
-    """Decorator: run a sweep function holding the lock of its `out=` file for the whole run."""
-
-    @functools.wraps(sweep)
-    def wrapper(*args, out=None, **kwargs):
-        with locked(out):
-            return sweep(*args, out=out, **kwargs)
-
-    return wrapper
 
 
 def saved_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

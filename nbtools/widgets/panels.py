@@ -283,12 +283,12 @@ def map_rows(measurements, components, n_layers: int, n_heads: int, site: int = 
     """One repair-map row per single-component ablation: every column's ΔDE at `site` (each
     head and MLP layer by layer, then the final norm's SR_LN; the columns of
     `sweeps.repair_map`), None at the ablated component's own cell. A row sums to its SR."""
-    from ..sweeps.repair_map import _columns, _own_columns
+    from ..sweeps.repair_map import map_columns, own_columns
 
     out = []
     for m, comp in zip(measurements, components, strict=True):
-        row = _columns(m)[site]
-        row[_own_columns(comp, n_layers, n_heads)] = float("nan")
+        row = map_columns(m)[site]
+        row[own_columns(comp, n_layers, n_heads)] = float("nan")
         out.append(nums(row))
     return out
 
