@@ -303,6 +303,33 @@ def test_errors_show_in_the_widget_and_mark_the_panels_stale(session, lab):
     assert session["errors"] == []
 
 
+GRID_TOKENS_OPACITY = """() => [".nbx-grid", ".nbx-tokens-box"].map((s) =>
+    Number(getComputedStyle(document.querySelector(".nbx-explorer " + s)).opacity))"""
+
+
+def test_an_empty_prompt_marks_the_grid_and_tokens_stale_too(session, lab):
+    """The token strip and the grid still show the last good prompt after an empty one: they
+    are marked with the result panels (they were left looking current)."""
+    page = session["page"]
+    wait_settled(page)
+    assert page.evaluate(GRID_TOKENS_OPACITY) == [1.0, 1.0]
+    box = '.nbx-explorer [data-nb="prompt-input"]'
+    page.click('.nbx-explorer [data-nb="edit-prompt"]')
+    page.fill(box, "")
+    page.press(box, "Enter")
+    wait_settled(page)
+    assert "empty" in page.text_content('.nbx-explorer [data-nb="error"]')
+    assert page.get_attribute(".nbx-explorer", "data-outdated") == "1"
+    assert all(x < 0.5 for x in page.evaluate(GRID_TOKENS_OPACITY))
+    page.click('.nbx-explorer [data-nb="edit-prompt"]')
+    page.fill(box, PROMPT)
+    page.press(box, "Enter")
+    wait_settled(page)
+    assert page.text_content('.nbx-explorer [data-nb="error"]') == ""
+    assert page.evaluate(GRID_TOKENS_OPACITY) == [1.0, 1.0]
+    assert session["errors"] == []
+
+
 def test_a_click_held_through_a_redraw_registers(session, lab):
     """Press 60 ms after the previous click, hold while that click's result redraws the
     grid (at least 120 ms): the cells are updated in place, so the click still lands."""

@@ -177,7 +177,7 @@ class Explorer(NbWidget):
             return []
         comps = parse_components(ablate)
         check_components(comps, self.lab.shape)
-        return [_ui_name(c) for c in comps]
+        return [str(c) for c in comps]  # the grid's names: "L3H1", "attn3", "mlp3:1,2"
 
     def _str_tokens(self, prompt: str, what: str = "prompt") -> list[str]:
         """The prompt's tokens; errors speak of one prompt, not of a batch."""
@@ -378,7 +378,7 @@ class Explorer(NbWidget):
                 "tokens": self.tokens, "dpi": 72}
 
     def _on_static_png(self, png: bytes) -> None:
-        self._show_static(png, getattr(self, "_pending_static_seq", None))
+        self._show_static(png, self._pending_static_seq)
 
     def _on_static_error(self, message: str) -> None:
         self.error = "static image: " + message
@@ -496,7 +496,7 @@ class Explorer(NbWidget):
         msg = _one_prompt(str(exc)) if isinstance(exc, NbtoolsError) else \
             f"{type(exc).__name__}: {exc}"
         what = {"measure": "", "sweep": "self-repair sweep: ", "export": "export: ",
-                "attention": "attention pattern: "}.get(kind, "")
+                "attention": "attention pattern: ", "tokens": "token colours: "}.get(kind, "")
         self.error = what + msg
 
     # --- jobs (worker thread only) --------------------------------------------------------
@@ -730,11 +730,6 @@ def _one_prompt(message: str, what: str = "prompt") -> str:
     """An engine message about a batch ("prompt 0 is empty") for the Explorer's one prompt."""
     message = re.sub(r"\bprompt 0 (is|has)\b", rf"the {what} \1", message)
     return re.sub(r"\bevery prompt has\b", f"the {what} has", message)
-
-
-def _ui_name(c) -> str:
-    """The grid's name for a component ("L3H1", "attn3", "mlp3", "mlp3:1,2")."""
-    return str(c)
 
 
 def _key(state: dict, target_id: int, pos: int, minus: int | None = None) -> str:

@@ -3,7 +3,8 @@
 Each job has a *kind* ("measure", "sweep", ...). Submitting a job replaces any pending job
 of the same kind, so a burst of clicks leaves one pending measurement — the newest — and
 never queues stale work. Lower priority numbers run first; a job may be delayed (run only
-after `delay` seconds without being replaced), which is how idle-time work is scheduled.
+after `delay` seconds without being replaced; the Explorer submits everything at once and
+leaves idle-time drawing to its static-fallback renderer).
 """
 
 from __future__ import annotations
