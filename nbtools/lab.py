@@ -335,8 +335,10 @@ class Lab:
                                    positions, sources, n_sources, reference, seed,
                                    fold_value_biases)
         # --- everything validated; forward passes start here ---
+        # (a cache of the clean prefix is a full-attention cache: not for sliding windows)
         suffix = (plan_suffix(batch, pos_mask, sites.rows, sites.positions)
-                  if suffix_reuse and not clean_only else None)
+                  if suffix_reuse and not clean_only and not self.adapter.sliding_window
+                  else None)
         groups = list(self._groups(specs, source.n_sources * batch.size, max_rows))
         options = dict(fold=fold_value_biases, centred=centred, neurons=neurons,
                        logprobs=logprobs, top_k=top_k)

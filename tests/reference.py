@@ -5,8 +5,10 @@ Written from the shared ``SPEC.md`` and the installed ``transformers`` sources o
 Speed is irrelevant here; every step is meant to be obviously correct.
 
 Supported model classes: ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM`` (parallel and sequential
-residual), ``LlamaForCausalLM`` (incl. grouped-query attention and ``attention_bias``) and
-``Qwen2ForCausalLM`` (Llama layout, value biases).
+residual), ``LlamaForCausalLM`` (incl. grouped-query attention and ``attention_bias``),
+``Qwen2ForCausalLM`` (Llama layout, value biases) and ``Gemma2ForCausalLM`` /
+``Gemma3ForCausalLM`` (sandwich norms, SPEC §7: every branch write at its clean branch scale,
+the branch norms' rescaling collected in ``sr_branch``; logits before the Gemma 2 softcap).
 
 Each head's value constant ``c[h]`` (what ``z_h`` carries whatever the head attends to) is
 *measured*, not derived from weights: one forward pass in which every pre-attention norm
@@ -37,6 +39,10 @@ from transformers import (
     GPT2LMHeadModel,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     Qwen2Config,
@@ -44,8 +50,8 @@ from transformers import (
 )
 from transformers.pytorch_utils import Conv1D
 
-__all__ = ["make_gpt2", "make_llama", "make_neox", "make_qwen2", "reference_measure",
-           "value_constants"]
+__all__ = ["make_gemma", "make_gpt2", "make_llama", "make_neox", "make_qwen2",
+           "reference_measure", "value_constants"]
 
 # ----------------------------------------------------------------------------------------------
 # Small random-initialised models
@@ -148,6 +154,27 @@ def make_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
     return _randomise(Qwen2ForCausalLM(config), seed)
 
 
+def make_gemma(version: int = 3, seed: int = 0):
+    """A 4-layer Gemma 2 or 3 with random weights (norm weights too, so every branch norm
+    rescales): GQA 4:1, sliding-window layers (window 4) alternating with global ones,
+    head_dim ≠ d_model / heads; Gemma 2 with its logit (30) and attention (50) softcaps."""
+    torch.manual_seed(seed)
+    common = dict(vocab_size=VOCAB, hidden_size=D_MODEL, intermediate_size=D_MLP,
+                  num_hidden_layers=N_LAYER, num_attention_heads=N_HEAD, num_key_value_heads=1,
+                  head_dim=24, max_position_embeddings=N_POS, sliding_window=4,
+                  layer_types=["sliding_attention", "full_attention"] * (N_LAYER // 2),
+                  attention_dropout=0.0)
+    if version == 2:
+        model = Gemma2ForCausalLM(Gemma2Config(**common, final_logit_softcapping=30.0,
+                                               attn_logit_softcapping=50.0))
+    else:
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**common))
+    model = _randomise(model, seed)
+    with torch.no_grad():  # the tied unembedding: logits of a few units, as in a real model
+        model.model.embed_tokens.weight.mul_(0.2)
+    return model
+
+
 # ----------------------------------------------------------------------------------------------
 # Architecture description: module paths and weights, read from the transformers source
 # ----------------------------------------------------------------------------------------------
@@ -206,10 +233,26 @@ class _Arch:
             self.attn_norm = [b.input_layernorm for b in blocks]
             self.head_dim = blocks[0].self_attn.head_dim
             self.parallel = False
+        elif isinstance(model, Gemma2ForCausalLM | Gemma3ForCausalLM):
+            base = model.model
+            blocks = list(base.layers)
+            self.embeds = [base.embed_tokens]  # its output is already × √d_model
+            self.final_norm = base.norm
+            self.attn_proj = [b.self_attn.o_proj for b in blocks]
+            self.mlp = [b.mlp for b in blocks]
+            self.mlp_down = [b.mlp.down_proj for b in blocks]
+            self.attn_norm = [b.input_layernorm for b in blocks]
+            self.head_dim = blocks[0].self_attn.head_dim
+            self.parallel = False
+            # sandwich norms: y = (1 + w) ⊙ o / sqrt(mean(o²) + eps) on each branch output
+            self.attn_branch = [b.post_attention_layernorm for b in blocks]
+            self.mlp_branch = [b.post_feedforward_layernorm for b in blocks]
         else:
             raise TypeError(f"reference does not support {type(model).__name__}")
 
         self.n_layers = len(self.attn_proj)
+        self.lm_head = model.get_output_embeddings()
+        self.gemma = hasattr(self, "attn_branch")  # Gemma stores each norm's weight − 1
         self.is_rms = not isinstance(self.final_norm, nn.LayerNorm)
         eps = getattr(self.final_norm, "eps", None)
         if eps is None:
@@ -234,7 +277,7 @@ class _Arch:
         W_U = lm_head.weight.detach().to(f64).T  # [d, V]
         vocab = W_U.shape[1]
         b_U = _bias_or_zeros(lm_head, vocab).to(f64)
-        gamma = self.final_norm.weight.detach().to(f64)
+        gamma = self.final_norm.weight.detach().to(f64) + (1.0 if self.gemma else 0.0)
         W_U_hat = gamma[:, None] * W_U
         b_U_hat = b_U.clone()
         beta = getattr(self.final_norm, "bias", None)
@@ -318,6 +361,9 @@ def _forward(model, arch: _Arch, ids, mask, edits=None) -> dict:
     def norm_hook(module, args):
         rec["resid"] = args[0].detach().clone()
 
+    def logits_hook(module, args, output):  # before any softcap (Gemma 2)
+        rec["logits"] = output.detach().clone()
+
     handles = []
     try:
         for i, emb in enumerate(arch.embeds):
@@ -328,12 +374,12 @@ def _forward(model, arch: _Arch, ids, mask, edits=None) -> dict:
             handles.append(arch.mlp_down[layer].register_forward_pre_hook(pre_hook("act", layer)))
             handles.append(arch.mlp[layer].register_forward_hook(out_hook("mlp_out", layer)))
         handles.append(arch.final_norm.register_forward_pre_hook(norm_hook))
+        handles.append(arch.lm_head.register_forward_hook(logits_hook))
         with torch.no_grad():
-            out = model(input_ids=ids, attention_mask=mask)
+            model(input_ids=ids, attention_mask=mask)
     finally:
         for h in handles:
             h.remove()
-    rec["logits"] = out.logits.detach().clone()
     B, T = ids.shape
     for i, e in enumerate(rec["embed"]):  # GPT-2's wpe output is [1, T, d]
         rec["embed"][i] = e.expand(B, T, e.shape[-1])
@@ -521,6 +567,32 @@ def _site_vectors(rec, arch: _Arch, sb, st, fold: bool) -> dict:
     }
 
 
+def _gain(norms) -> torch.Tensor:
+    """[L, d]: the branch norms' gains γ̃ = 1 + weight (Gemma stores the offset)."""
+    return torch.stack([1.0 + n.weight.detach().to(torch.float64) for n in norms])
+
+
+def _branch_scale(o: torch.Tensor, norm) -> torch.Tensor:
+    """sqrt(mean(o²) + eps) over d_model: [N, L, d] -> [N, L]."""
+    return torch.sqrt((o * o).mean(dim=-1) + float(norm.eps))
+
+
+def _at_clean_branch_scale(arch: _Arch, vc: dict, va: dict) -> dict:
+    """Turn both runs' branch outputs into writes at the clean run's branch scale, in place
+    (head h: γ̃ ⊙ z_h W_O[h] / s_b; the layer's attention output, the MLP output alike), and
+    return the clean branch scales and ρ = s_b / s_b' per layer ({"attn", "mlp"}: [N, L])."""
+    s_attn = _branch_scale(vc["attn"], arch.attn_branch[0])
+    s_mlp = _branch_scale(vc["mlp"], arch.mlp_branch[0])
+    rho = {"attn": s_attn / _branch_scale(va["attn"], arch.attn_branch[0]),
+           "mlp": s_mlp / _branch_scale(va["mlp"], arch.mlp_branch[0]), "s_mlp": s_mlp}
+    g_attn, g_mlp = _gain(arch.attn_branch), _gain(arch.mlp_branch)  # [L, d]
+    for v in (vc, va):
+        v["heads"] = v["heads"] * g_attn[None, :, None] / s_attn[..., None, None]
+        v["attn"] = v["attn"] * g_attn / s_attn[..., None]
+        v["mlp"] = v["mlp"] * g_mlp / s_mlp[..., None]
+    return rho
+
+
 def _attn_constant(arch: _Arch, fold: bool) -> torch.Tensor:
     """``[L, d]``: b_O, plus sum_h c[h] @ W_O[h] when value constants are folded."""
     consts = []
@@ -601,6 +673,7 @@ def reference_measure(
 
     vc = _site_vectors(clean, arch, sb, st, fold)
     va = _site_vectors(abl, arch, sb, st, fold)
+    rho = _at_clean_branch_scale(arch, vc, va) if arch.gemma else None
     s = _scale(vc["resid"], arch)
     s_abl = _scale(va["resid"], arch)
     s_star = s if scale == "clean" else s_abl
@@ -618,8 +691,12 @@ def reference_measure(
     # DE(act_n * W_out[n]) = act_n * DE(W_out[n]) (saves materialising [N, L, M, d]).
     w_out = torch.stack(arch.W_out)  # [L, M, d]
     N = len(y)
+    if arch.gemma:  # a neuron's write is γ̃_b ⊙ act_n W_out[n] / s_b (the clean branch scale)
+        w_out = w_out * _gain(arch.mlp_branch)[:, None, :]
     unit_c = _direct_effect(w_out[None].expand(N, -1, -1, -1), s, u, arch.is_rms)  # [N, L, M]
     unit_a = _direct_effect(w_out[None].expand(N, -1, -1, -1), s_star, u, arch.is_rms)
+    if arch.gemma:
+        unit_c, unit_a = unit_c / rho["s_mlp"][..., None], unit_a / rho["s_mlp"][..., None]
     neur_c = vc["act"] * unit_c
     neur_a = va["act"] * unit_a
     embed_de = _direct_effect(vc["embed"], s, u, arch.is_rms)
@@ -664,7 +741,11 @@ def reference_measure(
     sr_heads = (d_head * ~head_sel).sum(dim=(1, 2))
     mlp_layer_delta = d_mlp - (d_neur * neur_sel).sum(dim=2)  # neurons' own change removed
     sr_mlp = (mlp_layer_delta * ~mlp_sel).sum(dim=1)
-    sr_ln = self_repair - sr_heads - sr_mlp
+    # SPEC §7: the branch norms' rescaling, Σ_j DE(ŵ'_j)·(ρ_j − 1) (0 without branch norms)
+    sr_branch = torch.zeros_like(self_repair)
+    if arch.gemma:
+        sr_branch = (attn_a * (rho["attn"] - 1)).sum(1) + (mlp_a * (rho["mlp"] - 1)).sum(1)
+    sr_ln = self_repair - sr_heads - sr_mlp - sr_branch
     sr_ln_closed = (1.0 - s_abl / s) * (logit_abl - b_hat)
 
     # Hydra compensation: ΔDE of the components downstream of the earliest ablated one, the
@@ -714,6 +795,7 @@ def reference_measure(
         "sr_heads": sr_heads,
         "sr_mlp": sr_mlp,
         "sr_ln": sr_ln,
+        "sr_branch": sr_branch,
         "sr_ln_closed": sr_ln_closed,
         "delta_unembed": direct_effect.clone(),
         "delta_ablate": -delta_logit,

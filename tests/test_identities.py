@@ -35,10 +35,12 @@ def test_completeness(labs, family, fold):
 @pytest.mark.parametrize("method", ["zero", "mean", "resample"])
 @pytest.mark.parametrize("ablation", [Head(1, 2), AttnLayer(2), MLPLayer(0), Neurons(2, (5, 9))])
 def test_decomposition_and_closed_form(labs, family, method, ablation):
-    """T2: SR = SR_heads + SR_MLP + SR_LN and SR_LN equals (1 − s'/s)(ℓ̂_abl − b̂_U[x])."""
+    """T2: SR = SR_heads + SR_MLP + SR_branch + SR_LN (SPEC §7) and SR_LN equals
+    (1 − s'/s)(ℓ̂_abl − b̂_U[x])."""
     prompts = ragged_batch(lengths=EVEN) if method == "resample" else ragged_batch()
     r = labs[family].measure(prompts, ablation, method=method, sources="shift")
-    torch.testing.assert_close(r.sr_heads + r.sr_mlp + r.sr_ln, r.self_repair, atol=ATOL, rtol=0)
+    parts = r.sr_heads + r.sr_mlp + r.sr_branch + r.sr_ln  # SR_branch: 0 without branch norms
+    torch.testing.assert_close(parts, r.self_repair, atol=ATOL, rtol=0)
     torch.testing.assert_close(r.sr_ln, r.sr_ln_closed, atol=ATOL, rtol=0)
     torch.testing.assert_close(r.self_repair_prime, r.delta_logit + r.direct_effect)
     assert r.delta_logit.abs().max() > 1e-4
@@ -102,5 +104,6 @@ def test_scale_recomputed_leaves_no_norm_term(labs, family):
     ablated_sum = (own.head_de_ablated.sum((-1, -2)) + own.mlp_de_ablated.sum(-1)
                    + (own.attn_de_ablated - own.head_de_ablated.sum(-1)).sum(-1)
                    + own.embed_de.sum(-1) * own.scale_clean / own.scale_ablated
+                   + own.sr_branch  # sandwich norms: the branch writes' own rescaling
                    + own.unembed_bias)
     torch.testing.assert_close(ablated_sum, own.logit_ablated, atol=ATOL, rtol=0)

@@ -40,7 +40,7 @@ def test_constants_equal_the_full_copy_formulas(family, dtype):
     lab.hf_model.to(dtype)
     a, w = lab.adapter, lab.weights()
     final, unembed = a.module(a.paths["final_norm"]), a.module(a.paths["unembed"])
-    _close(w.gamma, final.weight.double(), 1e-12)
+    _close(w.gamma, final.weight.double() + a.gamma_offset, 1e-12)  # Gemma: γ̃ = 1 + weight
     beta = getattr(final, "bias", None)
     _close(w.beta, torch.zeros_like(w.gamma) if beta is None else beta.double(), 1e-12)
     _close(w.W_U_mean, unembed.weight.double().mean(0), 1e-12)

@@ -28,6 +28,9 @@ TransformerLens folds into the attention output bias (its ``b_V`` after folding 
 `value` recipe is (norm path or None, projection path, index): ``c = (β₁ · W + b)[index]``
 over the projection's output features, reshaped to [n_heads, d_head].
 
+Gemma 2/3 add branch norms (SPEC §7): every branch write is taken at its clean branch scale
+and the branch norms' rescaling is its own term of self-repair, SR_branch.
+
 Adding a family means one new subclass here plus its reference tests.
 """
 
@@ -72,6 +75,13 @@ class Adapter:
         for part in (path if layer is None else path.format(layer)).split("."):
             node = node[int(part)] if part.isdigit() else getattr(node, part)
         return node
+
+    @property
+    def sliding_window(self) -> int | None:
+        """The attention window of the model's sliding-window layers, or None (all global)."""
+        window = getattr(self.config, "sliding_window", None)
+        types = getattr(self.config, "layer_types", None) or []
+        return int(window) if window and "sliding_attention" in types else None
 
     def norm_eps(self) -> float:
         """The final norm's epsilon."""
@@ -176,7 +186,34 @@ class LlamaAdapter(Adapter):
                      n_ctx=c.max_position_embeddings)
 
 
-ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, NeoXAdapter, LlamaAdapter)
+class GemmaAdapter(LlamaAdapter):
+    """Gemma 2 and Gemma 3 (text): the Llama layout plus sandwich norms — each branch's
+    output is RMS-normalised (``post_attention_layernorm``, ``post_feedforward_layernorm``)
+    before it joins the residual stream (SPEC §7) — norms that scale by 1 + weight, input
+    embeddings scaled by √d_model inside the embedding module, a tied unembedding and (Gemma 2)
+    a final logit softcap."""
+
+    family = "gemma"
+    model_types = ("gemma2", "gemma3_text")
+    gamma_offset = 1.0
+    PATHS = {**LlamaAdapter.PATHS,
+             "attn_branch": "model.layers.{}.post_attention_layernorm",
+             "mlp_branch": "model.layers.{}.post_feedforward_layernorm"}
+
+    @property
+    def branch_eps(self) -> float:
+        """The branch norms' epsilon (the config's RMSNorm epsilon)."""
+        return float(self.config.rms_norm_eps)
+
+    @property
+    def final_softcap(self) -> float | None:
+        """c of the logit softcap ℓ = c·tanh(ℓ_raw / c) (Gemma 2: 30), or None. Every DE and SR
+        is of the raw logit; probabilities are of the capped one."""
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return float(cap) if cap else None
+
+
+ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, NeoXAdapter, LlamaAdapter, GemmaAdapter)
 
 
 def supported_model_types() -> list[str]:

@@ -17,7 +17,8 @@ from ..errors import UnsupportedModelError
 EXTRA = 'pip install "nbtools[gguf]"'
 # GGUF architecture name → transformers model type, for the families nbtools has adapters for
 # and transformers can read from GGUF (it reads no GPT-NeoX GGUF).
-ARCHITECTURES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gpt2": "gpt2"}
+ARCHITECTURES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gpt2": "gpt2",
+                 "gemma3": "gemma3_text"}
 
 
 def gguf_file(source: str | Path) -> Path | None:

