@@ -51,6 +51,37 @@ def test_gemma2_softcap_decomposes_the_raw_logit(labs):
     torch.testing.assert_close(m.logit_clean, centred, atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["gemma3", "gpt2"])
+def test_the_explorer_waterfall_shows_branch_norms_only_where_there_are_some(labs, family):
+    from nbtools.widgets import Explorer
+
+    ex = Explorer(labs[family], prompt="w5 w9 w2 w8 w3 w1 w7 w4", ablate="2.1",
+                  static_fallback=False)
+    try:
+        ex.wait()
+        steps = {s["key"]: s["value"] for s in ex.view["waterfall"]["steps"]}
+        m = ex.measurement
+    finally:
+        ex.close()
+    assert ("sr_branch" in steps) == (family == "gemma3")
+    parts = sum(v for k, v in steps.items() if k != "delta_logit")
+    assert parts == pytest.approx(steps["delta_logit"], abs=1e-9)
+    if family == "gemma3":
+        assert steps["sr_branch"] == pytest.approx(float(m.sr_branch[0]), abs=1e-12)
+
+
+def test_a_head_sweep_summarises_sr_branch_on_gemma(labs):
+    from nbtools.sweeps import sweep_heads
+
+    rows = torch.randint(1, 500, (4, 8), generator=torch.Generator().manual_seed(0))
+    res = sweep_heads(labs["gemma3"], rows, heads="1.*", batch_rows=2, progress=False)
+    assert "sr_branch" in res.quantities
+    parts = sum(res.stat(q, "all") for q in ("sr_heads", "sr_mlp", "sr_branch", "sr_ln"))
+    torch.testing.assert_close(parts[1], res.stat("self_repair", "all")[1], atol=1e-9, rtol=0)
+    plain = sweep_heads(labs["gpt2"], rows, heads="1.*", batch_rows=2, progress=False)
+    assert "sr_branch" not in plain.quantities
+
+
 # --- the real model -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gemma():

@@ -54,6 +54,28 @@ LABELS = {"direct_effect": "DE", "direct_effect_ablated": "DE$^{abl}$", "delta_l
           "self_repair": "SR", "sr_heads": "SR$_{heads}$", "sr_mlp": "SR$_{MLP}$",
           "sr_ln": "SR$_{LN}$", "self_repair_prime": "SR′", "scale_ratio": "s/s′"}
 RATIO_QUANTITIES = tuple(q for q in QUANTITIES if q not in ("direct_effect", "scale_ratio"))
+#: What families with branch norms (Gemma 2/3, SPEC §7) add: the branch norms' rescaling.
+BRANCH_QUANTITIES = {
+    "sr_branch": "SR_branch = Σ_j DE(ŵ'_j)·(ρ_j − 1) (every branch norm's rescaling)",
+    "sr_ln": "SR_LN = SR − SR_heads − SR_MLP − SR_branch (final-norm rescaling)",
+}
+
+
+def quantities_for(branch_norms: bool) -> dict[str, str]:
+    """The quantities a head sweep summarises: QUANTITIES, plus SR_branch for models with
+    branch norms (where SR_LN is what remains after it)."""
+    if not branch_norms:
+        return dict(QUANTITIES)
+    out = {}
+    for name, text in QUANTITIES.items():
+        if name == "sr_ln":
+            out["sr_branch"] = BRANCH_QUANTITIES["sr_branch"]
+        out[name] = BRANCH_QUANTITIES.get(name, text)
+    return out
+
+
+def _ratio_names(quantities) -> tuple[str, ...]:
+    return tuple(q for q in quantities if q not in ("direct_effect", "scale_ratio"))
 STATISTICS = {
     "mean": "arithmetic mean over the selected sites",
     "median": "median over the selected sites (condensed selection only)",
@@ -66,9 +88,9 @@ THRESHOLDS = (50.0, 10.0, 5.0, 2.5, 1.0)
 
 
 # --- per-batch measurement ------------------------------------------------------------
-def _site_quantities(m) -> dict[str, torch.Tensor]:
-    """Every summarised quantity at each site of one head's Measurement, [N] float64."""
-    q = {name: getattr(m, name).double() for name in QUANTITIES if name != "scale_ratio"}
+def _site_quantities(m, names) -> dict[str, torch.Tensor]:
+    """Every summarised quantity (`names`) at each site of one head's Measurement, [N] float64."""
+    q = {name: getattr(m, name).double() for name in names if name != "scale_ratio"}
     q["scale_ratio"] = (m.scale_clean / m.scale_ablated).double()
     return q
 
@@ -243,7 +265,8 @@ class HeadSweep(Sweep):
 
     def step(self, lab, state, start, end):
         measured = _measure_batch(lab, self.rows[start:end], self.main_groups, self.ae_heads,
-                                  self.ae_layer, self.n_top, self.ae_batch_rows, self.opts)
+                                  self.ae_layer, self.n_top, self.ae_batch_rows, self.opts,
+                                  list(self.settings["quantities"]))
         s = self.settings
         return _updated(state, measured, start, self.all_heads, self.tok_heads, self.ae_heads,
                         s["top_k"], tuple(s["clip"]), s["thresholds"], s["d_mlp"])
@@ -283,7 +306,8 @@ def _settings(lab, rows, reference, a: dict) -> dict:
                    "all: every site"),
         clip=[float(c) for c in a["clip"]], scale=a["scale"],
         fold_value_biases=a["fold_value_biases"], centred=True, seed=a["seed"],
-        quantities=QUANTITIES, statistics=STATISTICS,
+        quantities=quantities_for(lab.adapter.paths["attn_branch"] is not None),
+        statistics=STATISTICS,
         sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = SR' = ΔL + DE",
         versions=store.versions(),
     )
@@ -295,18 +319,19 @@ def _empty_state(all_heads, tok_heads, ae_heads) -> dict[str, torch.Tensor]:
     return {"heads": ids(all_heads), "tok/heads": ids(tok_heads), "ae/heads": ids(ae_heads)}
 
 
-def _measure_batch(lab, ids, main_groups, ae_heads, ae_layer, n_top, ae_rows, opts) -> dict:
+def _measure_batch(lab, ids, main_groups, ae_heads, ae_layer, n_top, ae_rows, opts,
+                   names) -> dict:
     """Quantities [N] per head (and neuron columns for anti-erasure heads) for one batch."""
     per_head: dict[Head, dict] = {}
     sites = None
     for layer in sorted(main_groups):
         heads = main_groups[layer]
         for h, m in zip(heads, lab.measure_many(ids, heads, **opts), strict=True):
-            per_head[h] = _site_quantities(m)
+            per_head[h] = _site_quantities(m, names)
             sites = sites or (m.rows, m.positions, m.target_ids)
     neurons: dict[Head, dict] = {}
     for h in ae_heads:
-        parts = [_measure_neurons(lab, ids, h, start, end, ae_layer, n_top, opts)
+        parts = [_measure_neurons(lab, ids, h, start, end, ae_layer, n_top, opts, names)
                  for start, end in batch_bounds(ids.shape[0], ae_rows)]
         per_head[h] = {q: torch.cat([p[0][q] for p in parts]) for q in parts[0][0]}
         neurons[h] = {n: torch.cat([p[1][n] for p in parts]) for n in parts[0][1]}
@@ -314,7 +339,7 @@ def _measure_batch(lab, ids, main_groups, ae_heads, ae_layer, n_top, ae_rows, op
     return {"q": per_head, "neurons": neurons, "sites": sites}
 
 
-def _measure_neurons(lab, ids, head, start, end, ae_layer, n_top, opts):
+def _measure_neurons(lab, ids, head, start, end, ae_layer, n_top, opts, names):
     """One anti-erasure head on rows [start, end) of a batch, with the batch's pairing of rows
     (resample: row i still takes row i+1 of the whole batch, given as explicit sources)."""
     opts = dict(opts)
@@ -324,7 +349,7 @@ def _measure_neurons(lab, ids, head, start, end, ae_layer, n_top, opts):
     m = lab.measure_many(ids[start:end], [head], neurons=True, **opts)[0]
     cols = _neuron_columns(m, ae_layer, n_top)
     cols = {n: cols[n] for n in ("delta", "index", "de_clean", "all_de_clean", "all_delta")}
-    return _site_quantities(m), cols, (m.rows + start, m.positions, m.target_ids)
+    return _site_quantities(m, names), cols, (m.rows + start, m.positions, m.target_ids)
 
 
 def _updated(state, measured, row0, all_heads, tok_heads, ae_heads, k, clip, thresholds,
@@ -333,12 +358,13 @@ def _updated(state, measured, row0, all_heads, tok_heads, ae_heads, k, clip, thr
     new = dict(state)
     rows, positions, targets = measured["sites"]
     rows = rows + row0
-    q = {name: torch.stack([measured["q"][h][name] for h in all_heads]) for name in QUANTITIES}
+    names = list(measured["q"][all_heads[0]])
+    q = {name: torch.stack([measured["q"][h][name] for h in all_heads]) for name in names}
     S, N = q["direct_effect"].shape
     de = q["direct_effect"]
     _add(new, "all/", {"n": torch.full((S,), N, dtype=torch.long)})
     _add(new, "all/sum/", {name: v.sum(1) for name, v in q.items()})
-    for name in RATIO_QUANTITIES:
+    for name in _ratio_names(names):
         c_sum, c_n, r_sum, r_n = _ratio_parts(q[name], de, clip)
         _add(new, "all/", {f"clip_sum/{name}": c_sum, f"clip_n/{name}": c_n,
                            f"ratio_sum/{name}": r_sum, f"ratio_n/{name}": r_n})
@@ -399,16 +425,17 @@ def summarise(state: dict, settings: dict) -> dict[str, torch.Tensor]:
         return g
 
     n_all = state["all/n"].double()
-    means_all = {q: state[f"all/sum/{q}"] / n_all for q in QUANTITIES}
-    top = {q: state[f"top/{q}"] for q in QUANTITIES}
+    names = list(settings["quantities"])
+    means_all = {q: state[f"all/sum/{q}"] / n_all for q in names}
+    top = {q: state[f"top/{q}"] for q in names}
     means_top = {q: v.mean(1) for q, v in top.items()}
     out["stat/all/n_sites"] = grid(n_all)
     out["stat/condensed/n_sites"] = grid(torch.full_like(n_all, top["direct_effect"].shape[1]))
-    for q in QUANTITIES:
+    for q in names:
         out[f"stat/all/{q}/mean"] = grid(means_all[q])
         out[f"stat/condensed/{q}/mean"] = grid(means_top[q])
         out[f"stat/condensed/{q}/median"] = grid(top[q].median(1).values)
-    for q in RATIO_QUANTITIES:
+    for q in _ratio_names(names):
         out[f"stat/all/{q}/ratio_of_means"] = grid(means_all[q] / means_all["direct_effect"])
         out[f"stat/all/{q}/mean_clipped_ratio"] = grid(
             state[f"all/clip_sum/{q}"] / state[f"all/clip_n/{q}"])
@@ -473,6 +500,11 @@ class HeadSweepResult(SweepResult):
 
     # --- facts about the sweep ------------------------------------------------------
     @property
+    def quantities(self) -> list[str]:
+        """The summarised quantities (QUANTITIES; with branch norms also "sr_branch")."""
+        return list(self.settings.get("quantities", QUANTITIES))
+
+    @property
     def n_layers(self) -> int:
         return int(self.settings["n_layers"])
 
@@ -498,8 +530,9 @@ class HeadSweepResult(SweepResult):
     # --- arrays ---------------------------------------------------------------------
     def stat(self, quantity: str, selection: str = "condensed", statistic: str = "mean"):
         """Summary array [n_layers, n_heads] (float64; NaN where a head was not swept)."""
-        if quantity not in QUANTITIES:
-            raise InvalidInputError(f"unknown quantity {quantity!r}; choose from {', '.join(QUANTITIES)}")
+        if quantity not in self.quantities:
+            raise InvalidInputError(
+                f"unknown quantity {quantity!r}; choose from {', '.join(self.quantities)}")
         if selection not in SELECTIONS:
             raise InvalidInputError(f"unknown selection {selection!r}; choose from {', '.join(SELECTIONS)}")
         key = f"stat/{selection}/{quantity}/{statistic}"
@@ -515,7 +548,7 @@ class HeadSweepResult(SweepResult):
         rows = []
         for h in self.heads:
             row = {"layer": h.layer, "head": h.head, "depth": h.layer / max(1, self.n_layers - 1)}
-            for q in QUANTITIES:
+            for q in self.quantities:
                 key = f"stat/{selection}/{q}/{statistic}"
                 if key in self.stats:
                     row[q] = float(self.stats[key][h.layer, h.head])
@@ -526,13 +559,14 @@ class HeadSweepResult(SweepResult):
         """Every site of a per-token head: row, position, target [n] and each quantity [n]."""
         i = self._index("tok/heads", head, "per_token")
         out = {n: self.state[f"tok/{n}"] for n in ("row", "position", "target")}
-        out.update({q: self.state[f"tok/{q}"][i] for q in QUANTITIES})
+        out.update({q: self.state[f"tok/{q}"][i] for q in self.quantities})
         return out
 
     def condensed(self, head) -> dict[str, torch.Tensor]:
         """The condensed sites of a head (sorted by clean DE): row, position, target, quantities [k]."""
         i = self._index("heads", head, "heads")
-        return {n: self.state[f"top/{n}"][i] for n in ("row", "position", "target", *QUANTITIES)}
+        return {n: self.state[f"top/{n}"][i]
+                for n in ("row", "position", "target", *self.quantities)}
 
     def anti_erasure(self, head, selection: str = "condensed") -> dict:
         """Anti-erasure summaries for one head (neurons of layer `settings['anti_erasure_layer']`).

@@ -211,4 +211,4 @@ class Compare(ipywidgets.VBox):
 
 def _blank_waterfall() -> dict:
     return {"steps": [{"key": k, "label": label, "value": 0.0, "total": k == "delta_logit"}
-                      for k, label in panels.WATERFALL_STEPS]}
+                      for k, label in panels.WATERFALL_STEPS if k != "sr_branch"]}

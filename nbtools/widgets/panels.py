@@ -21,9 +21,12 @@ WATERFALL_STEPS = (
     ("de_lost", "direct effect lost"),
     ("sr_heads", "downstream heads"),
     ("sr_mlp", "MLPs"),
+    ("sr_branch", "branch-norm rescaling"),  # only for families with branch norms (Gemma)
     ("sr_ln", "final-norm rescaling"),
     ("delta_logit", "net change ΔL"),
 )
+#: Families whose branches are normalised before they join the residual stream (SPEC §7).
+BRANCH_NORM_FAMILIES = ("gemma",)
 
 
 def num(x) -> float | None:
@@ -79,18 +82,22 @@ def de_change_label(change: float, de: float) -> str:
 
 
 def waterfall_data(m, site: int = 0) -> dict:
-    """Self-repair waterfall: DE change (DE^abl − DE), + downstream heads, + MLPs, + final
-    norm, = ΔL. The bars add up exactly: ΔL = (DE^abl − DE) + SR_heads + SR_MLP + SR_LN."""
+    """Self-repair waterfall: DE change (DE^abl − DE), + downstream heads, + MLPs, (+ branch
+    norms, for families that have them), + final norm, = ΔL. The bars add up exactly:
+    ΔL = (DE^abl − DE) + SR_heads + SR_MLP + SR_branch + SR_LN."""
     values = {
         "de_lost": float(m.direct_effect_ablated[site] - m.direct_effect[site]),
         "sr_heads": float(m.sr_heads[site]), "sr_mlp": float(m.sr_mlp[site]),
-        "sr_ln": float(m.sr_ln[site]), "delta_logit": float(m.delta_logit[site]),
+        "sr_branch": float(m.sr_branch[site]), "sr_ln": float(m.sr_ln[site]),
+        "delta_logit": float(m.delta_logit[site]),
     }
     labels = dict(WATERFALL_STEPS)
     labels["de_lost"] = de_change_label(values["de_lost"], float(m.direct_effect[site]))
+    shown = [k for k, _ in WATERFALL_STEPS
+             if k != "sr_branch" or m.settings.get("family") in BRANCH_NORM_FAMILIES]
     return {
         "steps": [{"key": k, "label": labels[k], "value": num(values[k]),
-                   "total": k == "delta_logit"} for k, _ in WATERFALL_STEPS],
+                   "total": k == "delta_logit"} for k in shown],
         "direct_effect": num(m.direct_effect[site]),
         "direct_effect_ablated": num(m.direct_effect_ablated[site]),
         "self_repair": num(m.self_repair[site]),
