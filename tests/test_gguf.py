@@ -243,3 +243,85 @@ def test_cli_takes_a_gguf_file(tmp_path):
     assert done.returncode == 0, done.stderr
     settings = load_result(out).settings
     assert settings["model"] == f.name and settings["source"]["quantization"] == "F32"
+
+
+# --- issue 22: damaged files and caches, each class caught at one point -------------------
+def _damaged(tmp_path):
+    """A valid small GGUF and damaged copies of it: {name: path}."""
+    good = write_gguf(tmp_path / "good.gguf", "llama")
+    data = good.read_bytes()
+    cases = {"truncated": data[: len(data) - 16], "header only": data[:64],
+             "ten bytes": data[:10], "not gguf": b"PK\x03\x04" + data[4:]}
+    out = {}
+    for name, blob in cases.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.gguf"
+        path.write_bytes(blob)
+        out[name] = path
+    return out
+
+
+@pytest.mark.parametrize("case", ["truncated", "header only", "ten bytes", "not gguf"])
+def test_a_damaged_gguf_is_refused_before_anything_is_read(tmp_path, monkeypatch, case):
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: pytest.fail("dequantized a damaged file"))
+    path = _damaged(tmp_path)[case]
+    with pytest.raises(nb_gguf.GGUFFileError, match=path.name):
+        nbtools.load(str(path))
+
+
+def test_a_gguf_path_that_is_a_folder(tmp_path):
+    (tmp_path / "model.gguf").mkdir()
+    with pytest.raises(nbtools.UnsupportedModelError, match="is a folder, not a GGUF file"):
+        nbtools.load(str(tmp_path / "model.gguf"))
+
+
+def test_a_flipped_byte_with_size_and_mtime_restored_is_detected(tmp_path):
+    """The fast path trusts a file only while its size, times and inode match the last
+    check; restoring the modification time after a write still moves the change time."""
+    entry = tmp_path / "e"
+    entry.mkdir()
+    (entry / "w.bin").write_bytes(bytes(range(256)) * 64)
+    files = {"w.bin": {"size": 16384, "sha256": registry._sha256(entry / "w.bin")}}
+    (entry / registry.MANIFEST).write_text(json.dumps(dict(format=registry.FORMAT, files=files)))
+    hour_ago = time.time() - 3600
+    for f in ("w.bin", registry.MANIFEST):
+        os.utime(entry / f, (hour_ago, hour_ago))
+    assert registry.verified(entry) and (entry / registry.STAMP).exists()
+    st = (entry / "w.bin").stat()
+    with open(entry / "w.bin", "r+b") as f:
+        f.seek(5000)
+        f.write(b"\xff")
+    os.utime(entry / "w.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = (entry / "w.bin").stat()
+    assert (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert not registry.verified(entry)
+
+
+def test_cache_locations_that_cannot_hold_entries(tmp_path, monkeypatch):
+    from nbtools.errors import OutputError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(registry.CACHE_ENV, str(blocker))
+    with pytest.raises(OutputError, match="a-file"):
+        nbtools.fetch("smollm2-135m", progress=False)
+    code = subprocess.run([sys.executable, "-m", "nbtools.cli", "fetch", "smollm2-135m",
+                           "--no-progress"], capture_output=True, text=True,
+                          env={**os.environ, registry.CACHE_ENV: str(blocker)})
+    assert code.returncode == 2 and "Traceback" not in code.stderr and "a-file" in code.stderr
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float64x", "int64-tensor"])
+def test_dtype_choices_are_named(dtype):
+    import torch
+
+    bad = torch.int64 if dtype == "int64-tensor" else dtype
+    with pytest.raises(nbtools.InvalidInputError, match="cannot run a model; choose from float32"):
+        nbtools.load("tiny", dtype=bad)
+
+
+def test_the_meta_device_is_refused_for_a_local_lab():
+    with pytest.raises(nbtools.InvalidInputError, match="remote=True"):
+        nbtools.load("tiny", device="meta")

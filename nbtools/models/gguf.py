@@ -26,6 +26,8 @@ def gguf_file(source: str | Path) -> Path | None:
     config.json. None when `source` is neither; UnsupportedModelError for several."""
     path = Path(source)
     if path.suffix.lower() == ".gguf":
+        if path.is_dir():
+            raise UnsupportedModelError(f"{source} is a folder, not a GGUF file")
         if not path.is_file():
             raise UnsupportedModelError(f"no such GGUF file: {source}")
         return path
@@ -53,10 +55,7 @@ def describe(path: str | Path) -> dict:
     import gguf
 
     path = Path(path)
-    try:
-        reader = gguf.GGUFReader(path)
-    except (ValueError, OSError) as err:
-        raise UnsupportedModelError(f"{path.name} is not a readable GGUF file: {err}") from None
+    reader = _checked_reader(path)
     field = reader.fields.get("general.architecture")
     arch = str(field.contents()) if field is not None else "unknown"
     field = reader.fields.get("general.file_type")
@@ -71,6 +70,36 @@ def describe(path: str | Path) -> dict:
         counts = Counter(t.tensor_type.name for t in reader.tensors)
         quant = counts.most_common(1)[0][0] if counts else "unknown"
     return {"file": path.name, "architecture": arch, "quantization": quant}
+
+
+class GGUFFileError(UnsupportedModelError):
+    """A GGUF file is damaged: not GGUF, truncated, or its tensors do not fit in the file."""
+
+
+def _checked_reader(path: Path):
+    """The file's GGUFReader, once its header parsed and every tensor's data lies inside the
+    file (checked from the header alone: nothing is dequantized or allocated before)."""
+    import gguf
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise GGUFFileError(f"{path} is not a readable GGUF file: it does not start with 'GGUF'")
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as err:  # the reader fails in many ways on a cut or garbled header
+        raise GGUFFileError(f"{path} is damaged: its GGUF header cannot be read "
+                            f"({type(err).__name__}: {err}); the file is {size} bytes") from None
+    if not reader.tensors:
+        raise GGUFFileError(f"{path} holds no tensors (a header without weights)")
+    for t in reader.tensors:
+        end = int(t.data_offset) + int(t.n_bytes)
+        if end > size or int(t.data.nbytes) != int(t.n_bytes):
+            raise GGUFFileError(
+                f"{path} is damaged: tensor {t.name!r} needs bytes up to {end} but the file "
+                f"has {size} (truncated, or a mis-shaped tensor)")
+    return reader
 
 
 def load_gguf(path: str | Path, dtype: torch.dtype | None = None):

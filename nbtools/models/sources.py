@@ -20,11 +20,16 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.floa
 
 
 def _dtype(dtype):
-    if dtype is None or isinstance(dtype, torch.dtype):
+    """A torch floating-point dtype from a name or a dtype (None: as stored); InvalidInputError
+    naming the choices otherwise (an integer or complex dtype cannot run a model)."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
-    if dtype not in DTYPES:
-        raise UnsupportedModelError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise InvalidInputError(f"dtype {dtype!r} cannot run a model; choose from "
+                            f"{', '.join(DTYPES)} (or torch.float32 / float16 / bfloat16)")
 
 
 def _check_device(device) -> None:
@@ -34,6 +39,10 @@ def _check_device(device) -> None:
     except (RuntimeError, TypeError, ValueError):
         raise InvalidInputError(
             f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "meta":
+        raise InvalidInputError(
+            "device 'meta' holds no weights, so nothing can run here; for a model without "
+            "weights on NDIF use nbtools.load(..., remote=True)")
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
