@@ -95,3 +95,19 @@ def test_compare_validates(lab):
     with pytest.raises(InvalidInputError, match="out of range"):
         Compare(lab, PROMPT, "9.9")
     assert nbtools.Compare is Compare
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(right=dict(method="resampl")), "unknown method 'resampl'"),
+    (dict(right=dict(method="mean", scale="frozen")), "unknown scale 'frozen'"),
+    (dict(target=" Paris Paris"), "tokens"),
+])
+def test_both_sides_are_checked_before_any_forward(lab, kwargs, message):
+    calls = []
+    handle = lab.hf_model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with pytest.raises(InvalidInputError, match=message):
+            Compare(lab, PROMPT, "1.1", **kwargs)
+    finally:
+        handle.remove()
+    assert calls == [], "the left side ran before the right side's error"

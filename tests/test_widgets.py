@@ -755,3 +755,57 @@ def test_explorer_shows_a_saved_repair_map(lab, tmp_path):
         assert ex.map_data["source"] == "live" and ex.map_data["key"] == ex.view["key"]
     finally:
         ex.close()
+
+
+# --- issue 22: wrong without a word, now a clear answer -----------------------------------
+def test_show_map_refuses_another_models_map(lab, tmp_path):
+    from nbtools.sweeps import repair_map
+
+    other = make_lab("llama")  # same shape, other weights
+    rows = torch.randint(1, 500, (2, 6), generator=torch.Generator().manual_seed(0))
+    res = repair_map(other, rows, rows="1.*", progress=False)
+    ex = Explorer(lab, prompt=PROMPT, static_fallback=False)
+    try:
+        with pytest.raises(InvalidInputError, match="measured on 'llama'.*not on this Explorer"):
+            ex.show_map(res)
+        own = repair_map(lab, rows, rows="1.*", progress=False)
+        ex.show_map(own)  # its own model's map is fine
+        assert ex.map_on
+    finally:
+        ex.close()
+
+
+def test_to_code_takes_a_lab_or_a_path(lab, tmp_path):
+    from pathlib import Path
+
+    ex = Explorer(lab, prompt=PROMPT, ablate="1.1", static_fallback=False)
+    try:
+        ex.wait()
+        from_lab = ex.to_code(model=lab)
+        from_path = ex.to_code(model=Path("some") / "folder")
+    finally:
+        ex.close()
+    assert "nbtools.load(" in from_lab and "Lab(" not in from_lab
+    assert f"nbtools.load({str(Path('some') / 'folder')!r}" in from_path
+    for code in (from_lab, from_path):
+        compile(code, "<cell>", "exec")
+
+
+def test_a_nested_target_pair_is_refused(lab):
+    with pytest.raises(InvalidInputError, match="pair of tokens"):
+        Explorer(lab, prompt=PROMPT, target=(("w1", "w2"), "w3"), static_fallback=False)
+
+
+def test_a_target_given_as_a_token_id_stays_that_token():
+    """An id whose text encodes to other tokens (byte-level BPE) is measured as that id."""
+    tiny = nbtools.load("tiny")
+    tok = tiny.tokenizer
+    odd = next(i for i in range(300, tiny.shape.d_vocab)
+               if tok(tok.decode([i]), add_special_tokens=False)["input_ids"] != [i])
+    ex = Explorer(tiny, prompt="The capital of France is", target=odd, ablate="1.1",
+                  static_fallback=False)
+    try:
+        ex.wait()
+        assert ex.error == "" and int(ex.measurement.target_ids[0]) == odd
+    finally:
+        ex.close()

@@ -61,6 +61,21 @@ def _value(m, name: str) -> float:
     return float(getattr(m, name)[0])
 
 
+def _check_side(lab, side: dict, target) -> None:
+    """InvalidInputError for a side's method, scale or target that its Lab would refuse."""
+    from ..ablation import METHODS
+    from ..batching import target_token_id
+    from ..lab import SCALES
+
+    if side.get("method", "zero") not in METHODS:
+        raise InvalidInputError(f"unknown method {side['method']!r}; choose from "
+                                f"{', '.join(METHODS)}")
+    if side.get("scale", "clean") not in SCALES:
+        raise InvalidInputError(f"unknown scale {side['scale']!r}; choose from {', '.join(SCALES)}")
+    if target != "top":
+        target_token_id(target, lab.tokenizer, lab.shape.d_vocab)
+
+
 class Compare(ipywidgets.VBox):
     """The same ablation under two settings (or in two models), side by side.
 
@@ -96,8 +111,10 @@ class Compare(ipywidgets.VBox):
                                     "(or give model_b=)")
         self.prompt, self.target, self.top_k = prompt, target, int(top_k)
         self.tolerance = float(tolerance)
-        self.lab_a.to_str_tokens(prompt)  # validates the prompt before any forward pass
-        self.lab_b.to_str_tokens(prompt)
+        # the whole request, both sides, before any forward pass
+        for lab, side in ((self.lab_a, self.left), (self.lab_b, self.right)):
+            lab.to_str_tokens(prompt)
+            _check_side(lab, side, target)
         self.measurements: tuple = (None, None)
         self.mapping = ""
         self.grid = HeadGrid(values=[[0.0] * self.lab_a.n_heads] * self.lab_a.n_layers,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -118,6 +119,7 @@ class Explorer(NbWidget):
                  static_fallback: bool = True, static_delay: float = 1.5,
                  threads: int | None = None, repair_map=None):
         self.lab = as_lab(model, tokenizer)
+        self._id_texts: dict[str, int] = {}  # targets given as token ids: their text → the id
         if self.lab.remote:  # a Lab of its own that reports how each request proceeds
             self.lab = self.lab.on(self.lab.remote, on_status=self._on_remote_status)
         # validate everything on this thread before the worker exists (no forward pass)
@@ -189,7 +191,7 @@ class Explorer(NbWidget):
     def _check_target(self, target) -> tuple[str, str, str]:
         """(target_mode, target_text, target_minus) for a target argument."""
         if isinstance(target, tuple | list):
-            if len(target) != 2:
+            if len(target) != 2 or any(isinstance(t, tuple | list) for t in target):
                 raise InvalidInputError("a logit-difference target is a pair of tokens, e.g. "
                                         "(' Mary', ' John')")
             (_, a, _), (_, b, _) = (self._check_target(t) for t in target)
@@ -199,8 +201,10 @@ class Explorer(NbWidget):
         if isinstance(target, str):
             self._custom_target(target)
             return "custom", target, ""
-        target_token_id(target, self.lab.tokenizer, self.lab.shape.d_vocab)
-        return "custom", self.lab.tokenizer.decode([int(target)]), ""
+        token = target_token_id(target, self.lab.tokenizer, self.lab.shape.d_vocab)
+        text = self.lab.tokenizer.decode([token])
+        self._id_texts[text] = token  # its text may not encode back to this one token
+        return "custom", text, ""
 
     @staticmethod
     def _check_position(position: int, n: int, mode: str) -> int:
@@ -291,14 +295,19 @@ class Explorer(NbWidget):
             handle.write(data)
         return path
 
-    def to_code(self, model: str | None = None) -> str:
+    def to_code(self, model=None) -> str:
         """A notebook cell reproducing the current view (`nbtools.widgets.codegen`): the load,
         the exact `lab.measure(...)` call and the panels as a matplotlib figure. model: what
-        the cell passes to `nbtools.load` (default: where this Explorer's model came from)."""
+        the cell passes to `nbtools.load` — a name, folder or hub id, a path, or a Lab (where
+        it came from); default: where this Explorer's model came from."""
         from .codegen import explorer_code, model_source
 
         state = self.state
         _, opts, minus = self._options(state, len(self.lab.to_str_tokens(state["prompt"])))
+        if isinstance(model, os.PathLike):
+            model = os.fspath(model)
+        elif model is not None and not isinstance(model, str):  # a Lab: where it came from
+            model = model_source(as_lab(model))[0]
         source, name = model_source(self.lab) if model is None else (model, self.lab.name)
         return explorer_code(
             source, state["prompt"], list(state["ablation"]), opts, name=name,
@@ -319,6 +328,7 @@ class Explorer(NbWidget):
 
             if not isinstance(result, RepairMapResult):
                 result = RepairMapResult.load(result)
+            _check_same_model(result, self.lab)
             if selection is not None and selection not in result.selections:
                 raise InvalidInputError(f"unknown selection {selection!r}; choose from "
                                         f"{', '.join(result.selections)}")
@@ -541,6 +551,8 @@ class Explorer(NbWidget):
 
     def _custom_target(self, text: str) -> int:
         tok, d_vocab = self.lab.tokenizer, self.lab.shape.d_vocab
+        if text in self._id_texts:
+            return self._id_texts[text]
         if not text:
             raise InvalidInputError("type a target token in the box (e.g. ' Paris')")
         for candidate in (text, " " + text) if not text.startswith(" ") else (text,):
@@ -711,6 +723,20 @@ def _threads(lab, threads: int | None) -> int:
         return int(threads)
     n_params = sum(p.numel() for p in lab.hf_model.parameters())
     return 1 if n_params < 200_000_000 else torch.get_num_threads()
+
+
+def _check_same_model(result, lab) -> None:
+    """InvalidInputError unless a repair map was measured on this Lab's model (its weights'
+    fingerprint, else its shape)."""
+    from ..sweeps.store import model_digest
+
+    s = result.settings
+    if (s.get("n_layers"), s.get("n_heads")) != (lab.n_layers, lab.n_heads) or \
+            s.get("model_digest") not in (None, model_digest(lab.hf_model)):
+        raise InvalidInputError(
+            f"this repair map was measured on {s.get('model')!r} ({s.get('n_layers')} layers × "
+            f"{s.get('n_heads')} heads), not on this Explorer's model {lab.name!r} "
+            f"({lab.n_layers} × {lab.n_heads}); open it in an Explorer of that model")
 
 
 def _where(remote) -> str:
