@@ -318,7 +318,7 @@ def test_dtype_choices_are_named(dtype):
     import torch
 
     bad = torch.int64 if dtype == "int64-tensor" else dtype
-    with pytest.raises(nbtools.InvalidInputError, match="cannot run a model; choose from float32"):
+    with pytest.raises(nbtools.UnsupportedModelError, match="cannot run a model; choose from float32"):
         nbtools.load("tiny", dtype=bad)
 
 

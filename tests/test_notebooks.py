@@ -110,27 +110,34 @@ def test_walkthrough_model_choice(monkeypatch):
 SWITCHING = ["hydra_effect.ipynb", "paper_figures.ipynb"]
 
 
-@pytest.fixture(scope="module")
-def real_runs(tmp_path_factory):
-    from nbtools.models.registry import REGISTRY, cached
+_RUNS: dict = {}
 
-    name = next((n for n in REGISTRY if cached(n)), None)
-    if name is None:
-        pytest.skip(f"no registered real model is cached (nbtools fetch {next(iter(REGISTRY))}): "
-                    "the walkthroughs' real-model path is not run")
+
+def real_runs(name, tmp_path_factory):
+    """The walkthroughs executed on registered model `name` (once per session); skips,
+    saying so, when it is not in the cache."""
+    from nbtools.models.registry import cached
+
+    if not cached(name):
+        pytest.skip(f"{name} is not cached (nbtools fetch {name}): the walkthroughs' "
+                    "real-model path is not run on it")
     from notebook_runs import NotebookRuns
 
-    return NotebookRuns(tmp_path_factory.mktemp("real-notebooks"), model=name)
+    if name not in _RUNS:
+        _RUNS[name] = NotebookRuns(tmp_path_factory.mktemp(f"notebooks-{name}"), model=name)
+    return _RUNS[name]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", [m for m in walkthroughs.candidates() if m != "tiny"])
 @pytest.mark.parametrize("name", SWITCHING)
-def test_switching_walkthroughs_run_on_the_cached_real_model(name, real_runs):
-    nb = nbformat.read(real_runs.executed(name), as_version=4)
+def test_switching_walkthroughs_run_on_each_cached_real_model(name, model, tmp_path_factory):
+    runs = real_runs(model, tmp_path_factory)
+    nb = nbformat.read(runs.executed(name), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.execution_count for c in code), "every code cell ran"
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
     shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
                     for c in code for o in c.outputs)
-    assert real_runs.model in shown, "the notebook ran on the real model"
+    assert model in shown, "the notebook ran on the real model"

@@ -367,3 +367,29 @@ def test_committed_result_files_load_and_save_back_byte_identical(name, tmp_path
     assert res.complete and res.n_done == res.n_total > 0
     res.save(tmp_path / "again.safetensors")
     assert (tmp_path / "again.safetensors").read_bytes() == committed.read_bytes()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama_gqa_vbias"])
+def test_t4_the_hydra_gap_splits_exactly(labs, family):
+    """SPEC §4 T4: Δunembed − Δablate = DE^abl + CE + SR_LN per prompt, and the SR_LN part
+    equals the source-averaged SR_LN of direct measurements with the sweep's sources."""
+    lab = labs[family]
+    prompts = word_prompts(7)
+    res = sweep_layers(lab, prompts, n_sources=3, kinds=["attn"], scales=["clean"],
+                       progress=False, examples=0)
+    split = res.gap_split("attn")
+    torch.testing.assert_close(split["gap"], split["de_ablated"] + split["compensation"]
+                               + split["sr_ln"], atol=1e-12, rtol=0)
+    sources = res.state["sources"]
+    for p in (0, 4):
+        each = lab.measure([prompts[p]] * 3, AttnLayer(2), method="resample",
+                           sources=[[prompts[j]] for j in sources[p].tolist()],
+                           positions="final", target="top")
+        # (float32 runs of another batch: 1e-7 apart)
+        assert float(split["sr_ln"][p, 2]) == pytest.approx(float(each.sr_ln.mean()), abs=1e-5)
+        assert float(split["de_ablated"][p, 2]) == pytest.approx(
+            float(each.direct_effect_ablated.mean()), abs=1e-5)
+    table = res.gap_table("attn", B=200)
+    assert [r["layer"] for r in table] == [f"attn{i}" for i in range(lab.n_layers)]
+    mean, lo, hi = table[2]["sr_ln"]
+    assert lo <= mean <= hi and table[2]["n"] == 7

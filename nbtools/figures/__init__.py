@@ -25,6 +25,7 @@ from .hydra import (
     compensation_split,
     compensation_vs_unembed,
     delta_by_layer,
+    gap_split,
     largest_ablation,
     layer_de,
     mlp_erasure,
@@ -45,7 +46,7 @@ from .style import COLUMN_WIDTH, FORMATS, figure, paper_style, save
 __all__ = [
     "COLUMN_WIDTH", "FORMATS", "ablate_vs_unembed", "ablation_comparison", "anti_erasure",
     "breakdown", "compensation_split", "compensation_vs_unembed", "de_vs_delta_logit",
-    "delta_by_layer", "figure", "figure_jobs", "layer_de", "mlp_erasure", "noise", "paper_style",
+    "delta_by_layer", "figure", "figure_jobs", "gap_split", "layer_de", "mlp_erasure", "noise", "paper_style",
     "render_all", "repair_map", "save", "scale_ratio_hist", "self_repair_vs_depth",
     "unembed_ablate_agreement",
 ]
@@ -79,6 +80,8 @@ def _layer_figures(res, tag: str):
                 lambda k=kind, s=scale: compensation_vs_unembed(res, k, s)
             yield f"{tag}hydra_f8_compensation_split_{kind}_{scale}", \
                 lambda k=kind, s=scale: compensation_split(res, k, s)
+            yield f"{tag}hydra_t4_gap_split_{kind}_{scale}", \
+                lambda k=kind, s=scale: gap_split(res, k, s)
     if "attn" in kinds:
         for scale in res.scales:
             yield f"{tag}hydra_mlp_erasure_{scale}", lambda s=scale: mlp_erasure(res, None, s)

@@ -1,8 +1,8 @@
 """Hydra-paper figures (McGrath et al. 2023) from a `LayerSweepResult` or a `Measurement`.
 
 F1/F3 `layer_de`, F2a/b `delta_by_layer`, F2c `ablate_vs_unembed`, F2d `unembed_ablate_agreement`,
-F7 `compensation_vs_unembed`, F8 `compensation_split`, and `mlp_erasure` (late MLPs as
-erasers). Each returns a matplotlib Figure with its caption and settings attached
+F7 `compensation_vs_unembed`, F8 `compensation_split`, T4 `gap_split` (the gap between the
+two importances split into DE^abl, CE and SR_LN), and `mlp_erasure` (late MLPs as erasers). Each returns a matplotlib Figure with its caption and settings attached
 (see `nbtools.figures.save`).
 """
 
@@ -200,7 +200,7 @@ def ablate_vs_unembed(res, kind: str = "attn"):
     for j, layer in enumerate(layers):
         ax.scatter(du[:, j], da[:, j], s=4, color=cmap(norm(layer)), alpha=0.7, lw=0)
     lim = _limits(du, da)
-    ax.plot(lim, lim, color=COLORS["black"], lw=0.7, ls="--", label="y = x (no downstream reaction)")
+    ax.plot(lim, lim, color=COLORS["black"], lw=0.7, ls="--", label="y = x (no reaction only where DE$^{abl}$ = 0; see gap_split)")
     ax.set_xlabel("Δunembed (importance by unembedding)")
     ax.set_ylabel("Δablate (importance by ablation)")
     ax.legend(loc="upper left")
@@ -290,6 +290,39 @@ def compensation_split(res, kind: str = "attn", scale: str = "clean"):
     ax.legend(loc="best")
     annotate(fig, f"{res.settings['model']} · mean over {int(res.done.sum())} prompts · "
              f"{_scale_text(scale)}", res.settings)
+    return fig
+
+
+@styled
+def gap_split(res, kind: str = "attn", scale: str = "clean"):
+    """T4: per ablated layer, the gap Δunembed − Δablate split exactly into DE^abl (the
+    resampled output still writing the token: not repair), CE (downstream repair) and SR_LN
+    (the final norm), stacked; the gap itself as a point; 95 % intervals over prompts."""
+    _check(res, kind, scale)
+    rows = res.gap_table(kind, scale)
+    layers = np.array(res.layers_of(kind))
+    parts = [("de_ablated", "DE$^{abl}$ (not repair)", COLORS["grey"]),
+             ("compensation", "CE (downstream)", COLORS["blue"]),
+             ("sr_ln", "SR$_{LN}$ (final norm)", COLORS["orange"])]
+    fig, ax = figure(height=2.0)
+    pos = np.zeros(len(rows))
+    neg = np.zeros(len(rows))
+    for key, label, color in parts:
+        v = np.array([r[key][0] for r in rows])
+        base = np.where(v >= 0, pos, neg)
+        ax.bar(layers, v, bottom=base, width=0.8, color=color, label=label, lw=0)
+        pos, neg = pos + np.clip(v, 0, None), neg + np.clip(v, None, 0)
+    gap = np.array([r["gap"] for r in rows])
+    ax.errorbar(layers, gap[:, 0], yerr=[gap[:, 0] - gap[:, 1], gap[:, 2] - gap[:, 0]],
+                fmt="o", ms=2, lw=0.6, color=COLORS["black"], label="gap Δunembed − Δablate")
+    ax.axhline(0, color="#cccccc", lw=0.5)
+    ax.set_xlabel(f"ablated {KIND_NAMES[kind]} layer")
+    _int_x(ax)
+    ax.set_ylabel("mean over prompts (logits)")
+    fig.legend(loc="outside upper center", ncols=2)
+    annotate(fig, f"{res.settings['model']} · n = {rows[0]['n']} prompts · gap = DE$^{{abl}}$ + "
+             f"CE + SR$_{{LN}}$ (exact) · {_scale_text(scale)} · bars: 95 % intervals",
+             res.settings)
     return fig
 
 

@@ -174,7 +174,8 @@ def source(folder: Path) -> dict:
 def _build(entry: Registered, dest: Path, bar) -> None:
     from .gguf import load_gguf
 
-    files.check_writable(dest)  # the cache folder: made if missing, else OutputError saying why
+    # the cache folder: made if missing and probed, else OutputError saying why
+    files.check_writable(dest.parent / f".{entry.name}.new")
     work = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=dest.parent))
     work.chmod(0o755)
     try:

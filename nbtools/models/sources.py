@@ -20,7 +20,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.floa
 
 
 def _dtype(dtype):
-    """A torch floating-point dtype from a name or a dtype (None: as stored); InvalidInputError
+    """A torch floating-point dtype from a name or a dtype (None: as stored); UnsupportedModelError
     naming the choices otherwise (an integer or complex dtype cannot run a model)."""
     if dtype is None:
         return None
@@ -28,7 +28,7 @@ def _dtype(dtype):
         return dtype
     if isinstance(dtype, str) and dtype in DTYPES:
         return DTYPES[dtype]
-    raise InvalidInputError(f"dtype {dtype!r} cannot run a model; choose from "
+    raise UnsupportedModelError(f"dtype {dtype!r} cannot run a model; choose from "
                             f"{', '.join(DTYPES)} (or torch.float32 / float16 / bfloat16)")
 
 

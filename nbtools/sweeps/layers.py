@@ -373,6 +373,51 @@ class LayerSweepResult(SweepResult):
             mlp_parts.append((d_mlp * mlp_down).sum(-1))
         return torch.stack(attn_parts, 1), torch.stack(mlp_parts, 1)
 
+    def gap_split(self, kind: str = "attn", scale: str = "clean") -> dict[str, torch.Tensor]:
+        """SPEC §4 (T4): per prompt and ablated layer [P, n_layers of kind], the gap between
+        importance by unembedding and by ablation split into its parts, exactly:
+
+            gap = Δunembed − Δablate = DE^abl + CE + SR_LN
+
+        DE^abl: the ablated layer's own DE in the ablated run (the resampled output still
+        writing the token: not repair); CE: the downstream components' repair; SR_LN: the
+        final norm's (the remainder; with branch norms it also holds SR_branch). Each is the
+        mean over the prompt's sources (every part is linear in them). Also "layers"."""
+        if kind not in KINDS:
+            raise InvalidInputError(f"unknown layer kind {kind!r}; choose from {', '.join(KINDS)}")
+        layers = self.layers_of(kind)
+        at = torch.arange(len(layers)), torch.tensor(layers)
+        own = self.get(f"{kind}_de_ablated", scale, kind)[:, at[0], at[1]]  # [P, n]
+        unembed = self.get("delta_unembed", kind=kind)
+        # a layer's DE arrays include its constant (bias) term, Δunembed does not: remove it,
+        # at the ablated run's scale (the clean one unless scale="recomputed")
+        constant = self.get(f"{kind}_de_clean")[:, at[1]] - unembed
+        if scale != "clean":
+            constant = constant * self.get("scale_clean")[:, None] / self.get(
+                "scale_ablated", scale, kind)
+        de_abl = own - constant
+        gap = unembed - self.get("delta_ablate", kind=kind)
+        ce = self.get("compensation", scale, kind)
+        return {"layers": torch.tensor(layers), "gap": gap, "de_ablated": de_abl,
+                "compensation": ce, "sr_ln": gap - de_abl - ce}
+
+    def gap_table(self, kind: str = "attn", scale: str = "clean", B: int = 1000,
+                  seed: int = 0) -> list[dict]:
+        """One row per ablated layer: the mean over prompts of each part of `gap_split`, with
+        its 95 % bootstrap interval over prompts (seeded), and n (prompts)."""
+        from ..stats import interval
+
+        split = self.gap_split(kind, scale)
+        rows = []
+        for i, layer in enumerate(split["layers"].tolist()):
+            row = {"layer": f"{kind}{layer}", "n": int(split["gap"].shape[0])}
+            for part in ("gap", "de_ablated", "compensation", "sr_ln"):
+                x = split[part][:, i]
+                lo, hi = interval(x, torch.ones_like(x), B=B, seed=seed)  # prompts resampled
+                row[part] = (float(x.mean()), float(lo), float(hi))
+            rows.append(row)
+        return rows
+
     def regression(self, kind: str = "attn", scale: str = "clean") -> dict[str, torch.Tensor]:
         """Per ablated layer: slope, intercept, r2 of CE on Δunembed across prompts."""
         idx = [self.index(kind, layer) for layer in self.layers_of(kind)]

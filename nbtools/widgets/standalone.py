@@ -249,20 +249,23 @@ class Waterfall(_DataPanel):
     = net change ΔL (defaults to the sum of the four).
 
     Waterfall(de_lost=-1.2, sr_heads=0.3, sr_mlp=0.2, sr_ln=0.1)
+    (sr_branch=: the branch norms' term, a bar of its own, for Gemma-style models)
     """
 
     _kind = traitlets.Unicode("waterfall").tag(sync=True)
 
     def __init__(self, de_lost=None, sr_heads=0.0, sr_mlp=0.0, sr_ln=0.0, delta_logit=None,
-                 **kwargs):
+                 sr_branch=None, **kwargs):
         if "data" not in kwargs:
             vals = {"de_lost": finite(de_lost, "de_lost"), "sr_heads": finite(sr_heads, "sr_heads"),
                     "sr_mlp": finite(sr_mlp, "sr_mlp"), "sr_ln": finite(sr_ln, "sr_ln")}
+            if sr_branch is not None:
+                vals["sr_branch"] = finite(sr_branch, "sr_branch")
             vals["delta_logit"] = (sum(vals.values()) if delta_logit is None
                                    else finite(delta_logit, "delta_logit"))
             kwargs["data"] = {"steps": [{"key": k, "label": label, "value": vals[k],
                                          "total": k == "delta_logit"}
-                                        for k, label in panels.WATERFALL_STEPS]}
+                                        for k, label in panels.WATERFALL_STEPS if k in vals]}
         super().__init__(**kwargs)
 
     @staticmethod
