@@ -5,8 +5,9 @@ Written from the shared ``SPEC.md`` and the installed ``transformers`` sources o
 Speed is irrelevant here; every step is meant to be obviously correct.
 
 Supported model classes: ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM`` (parallel and sequential
-residual), ``LlamaForCausalLM`` (incl. grouped-query attention and ``attention_bias``) and
-``Qwen2ForCausalLM`` (Llama layout, value biases).
+residual), ``LlamaForCausalLM`` (incl. grouped-query attention and ``attention_bias``),
+``Qwen2ForCausalLM`` (Llama layout, value biases), ``Gemma2ForCausalLM`` and
+``Gemma3ForCausalLM`` (sandwich norms, below).
 
 Each head's value constant ``c[h]`` (what ``z_h`` carries whatever the head attends to) is
 *measured*, not derived from weights: one forward pass in which every pre-attention norm
@@ -25,7 +26,14 @@ Component vectors (d_model space) that make up the final residual stream ``r`` a
 
 Direct effect with a frozen scale ``s*``: ``DE = center(o) / s* . W_U_hat[:, y]`` where
 ``W_U_hat = diag(gamma) W_U`` with the vocabulary mean removed from every row, and center removes
-the d_model mean (LayerNorm only; RMSNorm has no centring).
+the d_model mean (LayerNorm only; RMSNorm has no centring). Logits are the unembedding's own
+output (before any final softcap: SPEC §7 defines every quantity on the raw logit).
+
+Sandwich norms (Gemma 2/3, SPEC §7): a branch (the attention projection's output, the MLP's)
+joins the residual stream through its RMSNorm ``(1 + w_b) * o / s_b``. Every component vector
+of a branch above is taken through that norm at the **clean run's** branch scale ``s_b`` (also
+in the ablated run), and ``SR_branch`` is measured as what the branch norms really wrote (their
+recorded outputs) minus those frozen-scale vectors, per layer and branch.
 """
 
 from __future__ import annotations
@@ -33,6 +41,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
     GPTNeoXConfig,
@@ -44,8 +56,8 @@ from transformers import (
 )
 from transformers.pytorch_utils import Conv1D
 
-__all__ = ["make_gpt2", "make_llama", "make_neox", "make_qwen2", "reference_measure",
-           "value_constants"]
+__all__ = ["make_gemma2", "make_gemma3", "make_gpt2", "make_llama", "make_neox", "make_qwen2",
+           "reference_measure", "value_constants"]
 
 # ----------------------------------------------------------------------------------------------
 # Small random-initialised models
@@ -59,19 +71,21 @@ VOCAB = 512
 N_POS = 128
 
 
-def _randomise(model: nn.Module, seed: int) -> nn.Module:
-    """Give every parameter non-trivial random values (norm gains near 1, biases non-zero)."""
+def _randomise(model: nn.Module, seed: int, gain_offset: float = 0.0,
+               embed_std: float = 0.5) -> nn.Module:
+    """Give every parameter non-trivial random values (norm gains near 1, biases non-zero);
+    `gain_offset`: what the norms add to their stored weight (Gemma: 1)."""
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             leaf = name.split(".")[-2] if "." in name else name
             is_norm = "norm" in leaf or leaf.startswith("ln")
             if is_norm and name.endswith("weight"):
-                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+                p.copy_(1.0 - gain_offset + 0.3 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.2 * torch.randn_like(p))
             elif leaf in ("wte", "wpe", "embed_in", "embed_tokens"):
-                p.copy_(0.5 * torch.randn_like(p))
+                p.copy_(embed_std * torch.randn_like(p))
             else:
                 p.copy_(0.15 * torch.randn_like(p))
     return model.float().eval()
@@ -148,6 +162,60 @@ def make_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
     return _randomise(Qwen2ForCausalLM(config), seed)
 
 
+def make_gemma3(seed: int = 0) -> Gemma3ForCausalLM:
+    """A 4-layer Gemma 3 with random weights: GQA (4 query heads, 1 kv head), QK-norm, sandwich
+    norms, a sliding window of 4 tokens on layers 0 and 2 (layers 1 and 3 global). The tied
+    embedding is drawn smaller (std 0.2: its module multiplies by sqrt(d) = 8), which keeps
+    the logits at the other random families' size."""
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=D_MODEL,
+        intermediate_size=D_MLP,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        num_key_value_heads=1,
+        head_dim=D_MODEL // N_HEAD,
+        query_pre_attn_scalar=D_MODEL // N_HEAD,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"] * (N_LAYER // 2),
+        max_position_embeddings=N_POS,
+        attention_dropout=0.0,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return _randomise(Gemma3ForCausalLM(config), seed, gain_offset=1.0, embed_std=0.2)
+
+
+def make_gemma2(seed: int = 0) -> Gemma2ForCausalLM:
+    """A 4-layer Gemma 2 with random weights: GQA (2 kv heads), attention biases (so a value
+    constant and an output bias pass the branch norm), sandwich norms, a sliding window of 4
+    on even layers, attention softcap 5 and final logit softcap 3 (small, so both bite)."""
+    torch.manual_seed(seed)
+    config = Gemma2Config(
+        vocab_size=VOCAB,
+        hidden_size=D_MODEL,
+        intermediate_size=D_MLP,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        num_key_value_heads=2,
+        head_dim=D_MODEL // N_HEAD,
+        query_pre_attn_scalar=D_MODEL // N_HEAD,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"] * (N_LAYER // 2),
+        attention_bias=True,
+        attn_logit_softcapping=5.0,
+        final_logit_softcapping=3.0,
+        max_position_embeddings=N_POS,
+        attention_dropout=0.0,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return _randomise(Gemma2ForCausalLM(config), seed, gain_offset=1.0, embed_std=0.2)
+
+
 # ----------------------------------------------------------------------------------------------
 # Architecture description: module paths and weights, read from the transformers source
 # ----------------------------------------------------------------------------------------------
@@ -206,8 +274,25 @@ class _Arch:
             self.attn_norm = [b.input_layernorm for b in blocks]
             self.head_dim = blocks[0].self_attn.head_dim
             self.parallel = False
+        elif isinstance(model, Gemma2ForCausalLM | Gemma3ForCausalLM):
+            base = model.model
+            blocks = list(base.layers)
+            self.embeds = [base.embed_tokens]  # its output is already multiplied by sqrt(d)
+            self.final_norm = base.norm
+            self.attn_proj = [b.self_attn.o_proj for b in blocks]
+            self.mlp = [b.mlp for b in blocks]
+            self.mlp_down = [b.mlp.down_proj for b in blocks]
+            self.attn_norm = [b.input_layernorm for b in blocks]
+            self.head_dim = blocks[0].self_attn.head_dim
+            self.parallel = False
+            self.branch_norms = {"attn": [b.post_attention_layernorm for b in blocks],
+                                 "mlp": [b.post_feedforward_layernorm for b in blocks]}
+            self.gain_offset = 1.0  # Gemma's RMSNorm multiplies by (1 + weight)
         else:
             raise TypeError(f"reference does not support {type(model).__name__}")
+        if not hasattr(self, "branch_norms"):
+            self.branch_norms = None
+            self.gain_offset = 0.0
 
         self.n_layers = len(self.attn_proj)
         self.is_rms = not isinstance(self.final_norm, nn.LayerNorm)
@@ -228,13 +313,22 @@ class _Arch:
         self.W_out = [_in_out_weight(p).to(f64) for p in self.mlp_down]  # [M, d]
         self.d_mlp = self.W_out[0].shape[0]
         self.b_out = [_bias_or_zeros(p, self.d_model).to(f64) for p in self.mlp_down]
+        # branch norm gains [L, d] and epsilon (ones and no norm for the other families)
+        self.branch_gain = {"attn": torch.ones(self.n_layers, self.d_model, dtype=f64),
+                            "mlp": torch.ones(self.n_layers, self.d_model, dtype=f64)}
+        self.branch_eps = 0.0
+        if self.branch_norms is not None:
+            for kind, norms in self.branch_norms.items():
+                self.branch_gain[kind] = torch.stack(
+                    [n.weight.detach().to(f64) + self.gain_offset for n in norms])
+            self.branch_eps = float(self.branch_norms["attn"][0].eps)
 
         # Unembedding: logits = final_norm(r) @ W_U + b_U, all three heads are nn.Linear.
         lm_head = model.get_output_embeddings()
         W_U = lm_head.weight.detach().to(f64).T  # [d, V]
         vocab = W_U.shape[1]
         b_U = _bias_or_zeros(lm_head, vocab).to(f64)
-        gamma = self.final_norm.weight.detach().to(f64)
+        gamma = self.final_norm.weight.detach().to(f64) + self.gain_offset
         W_U_hat = gamma[:, None] * W_U
         b_U_hat = b_U.clone()
         beta = getattr(self.final_norm, "bias", None)
@@ -294,6 +388,8 @@ def _forward(model, arch: _Arch, ids, mask, edits=None) -> dict:
         "mlp_out": [None] * L,
         "embed": [None] * len(arch.embeds),
         "resid": None,
+        "attn_write": [None] * L,  # branch norms' outputs (sandwich-norm families)
+        "mlp_write": [None] * L,
     }
 
     def pre_hook(site, layer):
@@ -318,6 +414,9 @@ def _forward(model, arch: _Arch, ids, mask, edits=None) -> dict:
     def norm_hook(module, args):
         rec["resid"] = args[0].detach().clone()
 
+    def logits_hook(module, args, output):  # the raw logits, before any final softcap
+        rec["logits"] = output.detach().clone()
+
     handles = []
     try:
         for i, emb in enumerate(arch.embeds):
@@ -327,13 +426,17 @@ def _forward(model, arch: _Arch, ids, mask, edits=None) -> dict:
             handles.append(arch.attn_proj[layer].register_forward_hook(out_hook("attn_out", layer)))
             handles.append(arch.mlp_down[layer].register_forward_pre_hook(pre_hook("act", layer)))
             handles.append(arch.mlp[layer].register_forward_hook(out_hook("mlp_out", layer)))
+            if arch.branch_norms is not None:
+                for kind in ("attn", "mlp"):
+                    norm = arch.branch_norms[kind][layer]
+                    handles.append(norm.register_forward_hook(out_hook(f"{kind}_write", layer)))
         handles.append(arch.final_norm.register_forward_pre_hook(norm_hook))
+        handles.append(model.get_output_embeddings().register_forward_hook(logits_hook))
         with torch.no_grad():
-            out = model(input_ids=ids, attention_mask=mask)
+            model(input_ids=ids, attention_mask=mask)
     finally:
         for h in handles:
             h.remove()
-    rec["logits"] = out.logits.detach().clone()
     B, T = ids.shape
     for i, e in enumerate(rec["embed"]):  # GPT-2's wpe output is [1, T, d]
         rec["embed"][i] = e.expand(B, T, e.shape[-1])
@@ -499,10 +602,33 @@ def _scale(resid: torch.Tensor, arch: _Arch) -> torch.Tensor:
     return torch.sqrt(r.var(dim=-1, unbiased=False) + arch.norm_eps)
 
 
-def _site_vectors(rec, arch: _Arch, sb, st, fold: bool) -> dict:
-    """Component vectors (float64, d_model) at the measured sites ``(sb, st)``."""
+def _branch_scales(rec, arch: _Arch, sb, st) -> dict:
+    """Each branch norm's scale ``s_b = sqrt(mean(o^2) + eps)`` of its input ``o`` at the sites,
+    ``{"attn", "mlp"}`` -> ``[N, L]`` (ones for families without branch norms)."""
+    N, L = len(sb), arch.n_layers
+    if arch.branch_norms is None:
+        return {kind: torch.ones(N, L, dtype=torch.float64) for kind in ("attn", "mlp")}
+    out = {}
+    for kind, site in (("attn", "attn_out"), ("mlp", "mlp_out")):
+        o = torch.stack([rec[site][layer][sb, st].to(torch.float64) for layer in range(L)], 1)
+        out[kind] = torch.sqrt((o * o).mean(dim=-1) + arch.branch_eps)
+    return out
+
+
+def _through_branch(vec: torch.Tensor, arch: _Arch, kind: str, scales: dict) -> torch.Tensor:
+    """``vec [N, L, ..., d]`` (a branch's raw output or a part of it) as written through the
+    branch norm at the given scales: ``(1 + w_b) * vec / s_b`` (identity without branch norms)."""
+    extra = vec.dim() - 3
+    gain = arch.branch_gain[kind].reshape(1, arch.n_layers, *([1] * extra), arch.d_model)
+    s_b = scales[kind].reshape(*scales[kind].shape, *([1] * (extra + 1)))
+    return vec * gain / s_b
+
+
+def _site_vectors(rec, arch: _Arch, sb, st, fold: bool, scales: dict) -> dict:
+    """Component vectors (float64, d_model) at the measured sites ``(sb, st)``; branch parts
+    through their branch norm at ``scales`` (the clean run's, SPEC §7)."""
     f64 = torch.float64
-    heads, attn, mlp, neur = [], [], [], []
+    heads, attn, mlp, neur, writes = [], [], [], [], {"attn": [], "mlp": []}
     for layer in range(arch.n_layers):
         z = rec["z"][layer][sb, st].to(f64)  # [N, H, hd]
         if fold:
@@ -511,14 +637,23 @@ def _site_vectors(rec, arch: _Arch, sb, st, fold: bool) -> dict:
         attn.append(rec["attn_out"][layer][sb, st].to(f64))
         mlp.append(rec["mlp_out"][layer][sb, st].to(f64))
         neur.append(rec["act"][layer][sb, st].to(f64))  # [N, M]; vectors act_n * W_out[n]
-    return {
-        "heads": torch.stack(heads, dim=1),  # [N, L, H, d]
-        "attn": torch.stack(attn, dim=1),  # [N, L, d]
-        "mlp": torch.stack(mlp, dim=1),  # [N, L, d]
+        for kind in writes:
+            w = rec[f"{kind}_write"][layer]
+            writes[kind].append(None if w is None else w[sb, st].to(f64))
+    out = {
+        "heads": _through_branch(torch.stack(heads, dim=1), arch, "attn", scales),  # [N, L, H, d]
+        "attn": _through_branch(torch.stack(attn, dim=1), arch, "attn", scales),  # [N, L, d]
+        "mlp": _through_branch(torch.stack(mlp, dim=1), arch, "mlp", scales),  # [N, L, d]
         "act": torch.stack(neur, dim=1),  # [N, L, M] (neuron n's vector is act_n * W_out[n])
         "embed": torch.stack([e[sb, st].to(f64) for e in rec["embed"]], dim=1),  # [N, E, d]
         "resid": rec["resid"][sb, st].to(f64),
     }
+    # what each branch really wrote: the branch norm's recorded output (the frozen-scale vector
+    # itself where there is no branch norm)
+    for kind in writes:
+        recorded = writes[kind][0] is not None
+        out[f"{kind}_write"] = torch.stack(writes[kind], dim=1) if recorded else out[kind]
+    return out
 
 
 def _attn_constant(arch: _Arch, fold: bool) -> torch.Tensor:
@@ -599,8 +734,11 @@ def reference_measure(
     logit_clean = centred_logit(clean)
     logit_abl = centred_logit(abl)
 
-    vc = _site_vectors(clean, arch, sb, st, fold)
-    va = _site_vectors(abl, arch, sb, st, fold)
+    frozen = _branch_scales(clean, arch, sb, st)  # SPEC §7: clean branch scales, both runs
+    vc = _site_vectors(clean, arch, sb, st, fold, frozen)
+    va = _site_vectors(abl, arch, sb, st, fold, frozen)
+    for kind in ("attn", "mlp"):  # clean run: the frozen-scale vectors are the real writes
+        assert torch.allclose(vc[kind], vc[f"{kind}_write"], atol=1e-5, rtol=1e-5), kind
     s = _scale(vc["resid"], arch)
     s_abl = _scale(va["resid"], arch)
     s_star = s if scale == "clean" else s_abl
@@ -618,17 +756,23 @@ def reference_measure(
     # DE(act_n * W_out[n]) = act_n * DE(W_out[n]) (saves materialising [N, L, M, d]).
     w_out = torch.stack(arch.W_out)  # [L, M, d]
     N = len(y)
-    unit_c = _direct_effect(w_out[None].expand(N, -1, -1, -1), s, u, arch.is_rms)  # [N, L, M]
-    unit_a = _direct_effect(w_out[None].expand(N, -1, -1, -1), s_star, u, arch.is_rms)
+    w_out = _through_branch(w_out[None].expand(N, -1, -1, -1), arch, "mlp", frozen)
+    unit_c = _direct_effect(w_out, s, u, arch.is_rms)  # [N, L, M]
+    unit_a = _direct_effect(w_out, s_star, u, arch.is_rms)
     neur_c = vc["act"] * unit_c
     neur_a = va["act"] * unit_a
     embed_de = _direct_effect(vc["embed"], s, u, arch.is_rms)
 
     L = arch.n_layers
-    const = _attn_constant(arch, fold)  # [L, d]
-    attn_bias_de = _direct_effect(const[None].expand(N, L, -1), s, u, arch.is_rms)
-    b_out = torch.stack(arch.b_out)  # [L, d]
-    mlp_bias_de = _direct_effect(b_out[None].expand(N, L, -1), s, u, arch.is_rms)
+    const = _through_branch(_attn_constant(arch, fold)[None].expand(N, L, -1), arch, "attn",
+                            frozen)  # [N, L, d]
+    attn_bias_de = _direct_effect(const, s, u, arch.is_rms)
+    b_out = _through_branch(torch.stack(arch.b_out)[None].expand(N, L, -1), arch, "mlp", frozen)
+    mlp_bias_de = _direct_effect(b_out, s, u, arch.is_rms)
+    # SR_branch (SPEC §7): the ablated run's real branch writes minus their frozen-scale vectors
+    sr_branch_attn = (_direct_effect(va["attn_write"], s_star, u, arch.is_rms) - attn_a)
+    sr_branch_mlp = (_direct_effect(va["mlp_write"], s_star, u, arch.is_rms) - mlp_a)
+    sr_branch = sr_branch_attn.sum(dim=1) + sr_branch_mlp.sum(dim=1)
 
     # Deltas.
     d_head = head_a - head_c  # [N, L, H]
@@ -664,7 +808,7 @@ def reference_measure(
     sr_heads = (d_head * ~head_sel).sum(dim=(1, 2))
     mlp_layer_delta = d_mlp - (d_neur * neur_sel).sum(dim=2)  # neurons' own change removed
     sr_mlp = (mlp_layer_delta * ~mlp_sel).sum(dim=1)
-    sr_ln = self_repair - sr_heads - sr_mlp
+    sr_ln = self_repair - sr_heads - sr_mlp - sr_branch
     sr_ln_closed = (1.0 - s_abl / s) * (logit_abl - b_hat)
 
     # Hydra compensation: ΔDE of the components downstream of the earliest ablated one, the
@@ -713,6 +857,9 @@ def reference_measure(
         "self_repair_prime": self_repair_prime,
         "sr_heads": sr_heads,
         "sr_mlp": sr_mlp,
+        "sr_branch": sr_branch,
+        "sr_branch_attn": sr_branch_attn,
+        "sr_branch_mlp": sr_branch_mlp,
         "sr_ln": sr_ln,
         "sr_ln_closed": sr_ln_closed,
         "delta_unembed": direct_effect.clone(),

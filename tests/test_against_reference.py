@@ -24,7 +24,7 @@ FIELDS = ["logit_clean", "logit_ablated", "scale_clean", "scale_ablated", "head_
           "head_de_ablated", "attn_de_clean", "attn_de_ablated", "mlp_de_clean", "mlp_de_ablated",
           "attn_bias_de", "mlp_bias_de", "embed_de", "unembed_bias", "direct_effect",
           "direct_effect_ablated", "delta_logit", "self_repair", "self_repair_prime", "sr_heads",
-          "sr_mlp", "sr_ln", "sr_ln_closed", "delta_unembed", "delta_ablate", "compensation",
+          "sr_mlp", "sr_branch", "sr_branch_attn", "sr_branch_mlp", "sr_ln", "sr_ln_closed", "delta_unembed", "delta_ablate", "compensation",
           "neuron_de_clean", "neuron_de_ablated"]
 
 
