@@ -87,7 +87,7 @@ def test_matches_reference(labs, family, method, ablation, positions):
     assert result.delta_logit.abs().max() > 0, "the ablation changed nothing measured"
 
 
-@pytest.mark.parametrize("family", ["gpt2", "neox", "llama_gqa_vbias"])
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama_gqa_vbias", "gemma2", "gemma3"])
 @pytest.mark.parametrize("fold", [True, False])
 @pytest.mark.parametrize("scale", ["clean", "recomputed"])
 def test_conventions_match_reference(labs, family, fold, scale):
@@ -97,7 +97,7 @@ def test_conventions_match_reference(labs, family, fold, scale):
     assert result.settings["fold_value_biases"] is fold and result.settings["scale"] == scale
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama_gqa_vbias"])
+@pytest.mark.parametrize("family", ["gpt2", "llama_gqa_vbias", "gemma3"])
 def test_several_sources_average_effects(labs, family):
     """K resample sources: every quantity is the mean of K single-source reference runs."""
     lab = labs[family]

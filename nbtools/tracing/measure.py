@@ -16,6 +16,11 @@ def measure_session(lm, job: dict, backend) -> dict:
     holds them), "groups": [the dots of each ablated group]}. job["state"] maps "measured" /
     "source" to a batch's kept clean activations or None; a local run fills in what it
     computed there (the Lab caches it), a remote one keeps everything on the server.
+
+    Sliding-window models (job["windows"]): the clean run keeps its keys and values in a cache
+    of full layers (the model's own keeps only a window's last ones on sliding layers), and a
+    suffix run hands the decoder one attention mask per layer type, built from positions (a
+    row's cache slots before its suffix are masked, so slots and positions differ).
     """
     with TRACE_LOCK, torch.no_grad(), lm.session(backend=backend):
         paths, L, H, dh, f64 = job["paths"], job["n_layers"], job["n_heads"], job["d_head"], torch.float64
@@ -66,8 +71,6 @@ def measure_session(lm, job: dict, backend) -> dict:
             if run["kind"] == "clean" or job["suffix"] is None:
                 ids, mask = job["batches"][run["batch"]]
                 inputs = {"input_ids": ids.repeat(run["n_runs"], 1), "attention_mask": mask.repeat(run["n_runs"], 1)}
-                # a cache of full layers keeps every position (a model's own cache may keep
-                # only a sliding window's last keys on its sliding-window layers)
                 return inputs, ({job["cache_arg"]: DynamicCache(), "use_cache": True} if run["kv"] else {"use_cache": False}), None
             sx, n = job["suffix"], run["n_runs"]
             inputs = {"input_ids": sx["input_ids"].repeat(n, 1), "attention_mask": sx["attention_mask"].repeat(n, 1), "position_ids": sx["position_ids"].repeat(n, 1)}
