@@ -323,20 +323,27 @@ class _Arch:
                     [n.weight.detach().to(f64) + self.gain_offset for n in norms])
             self.branch_eps = float(self.branch_norms["attn"][0].eps)
 
-        # Unembedding: logits = final_norm(r) @ W_U + b_U, all three heads are nn.Linear.
+        # Unembedding: logits = final_norm(r) @ W_U + b_U, all heads are nn.Linear. Only the
+        # target columns are taken to float64 (`unembedding`); the vocabulary means are summed
+        # in float64 chunks, so a 262k-token vocabulary needs no float64 copy.
         lm_head = model.get_output_embeddings()
-        W_U = lm_head.weight.detach().to(f64).T  # [d, V]
-        vocab = W_U.shape[1]
-        b_U = _bias_or_zeros(lm_head, vocab).to(f64)
-        gamma = self.final_norm.weight.detach().to(f64) + self.gain_offset
-        W_U_hat = gamma[:, None] * W_U
-        b_U_hat = b_U.clone()
+        self.W_U_rows = lm_head.weight.detach()  # [V, d]
+        vocab = self.W_U_rows.shape[0]
+        self.b_U = _bias_or_zeros(lm_head, vocab).to(f64)
+        self.gamma = self.final_norm.weight.detach().to(f64) + self.gain_offset
         beta = getattr(self.final_norm, "bias", None)
-        if beta is not None:
-            b_U_hat = b_U_hat + beta.detach().to(f64) @ W_U
-        # Centre over the vocabulary.
-        self.W_U_hat = W_U_hat - W_U_hat.mean(dim=1, keepdim=True)
-        self.b_U_hat = b_U_hat - b_U_hat.mean()
+        self.beta = torch.zeros(self.d_model, dtype=f64) if beta is None else beta.detach().to(f64)
+        total = torch.zeros(self.d_model, dtype=f64)
+        for start in range(0, vocab, 4096):
+            total += self.W_U_rows[start:start + 4096].to(f64).sum(0)
+        self.W_U_mean = total / vocab  # [d]
+
+    def unembedding(self, y: torch.Tensor):
+        """Centred folded unembedding columns ``W_U_hat[:, y]`` as ``[N, d]`` and ``b_U_hat[y]``
+        ``[N]``: ``gamma * (W_U[:, y] - mean_V W_U)``, ``beta . (W_U[:, y] - mean) + b_U[y] -
+        mean(b_U)``."""
+        rows = self.W_U_rows[y].to(torch.float64) - self.W_U_mean
+        return self.gamma * rows, rows @ self.beta + self.b_U[y] - self.b_U.mean()
 
 
 def value_constants(model: nn.Module, arch: _Arch | None = None) -> list[torch.Tensor]:
@@ -724,8 +731,7 @@ def reference_measure(
     # Measured sites.
     sb, st = (targets >= 0).nonzero(as_tuple=True)
     y = targets[sb, st]
-    u = arch.W_U_hat[:, y].T  # [N, d]
-    b_hat = arch.b_U_hat[y]  # [N]
+    u, b_hat = arch.unembedding(y)  # [N, d], [N]
 
     def centred_logit(rec):
         lg = rec["logits"][sb, st].to(torch.float64)  # [N, V]
@@ -754,11 +760,13 @@ def reference_measure(
     mlp_c, mlp_a = de_pair("mlp")
     # Neuron n's vector is act_n * W_out[n]; DE is linear in the vector, so
     # DE(act_n * W_out[n]) = act_n * DE(W_out[n]) (saves materialising [N, L, M, d]).
-    w_out = torch.stack(arch.W_out)  # [L, M, d]
+    # (center(v) . u = v . (u - mean(u)), so a neuron's unit DE is one contraction per site)
     N = len(y)
-    w_out = _through_branch(w_out[None].expand(N, -1, -1, -1), arch, "mlp", frozen)
-    unit_c = _direct_effect(w_out, s, u, arch.is_rms)  # [N, L, M]
-    unit_a = _direct_effect(w_out, s_star, u, arch.is_rms)
+    u_c = u if arch.is_rms else u - u.mean(dim=-1, keepdim=True)
+    unit = torch.einsum("lmd,ld,nd->nlm", torch.stack(arch.W_out), arch.branch_gain["mlp"], u_c)
+    unit = unit / frozen["mlp"][..., None]  # through the MLP branch norm at the clean scale
+    unit_c = unit / s[:, None, None]  # [N, L, M]
+    unit_a = unit / s_star[:, None, None]
     neur_c = vc["act"] * unit_c
     neur_a = va["act"] * unit_a
     embed_de = _direct_effect(vc["embed"], s, u, arch.is_rms)
