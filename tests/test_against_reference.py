@@ -141,3 +141,35 @@ def test_hydra_others_sources_match_reference(labs):
                  "delta_unembed", "delta_ablate"]:
         mean = torch.stack([r[name] for r in refs]).mean(0)
         torch.testing.assert_close(getattr(result, name), mean, atol=1e-5, rtol=0)
+
+
+def test_softcapped_logit_beside_the_raw_decomposition(labs):
+    """Gemma 2 caps its logits (c = 3 here): the decomposition is of the raw logit, and the
+    target's capped logit is reported beside it, clean and ablated, equal to the model's own
+    output (zero-ablating head 1 of layer 2 with a forward pre-hook here)."""
+    lab = labs["gemma2"]
+    prompts = ragged_batch(seed=5)
+    r = lab.measure(prompts, Head(2, 1), method="zero", logprobs=True, fold_value_biases=False)
+    assert "softcap" in r.settings["logit"] and "c = 3.0" in r.settings["logit"]
+    ids, mask = padded(prompts)
+    o_proj = lab.hf_model.model.layers[2].self_attn.o_proj
+    d_head = lab.shape.d_head
+
+    def zero_head(module, args):
+        z = args[0].clone()
+        z[..., d_head:2 * d_head] = 0
+        return (z,)
+
+    with torch.no_grad():
+        clean = lab.hf_model(input_ids=ids, attention_mask=mask).logits
+        handle = o_proj.register_forward_pre_hook(zero_head)
+        try:
+            ablated = lab.hf_model(input_ids=ids, attention_mask=mask).logits
+        finally:
+            handle.remove()
+    at = (r.rows, r.positions, r.target_ids)
+    torch.testing.assert_close(r.logit_capped_clean, clean[at].double(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.logit_capped_ablated, ablated[at].double(), atol=1e-5, rtol=0)
+    assert clean.abs().max() < 3.0 and (r.logit_clean.abs() > 3.0).any()  # the cap bites
+    assert r.delta_logit_capped.abs().max() > 1e-3
+    assert labs["gemma3"].measure(prompts, Head(2, 1), logprobs=True).logit_capped_clean is None

@@ -229,6 +229,8 @@ def measure_session(lm, job: dict, backend) -> dict:
                 logprobs = logits.log_softmax(-1)
                 target = clean["targets"][None, :, None].expand(n_runs, -1, 1)
                 result["logprob"] = logprobs.gather(-1, target)[..., 0].to(f64)
+                if job["softcap"] is not None:  # the capped (uncentred) logit, beside the raw decomposition
+                    result["logit_capped"] = logits.gather(-1, target)[..., 0].to(f64)
                 # top-k of each ablation's source-averaged distribution
                 K = rep["n_sources"] if run["kind"] == "ablated" else 1
                 probs = logprobs.exp().reshape(-1, K, N, logprobs.shape[-1]).mean(1)
