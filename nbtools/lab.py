@@ -335,10 +335,8 @@ class Lab:
                                    positions, sources, n_sources, reference, seed,
                                    fold_value_biases)
         # --- everything validated; forward passes start here ---
-        # (a cache of the clean prefix is a full-attention cache: not for sliding windows)
         suffix = (plan_suffix(batch, pos_mask, sites.rows, sites.positions)
-                  if suffix_reuse and not clean_only and not self.adapter.sliding_window
-                  else None)
+                  if suffix_reuse and not clean_only else None)
         groups = list(self._groups(specs, source.n_sources * batch.size, max_rows))
         options = dict(fold=fold_value_biases, centred=centred, neurons=neurons,
                        logprobs=logprobs, top_k=top_k)
@@ -355,6 +353,10 @@ class Lab:
             fold_value_biases=fold_value_biases, centred=centred,
             dtype=str(self.dtype).replace("torch.", ""), seed=seed,
             sr_definition="SR = ΔL − (DE_abl − DE); self_repair_prime = ΔL + DE",
+            logit=("raw: before the final softcap "
+                   f"c·tanh(ℓ/c), c = {self.adapter.final_softcap} (capped logits: "
+                   "logit_capped_clean/_ablated with logprobs=True)"
+                   if self.adapter.final_softcap is not None else "raw (no final softcap)"),
             versions=dict(package_versions()))
         terms, dots_c = clean_terms(clean), clean_dots(clean)
         self._check_complete(dots_c, terms, "clean run")
@@ -516,14 +518,23 @@ def _logprob_fields(clean: dict, group: dict | None, j: int, part: slice | None 
     """
     out = dict(logprob_clean=clean["logprob"], topk_ids_clean=clean["topk_ids"],
                topk_probs_clean=clean["topk_probs"])
+    capped = "logit_capped" in clean  # a final logit softcap (Gemma 2)
+    if capped:
+        out["logit_capped_clean"] = clean["logit_capped"]
     if group is None:
         return dict(out, logprob_ablated=clean["logprob"], topk_ids_ablated=clean["topk_ids"],
-                    topk_probs_ablated=clean["topk_probs"])
+                    topk_probs_ablated=clean["topk_probs"],
+                    **({"logit_capped_ablated": clean["logit_capped"]} if capped else {}))
     logprob, ids, probs = group["logprob"][part].mean(0), group["topk_ids"][j], group["topk_probs"][j]
+    logit_capped = group["logit_capped"][part].mean(0) if capped else None
     if before is not None:
         logprob = torch.where(before, clean["logprob"], logprob)
         ids = torch.where(before[:, None], clean["topk_ids"], ids)
         probs = torch.where(before[:, None], clean["topk_probs"], probs)
+        if capped:
+            logit_capped = torch.where(before, clean["logit_capped"], logit_capped)
+    if capped:
+        out["logit_capped_ablated"] = logit_capped
     return dict(out, logprob_ablated=logprob, topk_ids_ablated=ids, topk_probs_ablated=probs)
 
 

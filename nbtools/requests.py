@@ -65,8 +65,8 @@ def model_job(adapter: Adapter, weights: Weights) -> dict:
                 n_heads=s.n_heads, d_head=s.d_head, d_model=s.d_model, d_mlp=s.d_mlp,
                 layernorm=adapter.norm == "layernorm", eps=adapter.norm_eps(),
                 gamma_offset=adapter.gamma_offset, branch_offset=adapter.gamma_offset,
-                branch_eps=getattr(adapter, "branch_eps", 0.0),
-                softcap=getattr(adapter, "final_softcap", None),
+                branch_eps=adapter.branch_eps,
+                softcap=adapter.final_softcap, windows=adapter.attention_windows(),
                 cache_arg=cache_argument(adapter.hf_model), beta=weights.beta,
                 W_U_mean=weights.W_U_mean, b_U_mean_hat=weights.b_U_mean_hat())
 

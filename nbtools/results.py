@@ -46,7 +46,11 @@ class Measurement:
       biases);
       self_repair_prime = ΔL + DE (the variant that assumes DE^abl = 0).
     With logprobs=True: logprob_clean/_ablated [N] of the target (ablated: mean over sources),
-      topk_ids/_probs_clean/_ablated [N, k] (ablated: of the source-averaged distribution).
+      topk_ids/_probs_clean/_ablated [N, k] (ablated: of the source-averaged distribution);
+      for models with a final logit softcap (Gemma 2: ℓ = c·tanh(ℓ_raw/c)) also
+      logit_capped_clean/_ablated [N], the target's capped logit (not centred; every other
+      logit, DE and SR is of the raw logit, where the decomposition is exact: SPEC §7,
+      settings["logit"] says which); delta_logit_capped is their difference.
     Hydra (SPEC §4): delta_unembed = DE (clean), delta_ablate = −ΔL, compensation = CE
       (Σ ΔDE of components downstream of the earliest ablated one).
     """
@@ -93,6 +97,8 @@ class Measurement:
     topk_probs_clean: torch.Tensor | None = None
     topk_ids_ablated: torch.Tensor | None = None
     topk_probs_ablated: torch.Tensor | None = None
+    logit_capped_clean: torch.Tensor | None = None
+    logit_capped_ablated: torch.Tensor | None = None
     settings: dict = field(default_factory=dict)
 
     @property
@@ -102,6 +108,13 @@ class Measurement:
     @property
     def label(self) -> str:
         return "+".join(str(c) for c in self.components) or "clean run"
+
+    @property
+    def delta_logit_capped(self) -> torch.Tensor | None:
+        """ΔL of the capped logit [N] (softcapped models with logprobs=True), else None."""
+        if self.logit_capped_clean is None:
+            return None
+        return self.logit_capped_ablated - self.logit_capped_clean
 
     @property
     def head_delta_de(self) -> torch.Tensor:

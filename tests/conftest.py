@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from reference import make_gemma, make_gpt2, make_llama, make_neox
+from reference import make_gemma2, make_gemma3, make_gpt2, make_llama, make_neox
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -20,8 +20,8 @@ FAMILIES = {
     "neox_seq": lambda: make_neox(parallel=False),
     "llama_gqa_vbias": lambda: make_llama(gqa=True, bias=True),
     "llama": lambda: make_llama(gqa=False, bias=False),
-    "gemma3": lambda: make_gemma(3),
-    "gemma2": lambda: make_gemma(2),
+    "gemma2": make_gemma2,
+    "gemma3": make_gemma3,
 }
 
 

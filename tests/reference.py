@@ -6,9 +6,8 @@ Speed is irrelevant here; every step is meant to be obviously correct.
 
 Supported model classes: ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM`` (parallel and sequential
 residual), ``LlamaForCausalLM`` (incl. grouped-query attention and ``attention_bias``),
-``Qwen2ForCausalLM`` (Llama layout, value biases) and ``Gemma2ForCausalLM`` /
-``Gemma3ForCausalLM`` (sandwich norms, SPEC §7: every branch write at its clean branch scale,
-the branch norms' rescaling collected in ``sr_branch``; logits before the Gemma 2 softcap).
+``Qwen2ForCausalLM`` (Llama layout, value biases), ``Gemma2ForCausalLM`` and
+``Gemma3ForCausalLM`` (sandwich norms, below).
 
 Each head's value constant ``c[h]`` (what ``z_h`` carries whatever the head attends to) is
 *measured*, not derived from weights: one forward pass in which every pre-attention norm
@@ -27,7 +26,14 @@ Component vectors (d_model space) that make up the final residual stream ``r`` a
 
 Direct effect with a frozen scale ``s*``: ``DE = center(o) / s* . W_U_hat[:, y]`` where
 ``W_U_hat = diag(gamma) W_U`` with the vocabulary mean removed from every row, and center removes
-the d_model mean (LayerNorm only; RMSNorm has no centring).
+the d_model mean (LayerNorm only; RMSNorm has no centring). Logits are the unembedding's own
+output (before any final softcap: SPEC §7 defines every quantity on the raw logit).
+
+Sandwich norms (Gemma 2/3, SPEC §7): a branch (the attention projection's output, the MLP's)
+joins the residual stream through its RMSNorm ``(1 + w_b) * o / s_b``. Every component vector
+of a branch above is taken through that norm at the **clean run's** branch scale ``s_b`` (also
+in the ablated run), and ``SR_branch`` is measured as what the branch norms really wrote (their
+recorded outputs) minus those frozen-scale vectors, per layer and branch.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from transformers import (
 )
 from transformers.pytorch_utils import Conv1D
 
-__all__ = ["make_gemma", "make_gpt2", "make_llama", "make_neox", "make_qwen2",
+__all__ = ["make_gemma2", "make_gemma3", "make_gpt2", "make_llama", "make_neox", "make_qwen2",
            "reference_measure", "value_constants"]
 
 # ----------------------------------------------------------------------------------------------
@@ -65,19 +71,21 @@ VOCAB = 512
 N_POS = 128
 
 
-def _randomise(model: nn.Module, seed: int) -> nn.Module:
-    """Give every parameter non-trivial random values (norm gains near 1, biases non-zero)."""
+def _randomise(model: nn.Module, seed: int, gain_offset: float = 0.0,
+               embed_std: float = 0.5) -> nn.Module:
+    """Give every parameter non-trivial random values (norm gains near 1, biases non-zero);
+    `gain_offset`: what the norms add to their stored weight (Gemma: 1)."""
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             leaf = name.split(".")[-2] if "." in name else name
             is_norm = "norm" in leaf or leaf.startswith("ln")
             if is_norm and name.endswith("weight"):
-                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+                p.copy_(1.0 - gain_offset + 0.3 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.2 * torch.randn_like(p))
             elif leaf in ("wte", "wpe", "embed_in", "embed_tokens"):
-                p.copy_(0.5 * torch.randn_like(p))
+                p.copy_(embed_std * torch.randn_like(p))
             else:
                 p.copy_(0.15 * torch.randn_like(p))
     return model.float().eval()
@@ -154,25 +162,58 @@ def make_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
     return _randomise(Qwen2ForCausalLM(config), seed)
 
 
-def make_gemma(version: int = 3, seed: int = 0):
-    """A 4-layer Gemma 2 or 3 with random weights (norm weights too, so every branch norm
-    rescales): GQA 4:1, sliding-window layers (window 4) alternating with global ones,
-    head_dim ≠ d_model / heads; Gemma 2 with its logit (30) and attention (50) softcaps."""
+def make_gemma3(seed: int = 0) -> Gemma3ForCausalLM:
+    """A 4-layer Gemma 3 with random weights: GQA (4 query heads, 1 kv head), QK-norm, sandwich
+    norms, a sliding window of 4 tokens on layers 0 and 2 (layers 1 and 3 global). The tied
+    embedding is drawn smaller (std 0.2: its module multiplies by sqrt(d) = 8), which keeps
+    the logits at the other random families' size."""
     torch.manual_seed(seed)
-    common = dict(vocab_size=VOCAB, hidden_size=D_MODEL, intermediate_size=D_MLP,
-                  num_hidden_layers=N_LAYER, num_attention_heads=N_HEAD, num_key_value_heads=1,
-                  head_dim=24, max_position_embeddings=N_POS, sliding_window=4,
-                  layer_types=["sliding_attention", "full_attention"] * (N_LAYER // 2),
-                  attention_dropout=0.0)
-    if version == 2:
-        model = Gemma2ForCausalLM(Gemma2Config(**common, final_logit_softcapping=30.0,
-                                               attn_logit_softcapping=50.0))
-    else:
-        model = Gemma3ForCausalLM(Gemma3TextConfig(**common))
-    model = _randomise(model, seed)
-    with torch.no_grad():  # the tied unembedding: logits of a few units, as in a real model
-        model.model.embed_tokens.weight.mul_(0.2)
-    return model
+    config = Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=D_MODEL,
+        intermediate_size=D_MLP,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        num_key_value_heads=1,
+        head_dim=D_MODEL // N_HEAD,
+        query_pre_attn_scalar=D_MODEL // N_HEAD,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"] * (N_LAYER // 2),
+        max_position_embeddings=N_POS,
+        attention_dropout=0.0,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return _randomise(Gemma3ForCausalLM(config), seed, gain_offset=1.0, embed_std=0.2)
+
+
+def make_gemma2(seed: int = 0) -> Gemma2ForCausalLM:
+    """A 4-layer Gemma 2 with random weights: GQA (2 kv heads), attention biases (so a value
+    constant and an output bias pass the branch norm), sandwich norms, a sliding window of 4
+    on even layers, attention softcap 5 and final logit softcap 3 (small, so both bite)."""
+    torch.manual_seed(seed)
+    config = Gemma2Config(
+        vocab_size=VOCAB,
+        hidden_size=D_MODEL,
+        intermediate_size=D_MLP,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        num_key_value_heads=2,
+        head_dim=D_MODEL // N_HEAD,
+        query_pre_attn_scalar=D_MODEL // N_HEAD,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"] * (N_LAYER // 2),
+        attention_bias=True,
+        attn_logit_softcapping=5.0,
+        final_logit_softcapping=3.0,
+        max_position_embeddings=N_POS,
+        attention_dropout=0.0,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return _randomise(Gemma2ForCausalLM(config), seed, gain_offset=1.0, embed_std=0.2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,7 +277,7 @@ class _Arch:
         elif isinstance(model, Gemma2ForCausalLM | Gemma3ForCausalLM):
             base = model.model
             blocks = list(base.layers)
-            self.embeds = [base.embed_tokens]  # its output is already × √d_model
+            self.embeds = [base.embed_tokens]  # its output is already multiplied by sqrt(d)
             self.final_norm = base.norm
             self.attn_proj = [b.self_attn.o_proj for b in blocks]
             self.mlp = [b.mlp for b in blocks]
@@ -244,15 +285,16 @@ class _Arch:
             self.attn_norm = [b.input_layernorm for b in blocks]
             self.head_dim = blocks[0].self_attn.head_dim
             self.parallel = False
-            # sandwich norms: y = (1 + w) ⊙ o / sqrt(mean(o²) + eps) on each branch output
-            self.attn_branch = [b.post_attention_layernorm for b in blocks]
-            self.mlp_branch = [b.post_feedforward_layernorm for b in blocks]
+            self.branch_norms = {"attn": [b.post_attention_layernorm for b in blocks],
+                                 "mlp": [b.post_feedforward_layernorm for b in blocks]}
+            self.gain_offset = 1.0  # Gemma's RMSNorm multiplies by (1 + weight)
         else:
             raise TypeError(f"reference does not support {type(model).__name__}")
+        if not hasattr(self, "branch_norms"):
+            self.branch_norms = None
+            self.gain_offset = 0.0
 
         self.n_layers = len(self.attn_proj)
-        self.lm_head = model.get_output_embeddings()
-        self.gemma = hasattr(self, "attn_branch")  # Gemma stores each norm's weight − 1
         self.is_rms = not isinstance(self.final_norm, nn.LayerNorm)
         eps = getattr(self.final_norm, "eps", None)
         if eps is None:
@@ -271,21 +313,37 @@ class _Arch:
         self.W_out = [_in_out_weight(p).to(f64) for p in self.mlp_down]  # [M, d]
         self.d_mlp = self.W_out[0].shape[0]
         self.b_out = [_bias_or_zeros(p, self.d_model).to(f64) for p in self.mlp_down]
+        # branch norm gains [L, d] and epsilon (ones and no norm for the other families)
+        self.branch_gain = {"attn": torch.ones(self.n_layers, self.d_model, dtype=f64),
+                            "mlp": torch.ones(self.n_layers, self.d_model, dtype=f64)}
+        self.branch_eps = 0.0
+        if self.branch_norms is not None:
+            for kind, norms in self.branch_norms.items():
+                self.branch_gain[kind] = torch.stack(
+                    [n.weight.detach().to(f64) + self.gain_offset for n in norms])
+            self.branch_eps = float(self.branch_norms["attn"][0].eps)
 
-        # Unembedding: logits = final_norm(r) @ W_U + b_U, all three heads are nn.Linear.
+        # Unembedding: logits = final_norm(r) @ W_U + b_U, all heads are nn.Linear. Only the
+        # target columns are taken to float64 (`unembedding`); the vocabulary means are summed
+        # in float64 chunks, so a 262k-token vocabulary needs no float64 copy.
         lm_head = model.get_output_embeddings()
-        W_U = lm_head.weight.detach().to(f64).T  # [d, V]
-        vocab = W_U.shape[1]
-        b_U = _bias_or_zeros(lm_head, vocab).to(f64)
-        gamma = self.final_norm.weight.detach().to(f64) + (1.0 if self.gemma else 0.0)
-        W_U_hat = gamma[:, None] * W_U
-        b_U_hat = b_U.clone()
+        self.W_U_rows = lm_head.weight.detach()  # [V, d]
+        vocab = self.W_U_rows.shape[0]
+        self.b_U = _bias_or_zeros(lm_head, vocab).to(f64)
+        self.gamma = self.final_norm.weight.detach().to(f64) + self.gain_offset
         beta = getattr(self.final_norm, "bias", None)
-        if beta is not None:
-            b_U_hat = b_U_hat + beta.detach().to(f64) @ W_U
-        # Centre over the vocabulary.
-        self.W_U_hat = W_U_hat - W_U_hat.mean(dim=1, keepdim=True)
-        self.b_U_hat = b_U_hat - b_U_hat.mean()
+        self.beta = torch.zeros(self.d_model, dtype=f64) if beta is None else beta.detach().to(f64)
+        total = torch.zeros(self.d_model, dtype=f64)
+        for start in range(0, vocab, 4096):
+            total += self.W_U_rows[start:start + 4096].to(f64).sum(0)
+        self.W_U_mean = total / vocab  # [d]
+
+    def unembedding(self, y: torch.Tensor):
+        """Centred folded unembedding columns ``W_U_hat[:, y]`` as ``[N, d]`` and ``b_U_hat[y]``
+        ``[N]``: ``gamma * (W_U[:, y] - mean_V W_U)``, ``beta . (W_U[:, y] - mean) + b_U[y] -
+        mean(b_U)``."""
+        rows = self.W_U_rows[y].to(torch.float64) - self.W_U_mean
+        return self.gamma * rows, rows @ self.beta + self.b_U[y] - self.b_U.mean()
 
 
 def value_constants(model: nn.Module, arch: _Arch | None = None) -> list[torch.Tensor]:
@@ -337,6 +395,8 @@ def _forward(model, arch: _Arch, ids, mask, edits=None) -> dict:
         "mlp_out": [None] * L,
         "embed": [None] * len(arch.embeds),
         "resid": None,
+        "attn_write": [None] * L,  # branch norms' outputs (sandwich-norm families)
+        "mlp_write": [None] * L,
     }
 
     def pre_hook(site, layer):
@@ -361,7 +421,7 @@ def _forward(model, arch: _Arch, ids, mask, edits=None) -> dict:
     def norm_hook(module, args):
         rec["resid"] = args[0].detach().clone()
 
-    def logits_hook(module, args, output):  # before any softcap (Gemma 2)
+    def logits_hook(module, args, output):  # the raw logits, before any final softcap
         rec["logits"] = output.detach().clone()
 
     handles = []
@@ -373,8 +433,12 @@ def _forward(model, arch: _Arch, ids, mask, edits=None) -> dict:
             handles.append(arch.attn_proj[layer].register_forward_hook(out_hook("attn_out", layer)))
             handles.append(arch.mlp_down[layer].register_forward_pre_hook(pre_hook("act", layer)))
             handles.append(arch.mlp[layer].register_forward_hook(out_hook("mlp_out", layer)))
+            if arch.branch_norms is not None:
+                for kind in ("attn", "mlp"):
+                    norm = arch.branch_norms[kind][layer]
+                    handles.append(norm.register_forward_hook(out_hook(f"{kind}_write", layer)))
         handles.append(arch.final_norm.register_forward_pre_hook(norm_hook))
-        handles.append(arch.lm_head.register_forward_hook(logits_hook))
+        handles.append(model.get_output_embeddings().register_forward_hook(logits_hook))
         with torch.no_grad():
             model(input_ids=ids, attention_mask=mask)
     finally:
@@ -545,10 +609,33 @@ def _scale(resid: torch.Tensor, arch: _Arch) -> torch.Tensor:
     return torch.sqrt(r.var(dim=-1, unbiased=False) + arch.norm_eps)
 
 
-def _site_vectors(rec, arch: _Arch, sb, st, fold: bool) -> dict:
-    """Component vectors (float64, d_model) at the measured sites ``(sb, st)``."""
+def _branch_scales(rec, arch: _Arch, sb, st) -> dict:
+    """Each branch norm's scale ``s_b = sqrt(mean(o^2) + eps)`` of its input ``o`` at the sites,
+    ``{"attn", "mlp"}`` -> ``[N, L]`` (ones for families without branch norms)."""
+    N, L = len(sb), arch.n_layers
+    if arch.branch_norms is None:
+        return {kind: torch.ones(N, L, dtype=torch.float64) for kind in ("attn", "mlp")}
+    out = {}
+    for kind, site in (("attn", "attn_out"), ("mlp", "mlp_out")):
+        o = torch.stack([rec[site][layer][sb, st].to(torch.float64) for layer in range(L)], 1)
+        out[kind] = torch.sqrt((o * o).mean(dim=-1) + arch.branch_eps)
+    return out
+
+
+def _through_branch(vec: torch.Tensor, arch: _Arch, kind: str, scales: dict) -> torch.Tensor:
+    """``vec [N, L, ..., d]`` (a branch's raw output or a part of it) as written through the
+    branch norm at the given scales: ``(1 + w_b) * vec / s_b`` (identity without branch norms)."""
+    extra = vec.dim() - 3
+    gain = arch.branch_gain[kind].reshape(1, arch.n_layers, *([1] * extra), arch.d_model)
+    s_b = scales[kind].reshape(*scales[kind].shape, *([1] * (extra + 1)))
+    return vec * gain / s_b
+
+
+def _site_vectors(rec, arch: _Arch, sb, st, fold: bool, scales: dict) -> dict:
+    """Component vectors (float64, d_model) at the measured sites ``(sb, st)``; branch parts
+    through their branch norm at ``scales`` (the clean run's, SPEC §7)."""
     f64 = torch.float64
-    heads, attn, mlp, neur = [], [], [], []
+    heads, attn, mlp, neur, writes = [], [], [], [], {"attn": [], "mlp": []}
     for layer in range(arch.n_layers):
         z = rec["z"][layer][sb, st].to(f64)  # [N, H, hd]
         if fold:
@@ -557,40 +644,23 @@ def _site_vectors(rec, arch: _Arch, sb, st, fold: bool) -> dict:
         attn.append(rec["attn_out"][layer][sb, st].to(f64))
         mlp.append(rec["mlp_out"][layer][sb, st].to(f64))
         neur.append(rec["act"][layer][sb, st].to(f64))  # [N, M]; vectors act_n * W_out[n]
-    return {
-        "heads": torch.stack(heads, dim=1),  # [N, L, H, d]
-        "attn": torch.stack(attn, dim=1),  # [N, L, d]
-        "mlp": torch.stack(mlp, dim=1),  # [N, L, d]
+        for kind in writes:
+            w = rec[f"{kind}_write"][layer]
+            writes[kind].append(None if w is None else w[sb, st].to(f64))
+    out = {
+        "heads": _through_branch(torch.stack(heads, dim=1), arch, "attn", scales),  # [N, L, H, d]
+        "attn": _through_branch(torch.stack(attn, dim=1), arch, "attn", scales),  # [N, L, d]
+        "mlp": _through_branch(torch.stack(mlp, dim=1), arch, "mlp", scales),  # [N, L, d]
         "act": torch.stack(neur, dim=1),  # [N, L, M] (neuron n's vector is act_n * W_out[n])
         "embed": torch.stack([e[sb, st].to(f64) for e in rec["embed"]], dim=1),  # [N, E, d]
         "resid": rec["resid"][sb, st].to(f64),
     }
-
-
-def _gain(norms) -> torch.Tensor:
-    """[L, d]: the branch norms' gains γ̃ = 1 + weight (Gemma stores the offset)."""
-    return torch.stack([1.0 + n.weight.detach().to(torch.float64) for n in norms])
-
-
-def _branch_scale(o: torch.Tensor, norm) -> torch.Tensor:
-    """sqrt(mean(o²) + eps) over d_model: [N, L, d] -> [N, L]."""
-    return torch.sqrt((o * o).mean(dim=-1) + float(norm.eps))
-
-
-def _at_clean_branch_scale(arch: _Arch, vc: dict, va: dict) -> dict:
-    """Turn both runs' branch outputs into writes at the clean run's branch scale, in place
-    (head h: γ̃ ⊙ z_h W_O[h] / s_b; the layer's attention output, the MLP output alike), and
-    return the clean branch scales and ρ = s_b / s_b' per layer ({"attn", "mlp"}: [N, L])."""
-    s_attn = _branch_scale(vc["attn"], arch.attn_branch[0])
-    s_mlp = _branch_scale(vc["mlp"], arch.mlp_branch[0])
-    rho = {"attn": s_attn / _branch_scale(va["attn"], arch.attn_branch[0]),
-           "mlp": s_mlp / _branch_scale(va["mlp"], arch.mlp_branch[0]), "s_mlp": s_mlp}
-    g_attn, g_mlp = _gain(arch.attn_branch), _gain(arch.mlp_branch)  # [L, d]
-    for v in (vc, va):
-        v["heads"] = v["heads"] * g_attn[None, :, None] / s_attn[..., None, None]
-        v["attn"] = v["attn"] * g_attn / s_attn[..., None]
-        v["mlp"] = v["mlp"] * g_mlp / s_mlp[..., None]
-    return rho
+    # what each branch really wrote: the branch norm's recorded output (the frozen-scale vector
+    # itself where there is no branch norm)
+    for kind in writes:
+        recorded = writes[kind][0] is not None
+        out[f"{kind}_write"] = torch.stack(writes[kind], dim=1) if recorded else out[kind]
+    return out
 
 
 def _attn_constant(arch: _Arch, fold: bool) -> torch.Tensor:
@@ -661,8 +731,7 @@ def reference_measure(
     # Measured sites.
     sb, st = (targets >= 0).nonzero(as_tuple=True)
     y = targets[sb, st]
-    u = arch.W_U_hat[:, y].T  # [N, d]
-    b_hat = arch.b_U_hat[y]  # [N]
+    u, b_hat = arch.unembedding(y)  # [N, d], [N]
 
     def centred_logit(rec):
         lg = rec["logits"][sb, st].to(torch.float64)  # [N, V]
@@ -671,9 +740,11 @@ def reference_measure(
     logit_clean = centred_logit(clean)
     logit_abl = centred_logit(abl)
 
-    vc = _site_vectors(clean, arch, sb, st, fold)
-    va = _site_vectors(abl, arch, sb, st, fold)
-    rho = _at_clean_branch_scale(arch, vc, va) if arch.gemma else None
+    frozen = _branch_scales(clean, arch, sb, st)  # SPEC §7: clean branch scales, both runs
+    vc = _site_vectors(clean, arch, sb, st, fold, frozen)
+    va = _site_vectors(abl, arch, sb, st, fold, frozen)
+    for kind in ("attn", "mlp"):  # clean run: the frozen-scale vectors are the real writes
+        assert torch.allclose(vc[kind], vc[f"{kind}_write"], atol=1e-5, rtol=1e-5), kind
     s = _scale(vc["resid"], arch)
     s_abl = _scale(va["resid"], arch)
     s_star = s if scale == "clean" else s_abl
@@ -689,23 +760,27 @@ def reference_measure(
     mlp_c, mlp_a = de_pair("mlp")
     # Neuron n's vector is act_n * W_out[n]; DE is linear in the vector, so
     # DE(act_n * W_out[n]) = act_n * DE(W_out[n]) (saves materialising [N, L, M, d]).
-    w_out = torch.stack(arch.W_out)  # [L, M, d]
+    # (center(v) . u = v . (u - mean(u)), so a neuron's unit DE is one contraction per site)
     N = len(y)
-    if arch.gemma:  # a neuron's write is γ̃_b ⊙ act_n W_out[n] / s_b (the clean branch scale)
-        w_out = w_out * _gain(arch.mlp_branch)[:, None, :]
-    unit_c = _direct_effect(w_out[None].expand(N, -1, -1, -1), s, u, arch.is_rms)  # [N, L, M]
-    unit_a = _direct_effect(w_out[None].expand(N, -1, -1, -1), s_star, u, arch.is_rms)
-    if arch.gemma:
-        unit_c, unit_a = unit_c / rho["s_mlp"][..., None], unit_a / rho["s_mlp"][..., None]
+    u_c = u if arch.is_rms else u - u.mean(dim=-1, keepdim=True)
+    unit = torch.einsum("lmd,ld,nd->nlm", torch.stack(arch.W_out), arch.branch_gain["mlp"], u_c)
+    unit = unit / frozen["mlp"][..., None]  # through the MLP branch norm at the clean scale
+    unit_c = unit / s[:, None, None]  # [N, L, M]
+    unit_a = unit / s_star[:, None, None]
     neur_c = vc["act"] * unit_c
     neur_a = va["act"] * unit_a
     embed_de = _direct_effect(vc["embed"], s, u, arch.is_rms)
 
     L = arch.n_layers
-    const = _attn_constant(arch, fold)  # [L, d]
-    attn_bias_de = _direct_effect(const[None].expand(N, L, -1), s, u, arch.is_rms)
-    b_out = torch.stack(arch.b_out)  # [L, d]
-    mlp_bias_de = _direct_effect(b_out[None].expand(N, L, -1), s, u, arch.is_rms)
+    const = _through_branch(_attn_constant(arch, fold)[None].expand(N, L, -1), arch, "attn",
+                            frozen)  # [N, L, d]
+    attn_bias_de = _direct_effect(const, s, u, arch.is_rms)
+    b_out = _through_branch(torch.stack(arch.b_out)[None].expand(N, L, -1), arch, "mlp", frozen)
+    mlp_bias_de = _direct_effect(b_out, s, u, arch.is_rms)
+    # SR_branch (SPEC §7): the ablated run's real branch writes minus their frozen-scale vectors
+    sr_branch_attn = (_direct_effect(va["attn_write"], s_star, u, arch.is_rms) - attn_a)
+    sr_branch_mlp = (_direct_effect(va["mlp_write"], s_star, u, arch.is_rms) - mlp_a)
+    sr_branch = sr_branch_attn.sum(dim=1) + sr_branch_mlp.sum(dim=1)
 
     # Deltas.
     d_head = head_a - head_c  # [N, L, H]
@@ -741,10 +816,6 @@ def reference_measure(
     sr_heads = (d_head * ~head_sel).sum(dim=(1, 2))
     mlp_layer_delta = d_mlp - (d_neur * neur_sel).sum(dim=2)  # neurons' own change removed
     sr_mlp = (mlp_layer_delta * ~mlp_sel).sum(dim=1)
-    # SPEC §7: the branch norms' rescaling, Σ_j DE(ŵ'_j)·(ρ_j − 1) (0 without branch norms)
-    sr_branch = torch.zeros_like(self_repair)
-    if arch.gemma:
-        sr_branch = (attn_a * (rho["attn"] - 1)).sum(1) + (mlp_a * (rho["mlp"] - 1)).sum(1)
     sr_ln = self_repair - sr_heads - sr_mlp - sr_branch
     sr_ln_closed = (1.0 - s_abl / s) * (logit_abl - b_hat)
 
@@ -794,8 +865,10 @@ def reference_measure(
         "self_repair_prime": self_repair_prime,
         "sr_heads": sr_heads,
         "sr_mlp": sr_mlp,
-        "sr_ln": sr_ln,
         "sr_branch": sr_branch,
+        "sr_branch_attn": sr_branch_attn,
+        "sr_branch_mlp": sr_branch_mlp,
+        "sr_ln": sr_ln,
         "sr_ln_closed": sr_ln_closed,
         "delta_unembed": direct_effect.clone(),
         "delta_ablate": -delta_logit,

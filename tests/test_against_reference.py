@@ -24,7 +24,7 @@ FIELDS = ["logit_clean", "logit_ablated", "scale_clean", "scale_ablated", "head_
           "head_de_ablated", "attn_de_clean", "attn_de_ablated", "mlp_de_clean", "mlp_de_ablated",
           "attn_bias_de", "mlp_bias_de", "embed_de", "unembed_bias", "direct_effect",
           "direct_effect_ablated", "delta_logit", "self_repair", "self_repair_prime", "sr_heads",
-          "sr_mlp", "sr_ln", "sr_branch", "sr_ln_closed", "delta_unembed", "delta_ablate", "compensation",
+          "sr_mlp", "sr_branch", "sr_branch_attn", "sr_branch_mlp", "sr_ln", "sr_ln_closed", "delta_unembed", "delta_ablate", "compensation",
           "neuron_de_clean", "neuron_de_ablated"]
 
 
@@ -87,7 +87,7 @@ def test_matches_reference(labs, family, method, ablation, positions):
     assert result.delta_logit.abs().max() > 0, "the ablation changed nothing measured"
 
 
-@pytest.mark.parametrize("family", ["gpt2", "neox", "llama_gqa_vbias"])
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama_gqa_vbias", "gemma2", "gemma3"])
 @pytest.mark.parametrize("fold", [True, False])
 @pytest.mark.parametrize("scale", ["clean", "recomputed"])
 def test_conventions_match_reference(labs, family, fold, scale):
@@ -97,7 +97,7 @@ def test_conventions_match_reference(labs, family, fold, scale):
     assert result.settings["fold_value_biases"] is fold and result.settings["scale"] == scale
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama_gqa_vbias"])
+@pytest.mark.parametrize("family", ["gpt2", "llama_gqa_vbias", "gemma3"])
 def test_several_sources_average_effects(labs, family):
     """K resample sources: every quantity is the mean of K single-source reference runs."""
     lab = labs[family]
@@ -141,3 +141,35 @@ def test_hydra_others_sources_match_reference(labs):
                  "delta_unembed", "delta_ablate"]:
         mean = torch.stack([r[name] for r in refs]).mean(0)
         torch.testing.assert_close(getattr(result, name), mean, atol=1e-5, rtol=0)
+
+
+def test_softcapped_logit_beside_the_raw_decomposition(labs):
+    """Gemma 2 caps its logits (c = 3 here): the decomposition is of the raw logit, and the
+    target's capped logit is reported beside it, clean and ablated, equal to the model's own
+    output (zero-ablating head 1 of layer 2 with a forward pre-hook here)."""
+    lab = labs["gemma2"]
+    prompts = ragged_batch(seed=5)
+    r = lab.measure(prompts, Head(2, 1), method="zero", logprobs=True, fold_value_biases=False)
+    assert "softcap" in r.settings["logit"] and "c = 3.0" in r.settings["logit"]
+    ids, mask = padded(prompts)
+    o_proj = lab.hf_model.model.layers[2].self_attn.o_proj
+    d_head = lab.shape.d_head
+
+    def zero_head(module, args):
+        z = args[0].clone()
+        z[..., d_head:2 * d_head] = 0
+        return (z,)
+
+    with torch.no_grad():
+        clean = lab.hf_model(input_ids=ids, attention_mask=mask).logits
+        handle = o_proj.register_forward_pre_hook(zero_head)
+        try:
+            ablated = lab.hf_model(input_ids=ids, attention_mask=mask).logits
+        finally:
+            handle.remove()
+    at = (r.rows, r.positions, r.target_ids)
+    torch.testing.assert_close(r.logit_capped_clean, clean[at].double(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.logit_capped_ablated, ablated[at].double(), atol=1e-5, rtol=0)
+    assert clean.abs().max() < 3.0 and (r.logit_clean.abs() > 3.0).any()  # the cap bites
+    assert r.delta_logit_capped.abs().max() > 1e-3
+    assert labs["gemma3"].measure(prompts, Head(2, 1), logprobs=True).logit_capped_clean is None

@@ -13,7 +13,7 @@ import nbtools.lab
 from nbtools.errors import InvalidInputError
 from nbtools.tracing import eager_attention
 
-FAMILIES = ("gpt2", "neox", "llama_gqa_vbias")
+FAMILIES = ("gpt2", "neox", "llama_gqa_vbias", "gemma2", "gemma3")
 
 
 @pytest.fixture(scope="module")

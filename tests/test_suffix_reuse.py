@@ -18,7 +18,7 @@ from nbtools.suffix import plan_suffix
 
 ABLATIONS = [Head(0, 1), Head(2, 3), AttnLayer(3), MLPLayer(1), Neurons(2, (4, 8)),
              (Head(1, 0), MLPLayer(2))]
-FAMILIES = ["gpt2", "neox", "neox_seq", "llama_gqa_vbias", "llama"]
+FAMILIES = ["gpt2", "neox", "neox_seq", "llama_gqa_vbias", "llama", "gemma2", "gemma3"]
 RAGGED = (12, 9, 11, 10, 8)
 CASES = {
     "final, 3 sources, padded": dict(

@@ -1,5 +1,5 @@
 """Cross-check against TransformerLens (the library the R&N numbers come from), both value-bias
-conventions, on the embedded model and a random GPT-2. Skipped where transformer_lens is not
+conventions, on the embedded model and a random GPT-2, and on Gemma-3-270M (SPEC §7). Skipped where transformer_lens is not
 installed (it is no dependency of nbtools)."""
 
 from __future__ import annotations
@@ -96,3 +96,44 @@ def test_matches_transformer_lens(models, name, fold):
         for q, value in theirs.items():
             mine = getattr(r, q).reshape(value.shape)
             torch.testing.assert_close(mine, value, atol=2e-5, rtol=0, msg=q)
+
+
+def test_gemma3_head_de_and_zero_ablation_match_transformer_lens():
+    """Gemma-3-270M (TransformerLens 3.9 supports it, offline from the loaded HF model): every
+    head's clean DE through its layer's post-attention norm at the clean scale (SPEC §7), from
+    TL's hook_z and ln1_post / ln_final scales, and one head's zero-ablation ΔL."""
+    from nbtools.models.registry import cache_root
+
+    folder = cache_root() / "gemma3-270m"
+    if not (folder / "model.safetensors").exists():
+        pytest.skip(f"Gemma-3-270M not cached at {folder}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lab = nbtools.load(str(folder))
+        model = tl_lib.HookedTransformer.from_pretrained_no_processing(
+            "google/gemma-3-270m", hf_model=lab.hf_model, tokenizer=lab.tokenizer,
+            dtype=torch.float32, device="cpu").eval()
+    ids = lab.tokenize("The Eiffel Tower is located in the city of").input_ids
+    ablated_head = nbtools.Head(12, 2)
+    r = lab.measure(ids, ablated_head, method="zero", target="top", measure_at="final")
+    y, f64 = int(r.target_ids[0]), torch.float64
+    W_U = model.W_U.detach().to(f64)
+    u = model.ln_final.w.detach().to(f64) * (W_U[:, y] - W_U.mean(1))
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(ids)
+    s = cache["ln_final.hook_scale"][0, -1, 0].to(f64)
+    for layer in range(model.cfg.n_layers):
+        z = cache[f"blocks.{layer}.attn.hook_z"][0, -1].to(f64)
+        s_b = cache[f"blocks.{layer}.ln1_post.hook_scale"][0, -1, 0].to(f64)
+        w_u = model.blocks[layer].ln1_post.w.detach().to(f64) * u
+        de = torch.einsum("hk,hkd,d->h", z, model.W_O[layer].detach().to(f64), w_u) / s_b / s
+        torch.testing.assert_close(r.head_de_clean[0, layer], de, atol=2e-5, rtol=0)
+
+    def zero(z, hook):
+        z[:, :, ablated_head.head] = 0.0
+        return z
+
+    with torch.no_grad():
+        ablated = model.run_with_hooks(ids, fwd_hooks=[("blocks.12.attn.hook_z", zero)])
+    centred = [(x[0, -1, y] - x[0, -1].mean()).to(f64) for x in (logits, ablated)]
+    torch.testing.assert_close(r.delta_logit[0], centred[1] - centred[0], atol=1e-4, rtol=0)

@@ -28,8 +28,11 @@ TransformerLens folds into the attention output bias (its ``b_V`` after folding 
 `value` recipe is (norm path or None, projection path, index): ``c = (β₁ · W + b)[index]``
 over the projection's output features, reshaped to [n_heads, d_head].
 
-Gemma 2/3 add branch norms (SPEC §7): every branch write is taken at its clean branch scale
-and the branch norms' rescaling is its own term of self-repair, SR_branch.
+Gemma 2/3 (SPEC §7) add sandwich norms: each branch's raw output (the attention output
+projection's, the MLP's) passes an RMSNorm ("attn_branch", "mlp_branch", epsilon
+`branch_eps`) before it joins the residual stream; every norm scales by ``1 + weight``
+(`gamma_offset`); the embedding module already multiplies by √d_model; Gemma 2 caps the
+final logits (`final_softcap`, None where there is no cap).
 
 Adding a family means one new subclass here plus its reference tests.
 """
@@ -51,6 +54,8 @@ class Adapter:
     embedding_names: tuple[str, ...] = ("token",)
     conv1d: bool = False
     gamma_offset: float = 0.0  # norms that scale by (offset + weight): Gemma stores weight − 1
+    branch_eps: float = 0.0    # the branch norms' epsilon (sandwich-norm families)
+    final_softcap: float | None = None  # ℓ = c·tanh(ℓ_raw / c) on the final logits
     PATHS: dict = {}
 
     def __init__(self, hf_model: torch.nn.Module):
@@ -76,12 +81,10 @@ class Adapter:
             node = node[int(part)] if part.isdigit() else getattr(node, part)
         return node
 
-    @property
-    def sliding_window(self) -> int | None:
-        """The attention window of the model's sliding-window layers, or None (all global)."""
-        window = getattr(self.config, "sliding_window", None)
-        types = getattr(self.config, "layer_types", None) or []
-        return int(window) if window and "sliding_attention" in types else None
+    def attention_windows(self) -> dict | None:
+        """{layer type: sliding window or None (global)} for models that take one attention
+        mask per layer type (Gemma), else None: a suffix run builds those masks itself."""
+        return None
 
     def norm_eps(self) -> float:
         """The final norm's epsilon."""
@@ -187,30 +190,27 @@ class LlamaAdapter(Adapter):
 
 
 class GemmaAdapter(LlamaAdapter):
-    """Gemma 2 and Gemma 3 (text): the Llama layout plus sandwich norms — each branch's
-    output is RMS-normalised (``post_attention_layernorm``, ``post_feedforward_layernorm``)
-    before it joins the residual stream (SPEC §7) — norms that scale by 1 + weight, input
-    embeddings scaled by √d_model inside the embedding module, a tied unembedding and (Gemma 2)
-    a final logit softcap."""
+    """Gemma 2 and Gemma 3 (text): the Llama layout plus sandwich norms, (1 + w) norms,
+    embeddings scaled by √d_model inside the embedding module, QK-norm (Gemma 3), sliding
+    window layers and softcaps (Gemma 2) — which change none of the paths (SPEC §7)."""
 
     family = "gemma"
     model_types = ("gemma2", "gemma3_text")
     gamma_offset = 1.0
     PATHS = {**LlamaAdapter.PATHS,
-             "attn_branch": "model.layers.{}.post_attention_layernorm",
+             "decoder": "model", "attn_branch": "model.layers.{}.post_attention_layernorm",
              "mlp_branch": "model.layers.{}.post_feedforward_layernorm"}
 
-    @property
-    def branch_eps(self) -> float:
-        """The branch norms' epsilon (the config's RMSNorm epsilon)."""
-        return float(self.config.rms_norm_eps)
+    def __init__(self, hf_model: torch.nn.Module):
+        super().__init__(hf_model)
+        norm = self.module(self.PATHS["attn_branch"], 0)
+        self.branch_eps = float(getattr(norm, "eps", getattr(norm, "variance_epsilon", 0.0)))
+        self.final_softcap = getattr(self.config, "final_logit_softcapping", None)
 
-    @property
-    def final_softcap(self) -> float | None:
-        """c of the logit softcap ℓ = c·tanh(ℓ_raw / c) (Gemma 2: 30), or None. Every DE and SR
-        is of the raw logit; probabilities are of the capped one."""
-        cap = getattr(self.config, "final_logit_softcapping", None)
-        return float(cap) if cap else None
+    def attention_windows(self):
+        window = getattr(self.config, "sliding_window", None)
+        types = set(getattr(self.config, "layer_types", None) or ["full_attention"])
+        return {t: window if t == "sliding_attention" else None for t in types}
 
 
 ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, NeoXAdapter, LlamaAdapter, GemmaAdapter)

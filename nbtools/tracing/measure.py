@@ -16,6 +16,11 @@ def measure_session(lm, job: dict, backend) -> dict:
     holds them), "groups": [the dots of each ablated group]}. job["state"] maps "measured" /
     "source" to a batch's kept clean activations or None; a local run fills in what it
     computed there (the Lab caches it), a remote one keeps everything on the server.
+
+    Sliding-window models (job["windows"]): the clean run keeps its keys and values in a cache
+    of full layers (the model's own keeps only a window's last ones on sliding layers), and a
+    suffix run hands the decoder one attention mask per layer type, built from positions (a
+    row's cache slots before its suffix are masked, so slots and positions differ).
     """
     with TRACE_LOCK, torch.no_grad(), lm.session(backend=backend):
         paths, L, H, dh, f64 = job["paths"], job["n_layers"], job["n_heads"], job["d_head"], torch.float64
@@ -62,24 +67,35 @@ def measure_session(lm, job: dict, backend) -> dict:
             return edits
 
         def inputs_of(run):
+            from transformers import DynamicCache
             if run["kind"] == "clean" or job["suffix"] is None:
                 ids, mask = job["batches"][run["batch"]]
-                return {"input_ids": ids.repeat(run["n_runs"], 1), "attention_mask": mask.repeat(run["n_runs"], 1)}, {"use_cache": run["kv"]}
+                inputs = {"input_ids": ids.repeat(run["n_runs"], 1), "attention_mask": mask.repeat(run["n_runs"], 1)}
+                return inputs, ({job["cache_arg"]: DynamicCache(), "use_cache": True} if run["kv"] else {"use_cache": False}), None
             sx, n = job["suffix"], run["n_runs"]
             inputs = {"input_ids": sx["input_ids"].repeat(n, 1), "attention_mask": sx["attention_mask"].repeat(n, 1), "position_ids": sx["position_ids"].repeat(n, 1)}
+            masks = None
+            if job["windows"] is not None:  # one mask per layer type: a window counts positions, not cache slots
+                q, dtype = inputs["position_ids"], module(paths["unembed"]).weight.dtype
+                k = torch.cat([torch.arange(sx["n_cached"]).expand(q.shape[0], -1), q], 1)
+                seen = inputs["attention_mask"].bool()[:, None, :] & (k[:, None, :] <= q[:, :, None])
+                masks = {name: torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen if w is None else ~(seen & (q[:, :, None] - k[:, None, :] < w)), torch.finfo(dtype).min)[:, None] for name, w in job["windows"].items()}
             if sx["n_cached"] == 0:
-                return inputs, {"use_cache": False}
-            from transformers import DynamicCache
+                return inputs, {"use_cache": False}, masks
             cache, kept = DynamicCache(), state["measured"]
             for layer in range(L):
                 cache.update(kept["keys"][layer][:, :, :sx["n_cached"]].repeat(n, 1, 1, 1), kept["values"][layer][:, :, :sx["n_cached"]].repeat(n, 1, 1, 1), layer)
-            return inputs, {job["cache_arg"]: cache, "use_cache": True}
+            return inputs, {job["cache_arg"]: cache, "use_cache": True}, masks
         for run in job["runs"]:
             live = run["kind"] == "ablated" or state[run["batch"]] is None
             got = {"z": [], "act": [], "mlp": [], "attn_o": [], "block_out": []}
-            edits, (inputs, kwargs) = (edits_of(run) if run["kind"] == "ablated" else {}), inputs_of(run)
+            edits, (inputs, kwargs, masks) = (edits_of(run) if run["kind"] == "ablated" else {}), inputs_of(run)
             if live:
                 with lm.trace(inputs, logits_to_keep=1, **kwargs) as tracer:
+                    if masks is not None:  # the decoder takes them in place of the 2-d mask
+                        decoder = module(paths["decoder"])
+                        args, named = decoder.inputs
+                        decoder.inputs = (args, {**named, "attention_mask": masks})
                     layers = module(paths["layers"])
                     if run["kind"] == "ablated" and run["start"] > 0 and job["prefix_reuse"]:
                         # layers upstream of every ablation are clean: feed in the clean
@@ -168,8 +184,10 @@ def measure_session(lm, job: dict, backend) -> dict:
                 embed = torch.stack([(at(e.expand(B, -1, -1))[0].to(f64) * u).sum(-1)
                                      for e in got["embeddings"]], -1)
                 consts = {}
-                for name in ("attn_const", "mlp_const"):
+                for name, branch in (("attn_const", "attn_branch"), ("mlp_const", "mlp_branch")):
                     c = job[name]
+                    if c is not None and paths[branch] is not None:  # written through γ̃_b
+                        c = c * (torch.stack([module(paths[branch], layer).weight.detach().to(f64) for layer in range(L)]) + job["branch_offset"])
                     consts[name] = torch.zeros(N, L, dtype=f64) if c is None else u @ c.T
                 clean = {"targets": targets, "u": u, "unembed_bias": b_hat,
                          "u_norm": u.norm(dim=-1), "embed": embed,
@@ -211,6 +229,8 @@ def measure_session(lm, job: dict, backend) -> dict:
                 logprobs = logits.log_softmax(-1)
                 target = clean["targets"][None, :, None].expand(n_runs, -1, 1)
                 result["logprob"] = logprobs.gather(-1, target)[..., 0].to(f64)
+                if job["softcap"] is not None:  # the capped (uncentred) logit, beside the raw decomposition
+                    result["logit_capped"] = logits.gather(-1, target)[..., 0].to(f64)
                 # top-k of each ablation's source-averaged distribution
                 K = rep["n_sources"] if run["kind"] == "ablated" else 1
                 probs = logprobs.exp().reshape(-1, K, N, logprobs.shape[-1]).mean(1)

@@ -27,6 +27,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from types import MappingProxyType
 
 import torch
 import traitlets
@@ -112,6 +113,8 @@ class Explorer(NbWidget):
     done_seq = traitlets.Int(-1).tag(sync=True)
     can_undo = traitlets.Bool(False).tag(sync=True)
 
+    _id_texts = MappingProxyType({})  # each Explorer: targets given as ids, text → id
+
     def __init__(self, model=None, prompt: str = DEFAULT_PROMPT, ablate=None, *, tokenizer=None,
                  target: str | int = "top", position: int = -1, method: str = "zero",
                  source: str = "", positions: str = "all", scale: str = "clean",
@@ -119,7 +122,7 @@ class Explorer(NbWidget):
                  static_fallback: bool = True, static_delay: float = 1.5,
                  threads: int | None = None, repair_map=None):
         self.lab = as_lab(model, tokenizer)
-        self._id_texts: dict[str, int] = {}  # targets given as token ids: their text → the id
+        self._id_texts: dict[str, int] = {}
         if self.lab.remote:  # a Lab of its own that reports how each request proceeds
             self.lab = self.lab.on(self.lab.remote, on_status=self._on_remote_status)
         # validate everything on this thread before the worker exists (no forward pass)
