@@ -111,3 +111,9 @@ def test_both_sides_are_checked_before_any_forward(lab, kwargs, message):
     finally:
         handle.remove()
     assert calls == [], "the left side ran before the right side's error"
+
+
+def test_the_same_model_loaded_twice_with_the_same_settings_is_refused(lab):
+    twice = nbtools.load(lab.hf_model, tokenizer=lab.tokenizer)
+    with pytest.raises(InvalidInputError, match="same settings"):
+        Compare(lab, PROMPT, model_b=twice, left=dict(method="zero"), right=dict(method="zero"))

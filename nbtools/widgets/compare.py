@@ -61,6 +61,13 @@ def _value(m, name: str) -> float:
     return float(getattr(m, name)[0])
 
 
+def _same_weights(lab_a, lab_b) -> bool:
+    """Two Labs of one model (loaded twice): the same shape and weights' fingerprint."""
+    from ..sweeps.store import model_digest
+
+    return lab_a.shape == lab_b.shape and model_digest(lab_a.hf_model) == model_digest(lab_b.hf_model)
+
+
 def _check_side(lab, side: dict, target) -> None:
     """InvalidInputError for a side's method, scale or target that its Lab would refuse."""
     from ..ablation import METHODS
@@ -96,7 +103,7 @@ class Compare(ipywidgets.VBox):
                  top_k: int = 5, tolerance: float = 1e-3, tokenizer=None):
         self.lab_a = as_lab(model, tokenizer)
         self.lab_b = self.lab_a if model_b is None else as_lab(model_b)
-        self.same_model = self.lab_b is self.lab_a
+        self.same_model = self.lab_b is self.lab_a or _same_weights(self.lab_a, self.lab_b)
         self.left = {"method": "zero"} if left is None else dict(left)
         self.right = {"method": "mean"} if right is None else dict(right)
         for side in (self.left, self.right):
