@@ -23,7 +23,8 @@ def load(model="tiny", *, tokenizer=None, device: str = "cpu", dtype=None,
         except that a named, GGUF or folder model on CPU runs in float32 (half precision on
         CPU is slower and off by ~1e-2 logits). Results record the dtype that ran
         (settings["dtype"]).
-    Supported architectures: GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2 (GGUF: all but NeoX).
+    Supported architectures: GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2, Gemma 2/3 (text)
+    (GGUF: all but NeoX and Gemma 2).
     `lab.source` records where GGUF-derived weights came from (file, quantization type).
     remote: False (runs here), True (every call is one request to NDIF; the model is a hub id
         NDIF serves, built here without weights), an NDIF host URL, or "local" (the weights
