@@ -5,8 +5,9 @@ sizes and ratios to the budgets of issue 20).
 
 For each call: the requests it makes, the compressed payload nnsight would upload (bytes,
 and beyond the token ids ÷ the 1 MB budget), and the result it downloads (the tensors'
-bytes ÷ the budget 4·N·(L·H + L + 8 + E) float32-sized numbers + top-k). Calls: an Explorer
-click and a head-sweep batch on the embedded model; the same on a Llama-3.1-70B shape, whose
+bytes ÷ the budget 4·N·(L·H + L + 8 + E) float32-sized numbers + top-k, plus the neuron dots
+when neurons are asked). Calls: an Explorer click on a remote Lab (no neurons), a measurement
+with neurons and a head-sweep batch on the embedded model; the same on a Llama-3.1-70B shape, whose
 upload is captured from a model without weights (meta device) and whose download is measured
 on a narrow random Llama with the 70B's 80 layers × 64 heads (what comes back does not depend
 on d_model). Every run goes through nnsight's serialising local simulation (remote="local").
@@ -76,19 +77,24 @@ def tensor_bytes(value) -> int:
     return 0
 
 
-def budget(n_sites: int, lab, top_k: int, runs: int = 1) -> int:
+def budget(n_sites: int, lab, top_k: int, runs: int = 1, neurons: bool = False) -> int:
+    """Issue 20's download budget in bytes; with neurons, plus every neuron's dot (float64) per
+    site in the clean run and each ablated one (the issue's formula has no neuron term, and
+    the remote Explorer asks none)."""
     s = lab.shape
     E = len(lab.adapter.paths["embeddings"])
+    neuron_dots = 8 * n_sites * s.n_layers * s.d_mlp * (runs + 1) if neurons else 0
     return 4 * 4 * n_sites * (s.n_layers * s.n_heads + s.n_layers + 8 + E) * runs \
-        + 2 * 8 * 2 * n_sites * top_k
+        + 2 * 8 * 2 * n_sites * top_k + neuron_dots
 
 
-def report(name: str, lab, call, ids_bytes: int, n_sites: int, top_k: int, runs: int = 1):
+def report(name: str, lab, call, ids_bytes: int, n_sites: int, top_k: int, runs: int = 1,
+           neurons: bool = False):
     lab.weights()  # the constants: one request, once per model (kept on disk for NDIF)
     with watching() as seen:
         call()
     up, down = seen["upload"][-1], seen["download"][-1]
-    b = budget(n_sites, lab, top_k, runs)
+    b = budget(n_sites, lab, top_k, runs, neurons)
     print(f"{name}: {len(seen['upload'])} request(s); upload {up:,} B "
           f"({max(0, up - ids_bytes) / 1e6:.3f} of the 1 MB beyond the token ids); download "
           f"{down:,} B = {down / b:.2f} × the budget ({b:,} B)")
@@ -119,9 +125,13 @@ def main() -> None:
     tiny = nbtools.load("tiny").on("local")
     prompt = "The Eiffel Tower is located in the city of"
     n = len(tiny.to_str_tokens(prompt))
-    report("tiny, an Explorer click (neurons, top-10)", tiny,
-           lambda: tiny.measure(prompt, Head(3, 1), neurons=True, logprobs=True, top_k=10,
-                                target="top", measure_at=[n - 1]), 3 * n * 8, 1, 10)
+    for neurons in (False, True):  # the remote Explorer's click asks no neurons
+        name = "a measurement with neurons=True" if neurons else "an Explorer click on a remote Lab"
+        report(f"tiny, {name} (top-10)", tiny,
+               lambda neurons=neurons: tiny.measure(prompt, Head(3, 1), neurons=neurons,
+                                                    logprobs=True, top_k=10, target="top",
+                                                    measure_at=[n - 1]),
+               3 * n * 8, 1, 10, neurons=neurons)
     rows = torch.randint(1, tiny.shape.d_vocab, (8, 32), generator=torch.Generator().manual_seed(0))
     report("tiny, a head-sweep batch (8 × 32 tokens, the 8 heads of layer 2)", tiny,
            lambda: tiny.measure_many(rows, [Head(2, h) for h in range(tiny.n_heads)],
