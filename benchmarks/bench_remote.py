@@ -6,11 +6,11 @@ sizes and ratios to the budgets of issue 20).
 For each call: the requests it makes, the compressed payload nnsight would upload (bytes,
 and beyond the token ids ÷ the 1 MB budget), and the result it downloads (the tensors'
 bytes ÷ the budget 4·N·(L·H + L + 8 + E) float32-sized numbers + top-k, plus the neuron dots
-when neurons are asked). Calls: an Explorer click on a remote Lab (no neurons), a measurement
-with neurons and a head-sweep batch on the embedded model; the same on a Llama-3.1-70B shape, whose
-upload is captured from a model without weights (meta device) and whose download is measured
-on a narrow random Llama with the 70B's 80 layers × 64 heads (what comes back does not depend
-on d_model). Every run goes through nnsight's serialising local simulation (remote="local").
+when neurons are asked). Calls on the embedded model: an Explorer click on a remote Lab (no
+neurons), a measurement with neurons, a head-sweep batch; the same on a Llama-3.1-70B shape,
+whose upload is captured from a model without weights (meta device) and whose download is
+measured on a narrow random Llama with the 70B's 80 layers × 64 heads (what comes back does
+not depend on d_model). Every run goes through nnsight's serialising local simulation (remote="local").
 """
 
 from __future__ import annotations
