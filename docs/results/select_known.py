@@ -32,7 +32,9 @@ def main(model: str, out: str, batch: int = 32) -> None:
             logits = lab.hf_model(input_ids=ids, attention_mask=mask).logits
         top = logits[torch.arange(len(enc)), mask.sum(1) - 1].argmax(-1)
         for r, t in zip(part, top.tolist(), strict=True):
-            if t == tok(" " + r["attribute"].lstrip()).input_ids[0]:
+            # the attribute's first token, without the BOS that some tokenizers (Gemma) prepend
+            first = tok(" " + r["attribute"].lstrip(), add_special_tokens=False).input_ids[0]
+            if t == first:
                 correct.append(r)
     with open(out, "w") as f:
         json.dump(correct, f, indent=0)
