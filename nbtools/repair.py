@@ -62,37 +62,17 @@ def decompose(components, clean: Dots, ablated: Dots, terms: Terms, shape: Shape
     s = clean.scale[0]                                     # [N]
     s_abl = ablated.scale                                  # [K, N]
     s_used = s.expand_as(s_abl) if scale == "clean" else s_abl
-    b_attn = 1.0 if clean.attn_scale is None else clean.attn_scale[0]   # [N, L] clean s_b
-    b_mlp = 1.0 if clean.mlp_scale is None else clean.mlp_scale[0]
-
-    def per_site(x, sc, trailing):  # divide [.., N, *trailing] by a scale [.., N]
-        return x / sc.reshape(*sc.shape, *([1] * trailing))
-
-    def heads_of(x):  # a branch write at the clean branch scale: [.., N, L, H] / s_b
-        return x if clean.attn_scale is None else x / b_attn[..., None]
-
-    head_c, head_a = per_site(heads_of(clean.head[0]), s, 2), per_site(heads_of(ablated.head), s_used, 2)
-    mlp_c, mlp_a = per_site(clean.mlp[0] / b_mlp, s, 1), per_site(ablated.mlp / b_mlp, s_used, 1)
-    bias_c = per_site(terms.attn_bias / b_attn, s, 1)
-    bias_a = per_site(terms.attn_bias / b_attn, s_used, 1)
+    w = _writes(clean, ablated, terms, s, s_used)
+    head_c, head_a, mlp_c, mlp_a = w["head_c"], w["head_a"], w["mlp_c"], w["mlp_a"]
+    bias_c, bias_a, neuron_c, neuron_a = w["bias_c"], w["bias_a"], w["neuron_c"], w["neuron_a"]
     attn_c = head_c.sum(-1) + bias_c
     attn_a = head_a.sum(-1) + bias_a
     out = {}
-    if clean.neuron is not None:
-        b_neuron = b_mlp if clean.mlp_scale is None else b_mlp[..., None]
-        out["neuron_de_clean"] = per_site(clean.neuron[0] / b_neuron, s, 2)
-        neuron_a = per_site(ablated.neuron / b_neuron, s_used, 2)
+    if neuron_c is not None:
+        out["neuron_de_clean"] = neuron_c
         out["neuron_de_ablated"] = neuron_a.mean(0)
-
-    def ablated_sum(heads, mlps, neurons):
-        total = (heads * head_set).sum((-1, -2)) + (mlps * mlp_set).sum(-1)
-        if neuron_set.any():
-            total = total + (neurons * neuron_set).sum((-1, -2))
-        return total
-
-    has_neurons = clean.neuron is not None
-    direct_c = ablated_sum(head_c, mlp_c, out["neuron_de_clean"] if has_neurons else None)
-    direct_a = ablated_sum(head_a, mlp_a, neuron_a if has_neurons else None)
+    direct_c = _ablated_sum(head_c, mlp_c, neuron_c, head_set, mlp_set, neuron_set)
+    direct_a = _ablated_sum(head_a, mlp_a, neuron_a, head_set, mlp_set, neuron_set)
 
     logit_c = clean.resid[0] / s + terms.unembed_bias
     logit_a = ablated.resid / s_abl + terms.unembed_bias
@@ -102,7 +82,7 @@ def decompose(components, clean: Dots, ablated: Dots, terms: Terms, shape: Shape
     head_free = (head_a - head_c) * ~head_set              # [K, N, L, H]
     mlp_free = (mlp_a - mlp_c) * ~mlp_set                  # [K, N, L]
     if neuron_set.any():
-        mlp_free = mlp_free - ((neuron_a - out["neuron_de_clean"]) * neuron_set).sum(-1)
+        mlp_free = mlp_free - ((neuron_a - neuron_c) * neuron_set).sum(-1)
     sr_heads = head_free.sum((-1, -2))
     sr_mlp = mlp_free.sum(-1)
     sr_branch_attn, sr_branch_mlp = _branch_rescaling(clean, ablated, attn_a, mlp_a)
@@ -123,8 +103,8 @@ def decompose(components, clean: Dots, ablated: Dots, terms: Terms, shape: Shape
         mlp_de_clean=mlp_c,
         mlp_de_ablated=mlp_a.mean(0),
         attn_bias_de=bias_c,
-        mlp_bias_de=per_site(terms.mlp_bias / b_mlp, s, 1),
-        embed_de=per_site(terms.embed, s, 1),
+        mlp_bias_de=w["mlp_bias_c"],
+        embed_de=w["embed_c"],
         unembed_bias=terms.unembed_bias,
         direct_effect=direct_c,
         direct_effect_ablated=direct_a.mean(0),
@@ -143,6 +123,43 @@ def decompose(components, clean: Dots, ablated: Dots, terms: Terms, shape: Shape
         compensation=compensation.mean(0),
     )
     return out
+
+
+def _writes(clean: Dots, ablated: Dots, terms: Terms, s, s_used) -> dict:
+    """Each write's direct effect: "head_c" [N, L, H] / "head_a" [K, N, L, H], "mlp_*",
+    "bias_*" (the attention biases, per layer), "neuron_*" (None without neurons) and the clean
+    "mlp_bias_c", "embed_c"; clean writes over s, ablated ones over `s_used`, each branch write
+    at its clean branch scale s_b (sandwich norms, SPEC §7)."""
+    b_attn = 1.0 if clean.attn_scale is None else clean.attn_scale[0]   # [N, L] clean s_b
+    b_mlp = 1.0 if clean.mlp_scale is None else clean.mlp_scale[0]
+
+    def per_site(x, sc, trailing):  # divide [.., N, *trailing] by a scale [.., N]
+        return x / sc.reshape(*sc.shape, *([1] * trailing))
+
+    def heads_of(x):  # a branch write at the clean branch scale: [.., N, L, H] / s_b
+        return x if clean.attn_scale is None else x / b_attn[..., None]
+
+    w = dict(head_c=per_site(heads_of(clean.head[0]), s, 2),
+             head_a=per_site(heads_of(ablated.head), s_used, 2),
+             mlp_c=per_site(clean.mlp[0] / b_mlp, s, 1),
+             mlp_a=per_site(ablated.mlp / b_mlp, s_used, 1),
+             bias_c=per_site(terms.attn_bias / b_attn, s, 1),
+             bias_a=per_site(terms.attn_bias / b_attn, s_used, 1),
+             mlp_bias_c=per_site(terms.mlp_bias / b_mlp, s, 1),
+             embed_c=per_site(terms.embed, s, 1), neuron_c=None, neuron_a=None)
+    if clean.neuron is not None:
+        b_neuron = b_mlp if clean.mlp_scale is None else b_mlp[..., None]
+        w["neuron_c"] = per_site(clean.neuron[0] / b_neuron, s, 2)
+        w["neuron_a"] = per_site(ablated.neuron / b_neuron, s_used, 2)
+    return w
+
+
+def _ablated_sum(heads, mlps, neurons, head_set, mlp_set, neuron_set):
+    """The ablated components' total direct effect [.., N] from per-component DEs."""
+    total = (heads * head_set).sum((-1, -2)) + (mlps * mlp_set).sum(-1)
+    if neuron_set.any():
+        total = total + (neurons * neuron_set).sum((-1, -2))
+    return total
 
 
 def _branch_rescaling(clean: Dots, ablated: Dots, attn_a: torch.Tensor, mlp_a: torch.Tensor):

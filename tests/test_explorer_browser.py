@@ -376,7 +376,7 @@ def test_a_click_after_a_pause_is_as_fast_as_an_immediate_one(session, lab):
     drawn in a child process that the click pauses, so the click does not wait for it."""
     page = session["page"]
     wait_settled(page)
-    execute(page, "_r0 = ex._static.rendered")
+    execute(page, "_r0 = ex._fallback.renderer.rendered")
     immediate, paused = [], []
     for i in range(7):  # medians of 7 interleaved pairs: the machine's load is shared by both
         name = f"L{(3 * i + 1) % lab.n_layers}H{(5 * i + 2) % lab.n_heads}"
@@ -386,7 +386,7 @@ def test_a_click_after_a_pause_is_as_fast_as_an_immediate_one(session, lab):
         paused.append(page.evaluate(CLICK_JS, other))
         page.wait_for_timeout(150)
     path = session["root"] / "rendered.json"
-    execute(page, f"import json; json.dump(ex._static.rendered - _r0, open({str(path)!r}, 'w'))")
+    execute(page, f"import json; json.dump(ex._fallback.renderer.rendered - _r0, open({str(path)!r}, 'w'))")
     assert json.loads(path.read_text()) >= 1, "the fallback image was never drawn in the pauses"
     fast, slow = statistics.median(immediate), statistics.median(paused)
     assert slow <= 1.5 * fast, (immediate, paused)

@@ -34,6 +34,7 @@ from nbtools.widgets import (
 from nbtools.widgets.base import CSS, ESM, STATIC
 from nbtools.widgets.export import FORMATS, figure_bytes, view_figure
 from nbtools.widgets.fallback import StaticRenderer
+from nbtools.widgets.inputs import ExplorerInputs
 
 PROMPT = "w5 w17 w301 w44 w9 w120 w77 w3"
 KW = dict(neurons=True, logprobs=True, top_k=10)
@@ -429,17 +430,17 @@ def test_explorer_export_and_static_fallback(explorer, tmp_path):
         def update(self, bundle, raw=False):
             self.bundles.append(bundle)
 
-    assert "text/html" in ex._static_bundle()  # placeholder before the first image
-    ex._static_handle = Handle()
-    ex._static = StaticRenderer(ex._on_static_png)  # what displaying the Explorer does
-    ex.static_fallback, ex.static_delay = True, 60.0
+    assert "text/html" in ex._fallback.bundle()  # placeholder before the first image
+    handle = Handle()
+    ex._fallback.attach(handle)  # what displaying the Explorer does
+    ex.static_fallback, ex._fallback.delay = True, 60.0
     ex.ablate("0.2").wait()  # wait() brings the static image up to date at once
-    bundle = ex._static_handle.bundles[-1]
+    bundle = handle.bundles[-1]
     assert bundle["image/png"] and "nbtools-static" in bundle["text/html"]
     assert "ablated L0H2" in bundle["text/plain"]
     assert "L0H2" in repr(ex)
-    assert ex._static.rendered == 1  # drawn by the child process, not the measuring thread
-    ex._static.close()
+    assert ex._fallback.renderer.rendered == 1  # drawn by the child, not the measuring thread
+    ex._fallback.close()
 
 
 def test_static_renderer_draws_in_a_child_and_a_click_pauses_it(explorer):
@@ -570,16 +571,15 @@ def test_target_errors_show_readable_pieces():
         pytest.skip("the GPT-2 tokenizer is not in the shared data")
     tok = GPT2TokenizerFast.from_pretrained(folder)
 
-    class FakeLab:  # only what _custom_target reads
+    class FakeLab:  # only what custom_target reads
         tokenizer = tok
         shape = type("S", (), {"d_vocab": len(tok)})()
 
-    ex = Explorer.__new__(Explorer)
-    ex.lab = FakeLab()
-    assert ex._custom_target(" Paris") == tok(" Paris")["input_ids"][0]
-    assert ex._custom_target("located") == tok(" located")["input_ids"][0]  # space added
+    inputs = ExplorerInputs(FakeLab())
+    assert inputs.custom_target(" Paris") == tok(" Paris")["input_ids"][0]
+    assert inputs.custom_target("located") == tok(" located")["input_ids"][0]  # space added
     with pytest.raises(InvalidInputError) as info:
-        ex._custom_target(" Kingsbridgeworth")
+        inputs.custom_target(" Kingsbridgeworth")
     message = str(info.value)
     assert "give a single token" in message and "\u0120" not in message
     assert "' K" in message or "' Kings" in message

@@ -176,18 +176,7 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
     """
     shape = lab.shape
     seed = check_run_options(checkpoint_every, seed)
-    if method not in METHODS:
-        raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if scale not in SCALES:
-        raise InvalidInputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
-    if n_rows is not None and whole_number(n_rows, "n_rows") < 1:
-        raise InvalidInputError(
-            f"n_rows must be at least 1 (or None: every row of the corpus), got {n_rows}")
-    if not 0 < top_frac <= 1:
-        raise InvalidInputError(f"top_frac must be in (0, 1], got {top_frac}")
-    if len(clip) != 2 or clip[0] > clip[1]:
-        raise InvalidInputError(f"clip must be (low, high) with low ≤ high, got {clip}")
-    check_batch_rows(batch_rows, method)
+    _check_options(method, scale, n_rows, top_frac, clip, batch_rows)
     remote = check_remote(remote)
     chosen = parse_heads(heads, shape.n_layers, shape.n_heads)
     tok_heads = parse_heads(per_token, shape.n_layers, shape.n_heads)
@@ -195,21 +184,10 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
     all_heads = sorted(set(chosen) | set(tok_heads) | set(ae_heads))
     if not all_heads:
         raise InvalidInputError("no heads to sweep")
-    ae_layer = anti_erasure_layer % shape.n_layers if -shape.n_layers <= anti_erasure_layer \
-        < shape.n_layers else None
-    if ae_layer is None:
-        raise InvalidInputError(
-            f"anti_erasure_layer {anti_erasure_layer} out of range 0..{shape.n_layers - 1}")
+    ae_layer = _layer_index(anti_erasure_layer, shape.n_layers, "anti_erasure_layer")
     n_top = min(n_top_neurons, shape.d_mlp)
-    rows = corpus_rows(lab.tokenizer, corpus, row_len, n_rows, prepend_bos, shape.n_ctx)
-    if rows.shape[1] > shape.n_ctx:  # token rows given as they are
-        raise InvalidInputError(f"rows of {rows.shape[1]} tokens exceed the context of {shape.n_ctx}")
-    if int(rows.max()) >= shape.d_vocab or int(rows.min()) < 0:
-        raise InvalidInputError(f"token ids outside the vocabulary 0..{shape.d_vocab - 1}")
+    rows = _rows(lab, corpus, row_len, n_rows, prepend_bos, method)
     R, T = rows.shape
-    if method == "resample" and R < 2:
-        raise InvalidInputError(
-            f"resample ablation needs at least two rows (row i ← row i+1); the corpus gave {R}")
     n_sites = R * (T - 1)
     k = top_count(n_sites, top_frac)
     reference = rows[:mean_rows] if method == "mean" else None
@@ -232,6 +210,44 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
                                                          else 1), f"head sweep ({lab.name}, {method})")
     return run_sweep(lab, sweep, out=out, overwrite=overwrite, checkpoint_every=checkpoint_every,
                      progress=progress, remote=remote)
+
+
+def _check_options(method, scale, n_rows, top_frac, clip, batch_rows) -> None:
+    """InvalidInputError for a sweep option out of its range (before any forward pass)."""
+    if method not in METHODS:
+        raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if scale not in SCALES:
+        raise InvalidInputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    if n_rows is not None and whole_number(n_rows, "n_rows") < 1:
+        raise InvalidInputError(
+            f"n_rows must be at least 1 (or None: every row of the corpus), got {n_rows}")
+    if not 0 < top_frac <= 1:
+        raise InvalidInputError(f"top_frac must be in (0, 1], got {top_frac}")
+    if len(clip) != 2 or clip[0] > clip[1]:
+        raise InvalidInputError(f"clip must be (low, high) with low ≤ high, got {clip}")
+    check_batch_rows(batch_rows, method)
+
+
+def _layer_index(layer: int, n_layers: int, name: str) -> int:
+    """A layer index (negative from the end) as 0..n_layers−1, else InvalidInputError."""
+    if not -n_layers <= layer < n_layers:
+        raise InvalidInputError(f"{name} {layer} out of range 0..{n_layers - 1}")
+    return layer % n_layers
+
+
+def _rows(lab, corpus, row_len, n_rows, prepend_bos, method) -> torch.Tensor:
+    """The corpus as token rows [R, T], checked against the model and the method."""
+    shape = lab.shape
+    rows = corpus_rows(lab.tokenizer, corpus, row_len, n_rows, prepend_bos, shape.n_ctx)
+    if rows.shape[1] > shape.n_ctx:  # token rows given as they are
+        raise InvalidInputError(f"rows of {rows.shape[1]} tokens exceed the context of {shape.n_ctx}")
+    if int(rows.max()) >= shape.d_vocab or int(rows.min()) < 0:
+        raise InvalidInputError(f"token ids outside the vocabulary 0..{shape.d_vocab - 1}")
+    R = rows.shape[0]
+    if method == "resample" and R < 2:
+        raise InvalidInputError(
+            f"resample ablation needs at least two rows (row i ← row i+1); the corpus gave {R}")
+    return rows
 
 
 def check_batch_rows(batch_rows, method: str) -> int:

@@ -122,6 +122,18 @@ def own_columns(comp, n_layers: int, n_heads: int) -> torch.Tensor:
     return torch.cat([own.flatten(), torch.zeros(1, dtype=torch.bool)])
 
 
+def ablate_each(lab, prompts, comps, **options):
+    """Each of `comps` ablated alone, in one `Lab.measure_many` call (shared clean run, prefix
+    reuse, batched passes); the repair map's step and the Explorer's live sweep. Yields
+    (component, Measurement, its map row [N, C] float64: `map_columns` with the component's
+    own cells NaN)."""
+    L, H = lab.n_layers, lab.n_heads
+    for c, m in zip(comps, lab.measure_many(prompts, comps, **options), strict=True):
+        cols = map_columns(m)
+        cols[:, own_columns(c, L, H)] = float("nan")
+        yield c, m, cols
+
+
 def _clean_keys(m, comps) -> torch.Tensor:
     """[S, N] clean DE of each row's component (the condensed selection's key)."""
     keys = []
@@ -345,9 +357,8 @@ def _accumulate(lab, plan, comps, groups, own, state, start, end) -> dict:
     ids, opts = plan.batch(start, end)
     index = {c: i for i, c in enumerate(comps)}
     for layer in sorted(groups):
-        for c, m in zip(groups[layer], lab.measure_many(ids, groups[layer], **opts), strict=True):
+        for c, m, cols in ablate_each(lab, ids, groups[layer], **opts):
             i = index[c]
-            cols = map_columns(m)
             cols[:, own[i]] = 0.0
             q = {"direct_effect": m.direct_effect, "delta_logit": m.delta_logit,
                  "self_repair": m.self_repair,

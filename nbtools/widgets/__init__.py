@@ -8,6 +8,12 @@ Standalone panels (each also has `from_measurement(m)`): `HeadGrid`, `TokenStrip
 `Compare` shows one ablation under two settings (or in two models) side by side.
 All are anywidgets with plain-ESM front ends shipped in `static/` (no CDN); they work in
 JupyterLab 4 and Notebook 7.
+
+The Explorer's parts: `inputs` (its state checked and turned into one `Lab.measure` call),
+`worker` (the one thread that touches the model), `live_sweep` (every component ablated
+alone, for the SR colouring and the live repair map), `fallback` (the static image kept in
+the notebook), `panels` / `export` / `codegen` (a measurement as panel JSON, figures and files,
+a reproducing cell).
 """
 
 from .compare import Compare

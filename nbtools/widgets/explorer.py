@@ -18,34 +18,48 @@ click pauses, so it never delays a measurement.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
-import re
 import threading
 import time
 import warnings
-from collections import OrderedDict
-from types import MappingProxyType
+from dataclasses import dataclass
 
 import torch
 import traitlets
 
-from ..batching import target_token_id
-from ..components import Head, MLPLayer, check_components, parse_components
+from ..components import Head, check_components, parse_components
 from ..errors import InvalidInputError, NbtoolsError
 from ..loading import as_lab
 from . import export, panels
 from .base import NbWidget
-from .fallback import StaticRenderer
+from .fallback import StaticFallback
+from .inputs import ExplorerInputs, one_prompt
+from .live_sweep import LiveSweeps
 from .worker import LatestWins
 
 INPUTS = ("prompt", "position", "target_mode", "target_text", "target_minus", "ablation",
           "method", "source",
           "positions", "scale", "request_seq")
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
-_PRIORITY = {"measure": 0, "export": 1, "tokens": 2, "attention": 2, "sweep": 3}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A kind of work for the worker thread: its priority (lower runs first, so clicks go
+    before background work), whether the widget shows it as busy, its error messages' prefix."""
+
+    priority: int
+    busy: bool
+    label: str
+
+
+JOBS = {"measure": Job(0, True, ""),                     # a click: the panels
+        "export": Job(1, True, "export: "),              # a figure or data file for download
+        "tokens": Job(2, True, "token colours: "),       # SR at every position (token_colors)
+        "attention": Job(2, False, "attention pattern: "),  # the one ablated head's pattern
+        "sweep": Job(3, True, "self-repair sweep: ")}    # one layer of the live sweep
 MAP_EVERY_S = 1.0  # while a sweep runs, the live map is re-sent at most this often
 
 
@@ -113,8 +127,6 @@ class Explorer(NbWidget):
     done_seq = traitlets.Int(-1).tag(sync=True)
     can_undo = traitlets.Bool(False).tag(sync=True)
 
-    _id_texts = MappingProxyType({})  # each Explorer: targets given as ids, text → id
-
     def __init__(self, model=None, prompt: str = DEFAULT_PROMPT, ablate=None, *, tokenizer=None,
                  target: str | int = "top", position: int = -1, method: str = "zero",
                  source: str = "", positions: str = "all", scale: str = "clean",
@@ -122,37 +134,30 @@ class Explorer(NbWidget):
                  static_fallback: bool = True, static_delay: float = 1.5,
                  threads: int | None = None, repair_map=None):
         self.lab = as_lab(model, tokenizer)
-        self._id_texts: dict[str, int] = {}
         if self.lab.remote:  # a Lab of its own that reports how each request proceeds
             self.lab = self.lab.on(self.lab.remote, on_status=self._on_remote_status)
         # validate everything on this thread before the worker exists (no forward pass)
-        tokens = self._str_tokens(prompt)
-        ablation = self._check_ablation(ablate)
-        mode, text, minus = self._check_target(target)
-        position = self._check_position(position, len(tokens), mode)
+        self._inputs = ExplorerInputs(self.lab)
+        tokens = self._inputs.tokens(prompt)
+        ablation = self._inputs.ablation(ablate)
+        mode, text, minus = self._inputs.target(target)
+        position = self._inputs.position(position, len(tokens), mode)
+        self._inputs.options(dict(  # the method's source prompt, a logit difference's pair
+            position=position, target_mode=mode, target_text=text, target_minus=minus,
+            method=method, source=source, positions=positions, scale=scale), len(tokens))
         if top_k < 1 or n_neurons < 1:
             raise InvalidInputError("top_k and n_neurons must be at least 1")
-        if method == "resample":
-            if not source.strip():
-                raise InvalidInputError("method='resample' needs source='<a prompt at least as "
-                                        "long as the ablated positions>'")
-            self._str_tokens(source, "source prompt")
         self.top_k, self.n_neurons = int(top_k), int(n_neurons)
-        self.static_fallback, self.static_delay = bool(static_fallback), float(static_delay)
+        self.static_fallback = bool(static_fallback)
         self.measurement = None
         self.last_traceback = ""
         self.last_export: tuple[str, bytes] | None = None
         self._tokens_for = prompt
-        self._sweeps: OrderedDict = OrderedDict()
-        self._maps: dict[str, list] = {}  # the live repair map's rows, per sweep key
+        self._sweeps = LiveSweeps(self.lab.n_layers, self.lab.n_heads)
         self._map_result = None  # a RepairMapResult shown instead of the live map
         self._map_sent = 0.0  # time.monotonic() of the last live-map update sent
         self._busy_lock = threading.Lock()
-        self._static_handle = None
-        self._static: StaticRenderer | None = None
-        self._static_png: bytes | None = None
-        self._static_seq: int | None = None
-        self._pending_static_seq: int | None = None
+        self._fallback = StaticFallback(static_delay, self._on_static_error)
         self._history: list[list[str]] = []  # earlier ablations, for undo()
         self._undoing = False
         self._submitted: dict | None = None
@@ -176,53 +181,6 @@ class Explorer(NbWidget):
             self.show_map(repair_map)
         self._schedule()
 
-    # --- validation (main thread; raises InvalidInputError) ------------------------------
-    def _check_ablation(self, ablate) -> list[str]:
-        if ablate is None or (isinstance(ablate, list | tuple) and not ablate):
-            return []
-        comps = parse_components(ablate)
-        check_components(comps, self.lab.shape)
-        return [str(c) for c in comps]  # the grid's names: "L3H1", "attn3", "mlp3:1,2"
-
-    def _str_tokens(self, prompt: str, what: str = "prompt") -> list[str]:
-        """The prompt's tokens; errors speak of one prompt, not of a batch."""
-        try:
-            return self.lab.to_str_tokens(prompt)
-        except InvalidInputError as err:
-            raise InvalidInputError(_one_prompt(str(err), what)) from None
-
-    def _check_target(self, target) -> tuple[str, str, str]:
-        """(target_mode, target_text, target_minus) for a target argument."""
-        if isinstance(target, tuple | list):
-            if len(target) != 2 or any(isinstance(t, tuple | list) for t in target):
-                raise InvalidInputError("a logit-difference target is a pair of tokens, e.g. "
-                                        "(' Mary', ' John')")
-            (_, a, _), (_, b, _) = (self._check_target(t) for t in target)
-            return "custom", a, b
-        if isinstance(target, str) and target in ("next", "top"):
-            return target, "", ""
-        if isinstance(target, str):
-            self._custom_target(target)
-            return "custom", target, ""
-        token = target_token_id(target, self.lab.tokenizer, self.lab.shape.d_vocab)
-        text = self.lab.tokenizer.decode([token])
-        self._id_texts[text] = token  # its text may not encode back to this one token
-        return "custom", text, ""
-
-    @staticmethod
-    def _check_position(position: int, n: int, mode: str) -> int:
-        position = int(position)
-        if not -n <= position < n:
-            raise InvalidInputError(f"position {position} out of range; the prompt has "
-                                    f"positions 0..{n - 1} (−1 = last)")
-        if position < -1:
-            position += n
-        last = position in (-1, n - 1)
-        if mode == "next" and last:
-            raise InvalidInputError("target 'next' has no next token at the last position; "
-                                    "pick an earlier position or target='top'")
-        return position
-
     def __repr__(self) -> str:
         what = " + ".join(self.ablation) or "nothing"
         return (f"Explorer({self.lab.name!r}, prompt={self.prompt!r}, ablated: {what}, "
@@ -238,7 +196,7 @@ class Explorer(NbWidget):
     def ablate(self, *components, add: bool = False) -> Explorer:
         """Ablate these components together (replacing the current set unless add=True);
         no argument clears the ablation."""
-        names = self._check_ablation(list(components)) if components else []
+        names = self._inputs.ablation(list(components)) if components else []
         if add:
             names = list(dict.fromkeys([*self.ablation, *names]))
         self._update(ablation=names)
@@ -246,16 +204,15 @@ class Explorer(NbWidget):
 
     def select(self, position: int) -> Explorer:
         """Measure at token `position` (−1 = last)."""
-        n = len(self.tokens)
-        position = self._check_position(position, n, self.target_mode)
+        position = self._inputs.position(position, len(self.tokens), self.target_mode)
         self._update(position=position)
         return self
 
     def set_target(self, target) -> Explorer:
         """"next", "top", a single-token string (e.g. " Paris") or a pair of them for their
         logit difference ((" Mary", " John"))."""
-        mode, text, minus = self._check_target(target)
-        self._check_position(self.position, len(self.tokens), mode)
+        mode, text, minus = self._inputs.target(target)
+        self._inputs.position(self.position, len(self.tokens), mode)
         self._update(target_mode=mode, target_text=text, target_minus=minus)
         return self
 
@@ -274,13 +231,10 @@ class Explorer(NbWidget):
     def wait(self, timeout: float = 60.0) -> Explorer:
         """Block until the current measurement (and a pending sweep or export) is done, and
         bring the notebook's static image up to date. Raises TimeoutError after `timeout` s."""
-        if not self._worker.wait(timeout, kinds=("measure", "sweep", "export", "tokens",
-                                                      "attention")):
+        if not self._worker.wait(timeout, kinds=tuple(JOBS)):
             raise TimeoutError(f"the Explorer was still busy after {timeout} s")
-        if self._static is not None and self.view and self._static_seq != self.view.get("seq"):
-            self._pending_static_seq = self.view.get("seq")
-            if not self._static.draw_now(self._static_payload(), timeout):
-                raise TimeoutError(f"the static image was not drawn in {timeout} s")
+        if not self._fallback.draw_now(self._static_payload(), timeout):
+            raise TimeoutError(f"the static image was not drawn in {timeout} s")
         return self
 
     def figure(self, dpi: int = 100):
@@ -306,19 +260,20 @@ class Explorer(NbWidget):
         from .codegen import explorer_code, model_source
 
         state = self.state
-        _, opts, minus = self._options(state, len(self.lab.to_str_tokens(state["prompt"])))
+        opts = self._inputs.options(state, len(self.lab.to_str_tokens(state["prompt"])))
         if isinstance(model, os.PathLike):
             model = os.fspath(model)
         elif model is not None and not isinstance(model, str):  # a Lab: where it came from
             model = model_source(as_lab(model))[0]
         source, name = model_source(self.lab) if model is None else (model, self.lab.name)
         return explorer_code(
-            source, state["prompt"], list(state["ablation"]), opts, name=name,
+            source, state["prompt"], list(state["ablation"]), opts.measure, name=name,
             dtype=str(self.lab.hf_model.dtype).replace("torch.", ""), top_k=self.top_k,
             n_neurons=self.n_neurons, color_by=self.color_by, n_layers=self.lab.n_layers,
             n_heads=self.lab.n_heads,
             target_token=state["target_text"] if state["target_mode"] == "custom" else None,
-            minus=minus, minus_token=state.get("target_minus") if minus is not None else None)
+            minus=opts.minus,
+            minus_token=state.get("target_minus") if opts.minus is not None else None)
 
     def show_map(self, result=None, selection: str | None = None) -> Explorer:
         """Show the who-repairs-whom map: with no result, the live one (every head and MLP
@@ -349,8 +304,8 @@ class Explorer(NbWidget):
         """Stop the worker thread and close the widget."""
         if getattr(self, "_worker", None) is not None:
             self._worker.close()
-        if getattr(self, "_static", None) is not None:
-            self._static.close()
+        if getattr(self, "_fallback", None) is not None:
+            self._fallback.close()
         super().close()
 
     # --- display with a static fallback --------------------------------------------------
@@ -360,47 +315,16 @@ class Explorer(NbWidget):
         data, metadata = self._repr_mimebundle_()
         display(data, metadata=metadata, raw=True)
         if self.static_fallback:
-            self._static_handle = display(self._static_bundle(), raw=True, display_id=True)
-            if self._static is None:
-                self._static = StaticRenderer(self._on_static_png, self._on_static_error)
+            self._fallback.attach(display(self._fallback.bundle(), raw=True, display_id=True))
             if self.view:
-                self._schedule_static(0.0)
-
-    def _static_bundle(self) -> dict:
-        label = "nbtools Explorer"
-        if self._static_png is None:
-            html = (f'<div class="nbtools-static"><i>{label}: the live view needs a running '
-                    "kernel; run the cell.</i></div>")
-            return {"text/plain": label, "text/html": html}
-        b64 = base64.b64encode(self._static_png).decode()
-        ablated = " + ".join(self.view.get("ablated_ui") or []) or "nothing"
-        alt = f"{label} (static image of the last view: ablated {ablated})"
-        html = (f'<div class="nbtools-static"><img alt="{alt}" style="max-width:100%" '
-                f'src="data:image/png;base64,{b64}"/></div>')
-        return {"text/plain": alt, "text/html": html, "image/png": b64}
-
-    def _schedule_static(self, delay: float | None = None) -> None:
-        if not (self.static_fallback and self._static is not None and self.view):
-            return
-        self._pending_static_seq = self.view.get("seq")
-        self._static.schedule(self._static_payload(),
-                              self.static_delay if delay is None else delay)
+                self._fallback.schedule(self._static_payload(), 0.0)
 
     def _static_payload(self) -> dict:
         return {"view": self.view, "color_by": self.color_by, "sweep": self.sweep,
                 "tokens": self.tokens, "dpi": 72}
 
-    def _on_static_png(self, png: bytes) -> None:
-        self._show_static(png, self._pending_static_seq)
-
     def _on_static_error(self, message: str) -> None:
         self.error = "static image: " + message
-
-    def _show_static(self, png: bytes, seq) -> None:
-        self._static_png, self._static_seq = png, seq
-        # sent with the kernel's latest parent message: JupyterLab routes display updates by
-        # display_id alone; nbclient only reads messages of the cell it is running
-        self._static_handle.update(self._static_bundle(), raw=True)
 
     # --- scheduling --------------------------------------------------------------------
     def _update(self, **changes) -> None:
@@ -432,22 +356,19 @@ class Explorer(NbWidget):
 
     def _publish_map(self, key: str | None) -> None:
         """Send the live map of sweep `key` (the rows done so far) to the browser."""
-        rows = self._maps.get(key)
-        if key is None or self._map_result is not None or not self.map_on or rows is None:
+        data = None if key is None else self._sweeps.map_data(key)
+        if data is None or self._map_result is not None or not self.map_on:
             return
-        L, H = self.lab.n_layers, self.lab.n_heads
         self._map_sent = time.monotonic()
-        self.map_data = panels.live_map_data(rows, L, H, key=key, done=self._sweeps[key]["done"],
-                                             total=L, label="this prompt, measured position")
+        self.map_data = data
 
     def _schedule(self) -> None:
         state = self.state
         if self._worker.closed or state == self._submitted:
             return  # one message from the browser changes several traits: measure once
         self._submitted = state
-        if self._static is not None:
-            self._static.pause()  # a click: the fallback image must not hold it up
-        self._worker.submit("measure", lambda: self._run_measure(state), _PRIORITY["measure"])
+        self._fallback.pause()  # a click: the fallback image must not hold it up
+        self._submit("measure", lambda: self._run_measure(state))
 
     def _on_token_colors(self, change) -> None:
         if change["new"] and self.view and not self.view.get("clean_only"):
@@ -455,25 +376,23 @@ class Explorer(NbWidget):
 
     def _schedule_tokens(self, state: dict, key: str) -> None:
         if self.token_sr.get("key") != key:
-            self._worker.submit("tokens", lambda: self._run_tokens(state, key),
-                                _PRIORITY["tokens"])
+            self._submit("tokens", lambda: self._run_tokens(state, key))
 
     def _schedule_sweep(self, state: dict, key: str | None, layer: int | None = None) -> None:
         """Sweep every head and MLP layer ablated alone, one layer per job (so clicks can run
         in between), filling `sweep` progressively; finished sweeps are cached per key."""
         if key is None:
             return
-        done = self._sweeps.get(key)
+        done = self._sweeps.grid(key)
         if layer is None:
             if done is not None and self.sweep.get("key") != key:
                 self.sweep = done
             if done is not None and self.map_data.get("key") != key:
                 self._publish_map(key)
-            layer = 0 if done is None else done["done"]
+            layer = self._sweeps.done(key)
         if layer >= self.lab.n_layers:
             return
-        self._worker.submit("sweep", lambda: self._run_sweep(state, key, layer),
-                            _PRIORITY["sweep"])
+        self._submit("sweep", lambda: self._run_sweep(state, key, layer))
 
     def _schedule_attention(self, state: dict, comps, pos: int) -> None:
         """The clean attention pattern of the ablated head when exactly one head is ablated,
@@ -486,12 +405,14 @@ class Explorer(NbWidget):
         head = comps[0]
         key = f"{head}|{pos}|{state['prompt']}"
         if self.attention.get("key") != key:
-            self._worker.submit("attention", lambda: self._run_attention(state, head, pos, key),
-                                _PRIORITY["attention"])
+            self._submit("attention", lambda: self._run_attention(state, head, pos, key))
+
+    def _submit(self, kind: str, job) -> None:
+        self._worker.submit(kind, job, JOBS[kind].priority)
 
     def _refresh_busy(self) -> None:
         with self._busy_lock:
-            busy = bool(self._worker.active(("measure", "sweep", "export", "tokens")))
+            busy = bool(self._worker.active([k for k, job in JOBS.items() if job.busy]))
             if busy != self.busy:
                 self.busy = busy
             if not busy and self.remote_status:
@@ -506,69 +427,13 @@ class Explorer(NbWidget):
 
     def _failed(self, kind: str, exc: Exception, text: str) -> None:
         self.last_traceback = text
-        msg = _one_prompt(str(exc)) if isinstance(exc, NbtoolsError) else \
+        msg = one_prompt(str(exc)) if isinstance(exc, NbtoolsError) else \
             f"{type(exc).__name__}: {exc}"
-        what = {"measure": "", "sweep": "self-repair sweep: ", "export": "export: ",
-                "attention": "attention pattern: ", "tokens": "token colours: "}.get(kind, "")
-        self.error = what + msg
+        self.error = JOBS[kind].label + msg
 
     # --- jobs (worker thread only) --------------------------------------------------------
     def _init_worker(self) -> None:
         torch.set_num_threads(self.threads)
-
-    def _options(self, state: dict, n: int) -> tuple[int, dict, int | None]:
-        """Position, Lab.measure keyword arguments (a logit difference: target=(a, b)) and
-        the subtracted target id or None, for a state (raises InvalidInputError)."""
-        pos = n - 1 if state["position"] < 0 else state["position"]
-        if not 0 <= pos < n:
-            raise InvalidInputError(f"position {pos} out of range 0..{n - 1}")
-        mode = state["target_mode"]
-        if mode == "next":
-            if pos == n - 1:
-                raise InvalidInputError("the last token has no next token: pick an earlier "
-                                        "token or target 'top prediction'")
-            target = "next"
-        elif mode == "top":
-            target = "top"
-        else:
-            target = self._custom_target(state["target_text"])
-        minus = None
-        if mode == "custom" and state.get("target_minus", "").strip():
-            minus = self._custom_target(state["target_minus"])
-            if minus == target:
-                raise InvalidInputError("the two tokens of a logit difference are the same")
-        opts = dict(method=state["method"], target=target if minus is None else (target, minus),
-                    measure_at=[pos],
-                    positions="all" if state["positions"] == "all" else [pos],
-                    scale=state["scale"])
-        source = state["source"].strip()
-        if state["method"] == "resample":
-            if not source:
-                raise InvalidInputError("resample needs a source prompt: type one in the "
-                                        "'source' box (at least as long as the prompt)")
-            self._str_tokens(state["source"], "source prompt")
-            opts["sources"] = [state["source"]]
-        elif state["method"] == "mean" and source:
-            opts["reference"] = [state["source"]]
-        return pos, opts, minus
-
-    def _custom_target(self, text: str) -> int:
-        tok, d_vocab = self.lab.tokenizer, self.lab.shape.d_vocab
-        if text in self._id_texts:
-            return self._id_texts[text]
-        if not text:
-            raise InvalidInputError("type a target token in the box (e.g. ' Paris')")
-        for candidate in (text, " " + text) if not text.startswith(" ") else (text,):
-            try:  # most BPE words carry their leading space
-                return target_token_id(candidate, tok, d_vocab)
-            except InvalidInputError:
-                pass
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise InvalidInputError(f"the target {text!r} has no tokens; type a token")
-        pieces = " + ".join(repr(tok.decode([i])) for i in ids)
-        raise InvalidInputError(f"the target {text!r} is {len(ids)} tokens ({pieces}); give a "
-                                "single token (mind the leading space, e.g. ' Paris')")
 
     def _decode(self, i: int) -> str:
         return self.lab.tokenizer.decode([int(i)])
@@ -583,11 +448,11 @@ class Explorer(NbWidget):
     def _measure(self, state: dict, t0: float) -> None:
         lab = self.lab
         if state["prompt"] != self._tokens_for or not self.tokens:
-            tokens = self._str_tokens(state["prompt"])
+            tokens = self._inputs.tokens(state["prompt"])
             self._tokens_for = state["prompt"]
             self.tokens = tokens
-        n = len(self.tokens)
-        pos, opts, minus = self._options(state, n)
+        opts = self._inputs.options(state, len(self.tokens))
+        pos, minus = opts.position, opts.minus
         names = state["ablation"]
         comps = parse_components(names) if names else ()
         check_components(comps, lab.shape)
@@ -597,10 +462,10 @@ class Explorer(NbWidget):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if names:
-                m, = lab.measure_many(state["prompt"], [comps], **shown, **opts)
+                m, = lab.measure_many(state["prompt"], [comps], **shown, **opts.measure)
             else:  # nothing ablated: the clean run alone (its ablated fields mirror it)
-                m = lab.measure_clean(state["prompt"], target=opts["target"],
-                                      measure_at=opts["measure_at"], **shown)
+                m = lab.measure_clean(state["prompt"], target=opts.measure["target"],
+                                      measure_at=opts.measure["measure_at"], **shown)
         view = panels.measurement_view(m, self._decode, 0, self.n_neurons)
         if far:
             view["neurons"]["note"] = ("neurons are not fetched from a remote model on each "
@@ -624,13 +489,14 @@ class Explorer(NbWidget):
         if self.token_colors and names:
             self._schedule_tokens(state, view["tokens_key"])
         self._schedule_attention(state, comps if names else (), pos)
-        self._schedule_static()
+        if self.static_fallback:
+            self._fallback.schedule(self._static_payload())
 
     def _run_tokens(self, state: dict, key: str) -> None:
         """The current ablation's SR, DE and ΔL at every position of the prompt (for "next",
         every position with a next token), in one measurement."""
         n = len(self.tokens)
-        _, opts, _ = self._options(state, n)
+        opts = self._inputs.options(state, n).measure
         at = list(range(n - 1 if state["target_mode"] == "next" else n))
         if not at:
             return
@@ -651,34 +517,14 @@ class Explorer(NbWidget):
                                                               head.layer, head.head)}
 
     def _run_sweep(self, state: dict, key: str, layer: int) -> None:
-        n_layers, n_heads = self.lab.n_layers, self.lab.n_heads
-        old = self._sweeps.get(key) or {"key": key, "done": 0, "n_layers": n_layers,
-                                         "heads": [[None] * n_heads for _ in range(n_layers)],
-                                         "mlp": [None] * n_layers}
-        if old["done"] > layer:
+        if self._sweeps.done(key) > layer:
             return
-        _, opts, _ = self._options(state, len(self.tokens))
-        specs = [*(Head(layer, h) for h in range(n_heads)), MLPLayer(layer)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ms = self.lab.measure_many(state["prompt"], specs, **opts)
-        part = panels.sweep_grid(ms, 1, n_heads)
-        heads = [list(row) for row in old["heads"]]
-        heads[layer] = part["heads"][0]
-        mlp = list(old["mlp"])
-        mlp[layer] = part["mlp"][0]
-        sweep = {**old, "heads": heads, "mlp": mlp, "done": layer + 1}
-        per = n_heads + 1
-        rows = list(self._maps.get(key) or [None] * (n_layers * per))
-        rows[layer * per:(layer + 1) * per] = panels.map_rows(ms, specs, n_layers, n_heads)
-        self._maps[key] = rows
-        self._sweeps[key] = sweep
-        self._sweeps.move_to_end(key)
-        while len(self._sweeps) > 16:
-            self._maps.pop(self._sweeps.popitem(last=False)[0], None)
+        opts = self._inputs.options(state, len(self.tokens)).measure
+        sweep = self._sweeps.measure_layer(self.lab, key, state["prompt"], layer, opts)
         if self.view.get("key") == key:
             self.sweep = sweep
-            if sweep["done"] == n_layers or time.monotonic() - self._map_sent >= MAP_EVERY_S:
+            if sweep["done"] == self.lab.n_layers or \
+                    time.monotonic() - self._map_sent >= MAP_EVERY_S:
                 self._publish_map(key)  # (the whole map: not after every one of 30 layers)
             if self.color_by == "sr" or (self.map_on and self._map_result is None):
                 self._schedule_sweep(state, key, layer + 1)
@@ -716,7 +562,7 @@ class Explorer(NbWidget):
                 self.error = (f"export: unknown format {fmt!r}; choose "
                               f"{', '.join(export.FORMATS)}")
                 return
-            self._worker.submit("export", lambda: self._export(fmt), _PRIORITY["export"])
+            self._submit("export", lambda: self._export(fmt))
 
 
 def _threads(lab, threads: int | None) -> int:
@@ -753,12 +599,6 @@ def _where(remote) -> str:
 
     host = host_of(remote).rstrip("/")
     return " · on NDIF" if host == NDIF_HOST else f" · on {host.split('://')[-1]}"
-
-
-def _one_prompt(message: str, what: str = "prompt") -> str:
-    """An engine message about a batch ("prompt 0 is empty") for the Explorer's one prompt."""
-    message = re.sub(r"\bprompt 0 (is|has)\b", rf"the {what} \1", message)
-    return re.sub(r"\bevery prompt has\b", f"the {what} has", message)
 
 
 def _key(state: dict, target_id: int, pos: int, minus: int | None = None) -> str:

@@ -11,6 +11,7 @@ now-stale answer is discarded, and draws the current view.
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import os
 import signal
@@ -180,3 +181,76 @@ class StaticRenderer:
                 with self._cond:
                     self._delivered = max(self._delivered, gen)
                     self._cond.notify_all()
+
+
+class StaticFallback:
+    """The image of a widget's last view kept in the notebook output, below the live widget.
+
+    `attach(handle)` when the widget is displayed (handle: IPython's `display(...,
+    display_id=True)` of `bundle()`); then `schedule(view, extra)` after each view (drawn after
+    `delay` idle seconds), `pause()` on each click, `draw_now(...)` to bring it up to date.
+    `on_error(message)` gets drawing errors. Without `attach` every call does nothing.
+    """
+
+    LABEL = "nbtools Explorer"
+
+    def __init__(self, delay: float, on_error=None):
+        self.delay, self.on_error = float(delay), on_error
+        self.handle = None
+        self.renderer: StaticRenderer | None = None
+        self.png: bytes | None = None
+        self.seq = None  # the view seq the image shows
+        self._alt = self.LABEL
+        self._pending: tuple | None = None  # (seq, alt text) of the drawing asked for last
+
+    def attach(self, handle) -> None:
+        """Show the image in `handle` from now on (starts the drawing process once)."""
+        self.handle = handle
+        if self.renderer is None:
+            self.renderer = StaticRenderer(self._on_png, self.on_error)
+
+    def bundle(self) -> dict:
+        """The display bundle: the image with its alt text, or a placeholder before it."""
+        if self.png is None:
+            html = (f'<div class="nbtools-static"><i>{self.LABEL}: the live view needs a '
+                    "running kernel; run the cell.</i></div>")
+            return {"text/plain": self.LABEL, "text/html": html}
+        b64 = base64.b64encode(self.png).decode()
+        alt = self._alt
+        html = (f'<div class="nbtools-static"><img alt="{alt}" style="max-width:100%" '
+                f'src="data:image/png;base64,{b64}"/></div>')
+        return {"text/plain": alt, "text/html": html, "image/png": b64}
+
+    def schedule(self, payload: dict, delay: float | None = None) -> None:
+        """Draw `payload` ({"view", "color_by", "sweep", "tokens", "dpi"}) after `delay` s
+        (default: this fallback's) without another click."""
+        if self.renderer is not None and payload["view"]:
+            self._ask(payload)
+            self.renderer.schedule(payload, self.delay if delay is None else delay)
+
+    def draw_now(self, payload: dict, timeout: float) -> bool:
+        """Draw `payload` unless the image already shows its view; False on timeout."""
+        if self.renderer is None or not payload["view"] or \
+                self.seq == payload["view"].get("seq"):
+            return True
+        self._ask(payload)
+        return self.renderer.draw_now(payload, timeout)
+
+    def pause(self) -> None:
+        if self.renderer is not None:
+            self.renderer.pause()
+
+    def close(self) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+
+    def _ask(self, payload: dict) -> None:
+        ablated = " + ".join(payload["view"].get("ablated_ui") or []) or "nothing"
+        self._pending = (payload["view"].get("seq"),
+                         f"{self.LABEL} (static image of the last view: ablated {ablated})")
+
+    def _on_png(self, png: bytes) -> None:
+        self.png, (self.seq, self._alt) = png, self._pending
+        # sent with the kernel's latest parent message: JupyterLab routes display updates by
+        # display_id alone; nbclient only reads messages of the cell it is running
+        self.handle.update(self.bundle(), raw=True)

@@ -286,20 +286,6 @@ def map_row_labels(n_layers: int, n_heads: int) -> list[str]:
     return rows
 
 
-def map_rows(measurements, components, n_layers: int, n_heads: int, site: int = 0) -> list:
-    """One repair-map row per single-component ablation: every column's ΔDE at `site` (each
-    head and MLP layer by layer, then the final norm's SR_LN; the columns of
-    `sweeps.repair_map`), None at the ablated component's own cell. A row sums to its SR."""
-    from ..sweeps.repair_map import map_columns, own_columns
-
-    out = []
-    for m, comp in zip(measurements, components, strict=True):
-        row = map_columns(m)[site]
-        row[own_columns(comp, n_layers, n_heads)] = float("nan")
-        out.append(nums(row))
-    return out
-
-
 def map_data(rows: list[str], columns: list[str], values: list, row_layers: list[int],
              column_layers: list[int], clip: float = 0.99, **extra) -> dict:
     """The map panel's JSON: row and column labels, values [rows][columns] (a row not yet
