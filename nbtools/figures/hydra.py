@@ -190,23 +190,49 @@ def delta_by_layer(res, kind: str = "attn"):
 
 
 @styled
-def ablate_vs_unembed(res, kind: str = "attn"):
-    """F2c: Δablate vs Δunembed per prompt and layer, coloured by layer; y = x: no reaction."""
+def ablate_vs_unembed(res, kind: str = "attn", scale: str | None = None):
+    """F2c: Δablate vs Δunembed per prompt and layer, coloured by layer.
+
+    The diagonal y = x is Δablate = Δunembed. It is *not* "no downstream reaction": with
+    nothing downstream reacting, Δablate = Δunembed − DE^abl (SPEC §4, T4), where DE^abl is
+    the resampled layer's own DE in the ablated run — a reference that differs per point.
+    Each layer's mean is drawn as a ringed dot, and beside it (×, joined by a thin line) its
+    mean no-reaction reference Δunembed − DE^abl; the vertical distance between the two is
+    the layer's mean downstream and final-norm repair CE + SR_LN. scale: the norm scale of
+    DE^abl (default "clean" when the sweep has it).
+    """
     _check(res, kind)
+    if scale is None:
+        scale = "clean" if "clean" in res.scales else res.scales[0]
+    _check(res, kind, scale)
     layers = res.layers_of(kind)
     du, da = _np(res.get("delta_unembed", kind=kind)), _np(res.get("delta_ablate", kind=kind))
+    de_abl = _np(res.gap_split(kind, scale)["de_ablated"])
     cmap, norm, _ = _layer_colors(layers)
     fig, ax = figure(height=2.4)
     for j, layer in enumerate(layers):
-        ax.scatter(du[:, j], da[:, j], s=4, color=cmap(norm(layer)), alpha=0.7, lw=0)
+        ax.scatter(du[:, j], da[:, j], s=3, color=cmap(norm(layer)), alpha=0.35, lw=0)
     lim = _limits(du, da)
-    ax.plot(lim, lim, color=COLORS["black"], lw=0.7, ls="--", label="y = x (no reaction only where DE$^{abl}$ = 0; see gap_split)")
+    ax.plot(lim, lim, color=COLORS["grey"], lw=0.7, ls="--", label="y = x: Δablate = Δunembed")
+    mx, my, ref = du.mean(0), da.mean(0), (du - de_abl).mean(0)
+    for j, layer in enumerate(layers):
+        ax.plot([mx[j], mx[j]], [ref[j], my[j]], color=cmap(norm(layer)), lw=0.5, zorder=3)
+    colors = [cmap(norm(layer)) for layer in layers]
+    ax.scatter(mx, ref, s=16, marker="x", color=colors, lw=0.9, zorder=4,
+               label="no reaction: Δunembed − DE$^{abl}$ (layer mean)")
+    ax.scatter(mx, my, s=12, color=colors, edgecolors=COLORS["black"], linewidths=0.4,
+               zorder=5, label="layer mean")
     ax.set_xlabel("Δunembed (importance by unembedding)")
     ax.set_ylabel("Δablate (importance by ablation)")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), borderaxespad=0.2, ncols=2,
+              fontsize=5)
     _colorbar(fig, ax, cmap, norm)
     annotate(fig, f"{res.settings['model']} · {KIND_NAMES[kind]} layers, resample at final "
-             f"position · one point per prompt and layer", res.settings)
+             f"position · {int(res.done.sum())} prompts (dots) · y = x is 'no reaction' only "
+             f"where DE$^{{abl}}$ = 0; with no downstream reaction a point lies at Δunembed − "
+             f"DE$^{{abl}}$ (×: layer means; × to ringed mean: CE + SR$_{{LN}}$) · "
+             f"{_scale_text(scale)}",
+             res.settings)
     return fig
 
 
