@@ -31,7 +31,7 @@ def draws(n_units: int, B: int = B_DEFAULT, seed: int = 0) -> torch.Tensor:
     return counts
 
 
-def _bounds(samples: torch.Tensor, level: float = LEVEL) -> tuple[torch.Tensor, torch.Tensor]:
+def bounds(samples: torch.Tensor, level: float = LEVEL) -> tuple[torch.Tensor, torch.Tensor]:
     """Percentile bounds over the first axis (NaN draws ignored)."""
     q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
     return tuple(torch.nanquantile(samples.double(), q, dim=0))
@@ -47,7 +47,7 @@ def interval(sums: torch.Tensor, counts: torch.Tensor, *, B: int = B_DEFAULT, se
     w = draws(sums.shape[0], B, seed)                          # [B, n]
     num = torch.tensordot(w, sums.double(), dims=([1], [0]))   # [B, ...]
     den = torch.tensordot(w, counts.double(), dims=([1], [0]))
-    return _bounds(num / den, level)
+    return bounds(num / den, level)
 
 
 def ratio_interval(num: torch.Tensor, den: torch.Tensor, counts: torch.Tensor, *,
@@ -59,9 +59,9 @@ def ratio_interval(num: torch.Tensor, den: torch.Tensor, counts: torch.Tensor, *
     n = torch.tensordot(w, counts.double(), dims=([1], [0]))
     top = torch.tensordot(w, num.double(), dims=([1], [0])) / n
     bottom = torch.tensordot(w, den.double(), dims=([1], [0])) / n
-    d_lo, d_hi = _bounds(bottom, level)
+    d_lo, d_hi = bounds(bottom, level)
     undefined = (d_lo <= 0) & (d_hi >= 0)
-    lo, hi = _bounds(top / bottom, level)
+    lo, hi = bounds(top / bottom, level)
     nan = torch.full_like(lo, float("nan"))
     return (torch.where(undefined, nan, lo), torch.where(undefined, nan, hi)), undefined
 
@@ -74,4 +74,4 @@ def interval_of(values: torch.Tensor, statistic: Callable[[torch.Tensor], torch.
     n = values.shape[0]
     samples = torch.stack([statistic(values[torch.randint(0, n, (n,), generator=gen)])
                            for _ in range(B)])
-    return _bounds(samples, level)
+    return bounds(samples, level)

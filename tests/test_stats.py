@@ -56,3 +56,36 @@ def test_interval_of_a_slope():
 
     lo, hi = stats.interval_of(torch.stack([x, y], 1), slope, B=300)
     assert lo < 0.5 < hi and float(hi - lo) < 0.05
+
+
+def test_head_sweep_intervals_resample_rows_whole():
+    """HeadSweepResult.interval on the committed SmolLM2 sweep: the same as resampling the
+    corpus rows by hand with the same draws (per head and for a layer's mean over heads), it
+    holds the point estimate, and a ratio whose DE interval holds 0 is NaN."""
+    from pathlib import Path
+
+    from nbtools.sweeps import load_result
+
+    res = load_result(Path(__file__).resolve().parents[1] / "docs/results/smollm2_heads.safetensors")
+    rows, v = res.state["top/row"], res.state["top/self_repair"].double()
+    w = stats.draws(int(rows.max()) + 1, 200, 3)
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    i = 5 * 9 + 4                                             # L5H4: heads are layer-major
+    assert tuple(res.state["heads"][i].tolist()) == (5, 4)
+    by_hand = torch.stack([(k[rows[i]] * v[i]).sum() / k[rows[i]].sum() for k in w])
+    lo, hi = res.interval("self_repair", B=200, seed=3)
+    torch.testing.assert_close(torch.stack([lo[5, 4], hi[5, 4]]), torch.quantile(by_hand, q))
+    layer = torch.stack([torch.stack([(k[rows[j]] * v[j]).sum() / k[rows[j]].sum()
+                                      for j in range(27, 36)]).mean() for k in w])
+    lo_l, hi_l = res.interval("self_repair", per="layer", B=200, seed=3)
+    torch.testing.assert_close(torch.stack([lo_l[3], hi_l[3]]), torch.quantile(layer, q))
+    mean = res.stat("self_repair", "condensed", "mean")
+    inside = ((lo <= mean) & (mean <= hi)).double().mean()
+    assert inside > 0.95 and bool(((lo_l <= mean.mean(1)) & (mean.mean(1) <= hi_l)).all())
+    assert torch.equal(res.interval("self_repair", B=200, seed=3)[0], lo)  # seeded
+    assert not torch.isnan(res.interval("sr_ln", "ratio_of_means", B=200)[0]).any()
+    de = res.state["top/direct_effect"]
+    de[i] = de[i] - de[i].mean()                 # L5H4's DE now averages 0: no ratio interval
+    r_lo, r_hi = res.interval("sr_ln", "ratio_of_means", B=200)
+    assert bool(torch.isnan(r_lo[5, 4]) & torch.isnan(r_hi[5, 4]))
+    assert int(torch.isnan(r_lo).sum()) == 1

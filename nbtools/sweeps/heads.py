@@ -559,6 +559,49 @@ class HeadSweepResult(SweepResult):
                 f"no statistic {statistic!r} for {quantity} ({selection}); available: {', '.join(valid)}")
         return self.stats[key]
 
+    def interval(self, quantity: str, statistic: str = "mean", per: str = "head", *,
+                 B: int = 1000, seed: int = 0, level: float = 0.95):
+        """A 95 % bootstrap interval of a condensed statistic, corpus rows resampled (seeded:
+        a figure redraws the same bars). Rows are the unit because a row's sites share its
+        context; the condensed sites stay those chosen on the whole corpus.
+
+        statistic: "mean", "ratio_of_means" (of `quantity` over DE) or "mean_clipped_ratio".
+        per: "head" → (low, high) [n_layers, n_heads] (NaN: not swept); "layer" → of the
+        mean over each layer's swept heads, [n_layers] (one draw of rows serves all heads).
+        A ratio of means whose DE interval contains 0 has NaN bounds (no interval worth
+        drawing). Only the condensed selection keeps its sites ("all" keeps only sums).
+        """
+        from ..stats import bounds, draws
+
+        self.stat(quantity, "condensed", statistic)  # a clear error for an unknown one
+        if per not in ("head", "layer"):
+            raise InvalidInputError(f"unknown per={per!r}; choose from head, layer")
+        v, de = self.state[f"top/{quantity}"].double(), self.state["top/direct_effect"].double()
+        w = draws(int(self.state["top/row"].max()) + 1, B, seed)[:, self.state["top/row"]]
+        n = w.sum(-1)                                                   # [B, S]
+        if statistic == "mean":
+            samples = (w * v).sum(-1) / n
+        elif statistic == "ratio_of_means":
+            samples = (w * v).sum(-1) / (w * de).sum(-1)
+        else:
+            low, high = self.settings["clip"]
+            clipped = torch.where(de != 0, (v / de).clamp(low, high), torch.zeros_like(v))
+            samples = (w * clipped).sum(-1) / (w * (de != 0)).sum(-1)
+        L, H, heads = self.n_layers, self.n_heads, self.state["heads"]
+        grid = torch.full((B, L, H), float("nan"), dtype=torch.float64)
+        grid[:, heads[:, 0], heads[:, 1]] = samples
+        if statistic == "ratio_of_means":  # undefined where the DE's own interval holds 0
+            de_grid = torch.full((B, L, H), float("nan"), dtype=torch.float64)
+            de_grid[:, heads[:, 0], heads[:, 1]] = (w * de).sum(-1) / n
+            if per == "layer":
+                de_grid = de_grid.nanmean(-1)
+            d_lo, d_hi = bounds(de_grid, level)
+        lo, hi = bounds(grid if per == "head" else grid.nanmean(-1), level)
+        if statistic == "ratio_of_means":
+            undefined = (d_lo <= 0) & (d_hi >= 0)
+            lo, hi = lo.masked_fill(undefined, float("nan")), hi.masked_fill(undefined, float("nan"))
+        return lo, hi
+
     def table(self, selection: str = "condensed", statistic: str = "mean") -> list[dict]:
         """Tidy rows, one per swept head: layer, head, relative depth and every quantity."""
         rows = []
