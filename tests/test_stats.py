@@ -89,3 +89,32 @@ def test_head_sweep_intervals_resample_rows_whole():
     r_lo, r_hi = res.interval("sr_ln", "ratio_of_means", B=200)
     assert bool(torch.isnan(r_lo[5, 4]) & torch.isnan(r_hi[5, 4]))
     assert int(torch.isnan(r_lo).sum()) == 1
+
+
+def test_layer_sweep_intervals_resample_prompts():
+    """LayerSweepResult.interval / regression_interval on the committed SmolLM2 layer sweep:
+    equal to refitting on prompts resampled by hand with the same draws, and holding the
+    point estimates."""
+    from pathlib import Path
+
+    from nbtools.sweeps import load_result
+    from nbtools.sweeps.layers import regression
+
+    res = load_result(Path(__file__).resolve().parents[1] / "docs/results/smollm2_layers.safetensors")
+    x = res.get("delta_unembed", kind="attn")[:, 24].double()
+    y = res.get("compensation", "clean", "attn")[:, 24].double()
+    w = stats.draws(x.shape[0], 100, 5)
+    fits = torch.tensor([regression(x.repeat_interleave(k.long()), y.repeat_interleave(k.long()))
+                         for k in w], dtype=torch.float64)
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    iv = res.regression_interval("attn", "clean", B=100, seed=5)
+    torch.testing.assert_close(torch.stack([iv["slope"][0][24], iv["slope"][1][24]]),
+                               torch.quantile(fits[:, 0], q))
+    torch.testing.assert_close(torch.stack([iv["r2"][0][24], iv["r2"][1][24]]),
+                               torch.quantile(fits[:, 2], q))
+    reg = res.regression("attn", "clean")
+    lo, hi = res.regression_interval("attn", "clean")["slope"]
+    assert bool(((lo <= reg["slope"]) & (reg["slope"] <= hi)).all())
+    mean = res.get("delta_ablate", kind="mlp").mean(0)
+    lo, hi = res.interval("delta_ablate", kind="mlp")
+    assert bool(((lo <= mean) & (mean <= hi)).all()) and bool((hi - lo > 0).all())

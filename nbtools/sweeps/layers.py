@@ -424,6 +424,39 @@ class LayerSweepResult(SweepResult):
         return {"layers": torch.tensor(self.layers_of(kind)),
                 **{n: self.stats[f"stat/{scale}/ce_{n}"][idx] for n in ("slope", "intercept", "r2")}}
 
+    def interval(self, name: str, scale: str | None = None, kind: str = "attn", *,
+                 B: int = 1000, seed: int = 0, level: float = 0.95):
+        """A 95 % bootstrap interval (prompts resampled, seeded) of the mean over prompts of
+        `name` (an array of `get`, e.g. "delta_ablate", or "compensation" with a scale), per
+        ablated layer of `kind`: (low, high), each [n_layers of kind]."""
+        from ..stats import interval
+
+        x = self.get(name, scale, kind).double()
+        if x.dim() != 2:
+            raise InvalidInputError(f"{name} is not one number per prompt and layer")
+        return interval(x, torch.ones_like(x), B=B, seed=seed, level=level)
+
+    def regression_interval(self, kind: str = "attn", scale: str = "clean", *, B: int = 1000,
+                            seed: int = 0, level: float = 0.95) -> dict[str, tuple]:
+        """95 % bootstrap intervals (prompts resampled, seeded) of `regression`'s "slope" and
+        "r2" per ablated layer of `kind`: {"slope": (low, high), "r2": (low, high)}, each
+        [n_layers of kind] — a slope at R² ≈ 0 spans both signs."""
+        from ..stats import bounds, draws
+
+        x = self.get("delta_unembed", kind=kind).double()
+        y = self.get("compensation", scale, kind).double()
+        keep = (torch.isfinite(x) & torch.isfinite(y)).double()
+        x, y = torch.nan_to_num(x), torch.nan_to_num(y)
+        w = draws(x.shape[0], B, seed)[:, :, None] * keep              # [B, P, n]
+        n = w.sum(1)
+
+        def centred(v):
+            return v - (w * v).sum(1, keepdim=True) / n[:, None]
+
+        xc, yc = centred(x), centred(y)
+        sxx, syy, sxy = ((w * a * b).sum(1) for a, b in ((xc, xc), (yc, yc), (xc, yc)))
+        return {"slope": bounds(sxy / sxx, level), "r2": bounds(sxy * sxy / (sxx * syy), level)}
+
     def __repr__(self) -> str:
         s = self.settings
         state = "complete" if self.complete else f"partial: {self.progress.get('prompts_done')} prompts"
