@@ -75,3 +75,17 @@ def interval_of(values: torch.Tensor, statistic: Callable[[torch.Tensor], torch.
     samples = torch.stack([statistic(values[torch.randint(0, n, (n,), generator=gen)])
                            for _ in range(B)])
     return bounds(samples, level)
+
+
+def fit_intervals(x: torch.Tensor, y: torch.Tensor, *, B: int = B_DEFAULT, seed: int = 0,
+                  level: float = LEVEL) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Intervals of the least-squares fit of y on x per column, units (rows) resampled: x, y
+    [n, m] (NaN entries dropped). Returns {"slope", "r2", "r"} → (low, high), each [m]."""
+    keep = (torch.isfinite(x) & torch.isfinite(y)).double()
+    x, y = torch.nan_to_num(x.double()), torch.nan_to_num(y.double())
+    w = draws(x.shape[0], B, seed)[:, :, None] * keep                  # [B, n, m]
+    n = w.sum(1, keepdim=True)
+    xc, yc = x - (w * x).sum(1, keepdim=True) / n, y - (w * y).sum(1, keepdim=True) / n
+    sxx, syy, sxy = ((w * a * b).sum(1) for a, b in ((xc, xc), (yc, yc), (xc, yc)))
+    r = sxy / (sxx * syy).sqrt()
+    return {"slope": bounds(sxy / sxx, level), "r2": bounds(r * r, level), "r": bounds(r, level)}

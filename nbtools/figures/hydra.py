@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError, whole_number
+from ..stats import fit_intervals, interval
 from .style import COLORS, annotate, figure, styled
 
 KIND_NAMES = {"attn": "attention", "mlp": "MLP"}
@@ -177,6 +178,9 @@ def delta_by_layer(res, kind: str = "attn"):
                                     (axes[1], da, "Δablate", COLORS["red"])):
         for row in values:
             ax.plot(layers, row, color=COLORS["grey"], lw=0.3, alpha=0.35)
+        lo, hi = res.interval(name.replace("Δ", "delta_"), kind=kind)
+        ax.fill_between(layers, _np(lo), _np(hi), color=color, alpha=0.3, lw=0,
+                        label="95 % interval")
         ax.plot(layers, values.mean(0), color=color, lw=1.4, marker="o", ms=2, label="mean")
         ax.axhline(0, color="#cccccc", lw=0.5, zorder=0)
         ax.set_title(f"{name} ({KIND_NAMES[kind]} layer)")
@@ -185,7 +189,8 @@ def delta_by_layer(res, kind: str = "attn"):
         ax.legend(loc="best")
     axes[0].set_ylabel("logit")
     annotate(fig, f"{res.settings['model']} · resample ({res.settings['n_sources']} sources), "
-             f"final position · {int(res.done.sum())} prompts (grey), mean (colour)", res.settings)
+             f"final position · n = {int(res.done.sum())} prompts (grey), mean (colour) with "
+             f"its 95 % bootstrap interval over prompts (band)", res.settings)
     return fig
 
 
@@ -244,20 +249,28 @@ def unembed_ablate_agreement(res, kind: str = "attn"):
     idx = [res.index(kind, layer) for layer in layers]
     corr = _np(res.stats["stat/corr_unembed_ablate"][idx])
     share = _np(res.stats["stat/share_unembed_gt_ablate"][idx])
+    du, da = res.get("delta_unembed", kind=kind), res.get("delta_ablate", kind=kind)
+    r_lo, r_hi = (_np(b) for b in fit_intervals(du, da)["r"])
+    above = (du > da).double()
+    s_lo, s_hi = (_np(b) for b in interval(above, torch.ones_like(above)))
     fig, axes = figure(2, 1, height=2.4, sharex=True)
-    axes[0].plot(layers, corr, color=COLORS["blue"], marker="o", ms=2)
+    axes[0].errorbar(layers, corr, yerr=np.clip([corr - r_lo, r_hi - corr], 0, None),
+                     color=COLORS["blue"],
+                     marker="o", ms=2, lw=0.8, elinewidth=0.6, capsize=1)
     axes[0].set_ylabel("Pearson r")
     axes[0].set_title("correlation of Δunembed and Δablate")
     axes[0].set_ylim(-1.05, 1.05)
-    axes[1].bar(layers, share, color=COLORS["orange"], width=0.7)
+    axes[1].bar(layers, share, color=COLORS["orange"], width=0.7,
+                yerr=np.clip([share - s_lo, s_hi - share], 0, None),
+                error_kw=dict(lw=0.6, capsize=1))
     axes[1].axhline(0.5, color=COLORS["black"], lw=0.6, ls="--")
     axes[1].set_ylim(0, 1)
     axes[1].set_ylabel("share of prompts")
     axes[1].set_title("Δunembed > Δablate")
     axes[1].set_xlabel(f"ablated {KIND_NAMES[kind]} layer")
     _int_x(axes[1])
-    annotate(fig, f"{res.settings['model']} · across {int(res.done.sum())} prompts per layer",
-             res.settings)
+    annotate(fig, f"{res.settings['model']} · across n = {int(res.done.sum())} prompts per "
+             "layer · bars: 95 % bootstrap intervals over prompts", res.settings)
     return fig
 
 
@@ -270,11 +283,12 @@ def compensation_vs_unembed(res, kind: str = "attn", scale: str = "clean"):
     du = _np(res.get("delta_unembed", kind=kind))
     ce = _np(res.get("compensation", scale, kind=kind))
     reg = res.regression(kind, scale)
+    fits = res.regression_interval(kind, scale)
     cmap, norm, _ = _layer_colors(layers)
-    fig, (ax, ax2) = figure(1, 2, height=2.0, width_ratios=[1.6, 1])
+    fig, (ax, ax_slope, ax_r2) = figure(3, 1, height=3.9, height_ratios=[1.7, 1, 1])
     for j, layer in enumerate(layers):
         color = cmap(norm(layer))
-        ax.scatter(du[:, j], ce[:, j], s=4, color=color, alpha=0.7, lw=0)
+        ax.scatter(du[:, j], ce[:, j], s=4, color=color, alpha=0.6, lw=0)
         slope, icpt = float(reg["slope"][j]), float(reg["intercept"][j])
         if np.isfinite(slope):
             xs = np.array([np.nanmin(du[:, j]), np.nanmax(du[:, j])])
@@ -284,18 +298,47 @@ def compensation_vs_unembed(res, kind: str = "attn", scale: str = "clean"):
     ax.set_xlabel("Δunembed")
     ax.set_ylabel("compensatory effect CE")
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), borderaxespad=0.2)
-    _colorbar(fig, ax, cmap, norm)
-    ax2.plot(layers, _np(reg["r2"]), color=COLORS["green"], marker="o", ms=2, label="R²")
-    ax2.plot(layers, _np(reg["slope"]), color=COLORS["red"], marker="s", ms=2, label="slope")
-    ax2.axhline(1, color="#cccccc", lw=0.5)
-    ax2.axhline(0, color="#cccccc", lw=0.5)
-    ax2.set_xlabel("ablated layer")
-    _int_x(ax2, nbins=4)  # a narrow panel
-    ax2.set_title("per-layer fit")
-    ax2.legend(loc="best")
+    _colorbar(fig, ax, cmap, norm)  # beside the scatter, outside the axes
+    clipped = []
+    for axis, name, color, ref in ((ax_slope, "slope", COLORS["red"], 1.0),
+                                   (ax_r2, "r2", COLORS["green"], None)):
+        clipped += _interval_panel(axis, layers, _np(reg[name]), *(_np(b) for b in fits[name]),
+                                   color, "slope" if name == "slope" else "R²",
+                                   robust=name == "slope")
+        axis.axhline(0, color="#cccccc", lw=0.5, zorder=0)
+        if ref is not None:
+            axis.axhline(ref, color="#cccccc", lw=0.5, ls="--", zorder=0)
+        _int_x(axis)
+    ax_r2.set_ylim(0, 1)
+    ax_r2.set_xlabel(f"ablated {KIND_NAMES[kind]} layer")
+    ax_slope.sharex(ax_r2)
+    note = (f" · slope axis clipped to the central layers' range (▲/▼: layers "
+            f"{', '.join(map(str, clipped))} beyond)" if clipped else "")
     annotate(fig, f"{res.settings['model']} · {KIND_NAMES[kind]} layers · least squares per "
-             f"layer across prompts · {_scale_text(scale)}", res.settings)
+             f"layer across n = {int(res.done.sum())} prompts (lines), slope and R² with 95 % "
+             f"bootstrap intervals over prompts{note} · {_scale_text(scale)}", res.settings)
     return fig
+
+
+def _interval_panel(ax, layers, value, lo, hi, color, label, robust=False) -> list[int]:
+    """Per-layer values with interval bars; robust: the y-limits cover the central 80 % of
+    the bounds, and layers beyond are drawn at the edge as triangles. Returns those layers."""
+    layers = np.asarray(layers)
+    yerr = np.clip([value - lo, hi - value], 0, None)  # a percentile interval may miss it
+    ax.errorbar(layers, value, yerr=yerr, color=color, marker="o", ms=2, ls="none",
+                elinewidth=0.6, capsize=1)
+    ax.set_ylabel(label)
+    if not robust:
+        return []
+    a, b = np.nanpercentile(np.concatenate([lo, hi, value]), [10, 90])
+    pad = 0.15 * (b - a or 1)
+    a, b = min(a - pad, 0.0), max(b + pad, 1.0)  # 0 and 1 (full repair) stay in view
+    ax.set_ylim(a, b)
+    low, high = value < a, value > b
+    ax.scatter(layers[low], np.full(low.sum(), a), marker="v", s=14, color=color, clip_on=False)
+    ax.scatter(layers[high], np.full(high.sum(), b), marker="^", s=14, color=color,
+               clip_on=False)
+    return [int(x) for x in layers[low | high]]
 
 
 @styled

@@ -441,21 +441,11 @@ class LayerSweepResult(SweepResult):
         """95 % bootstrap intervals (prompts resampled, seeded) of `regression`'s "slope" and
         "r2" per ablated layer of `kind`: {"slope": (low, high), "r2": (low, high)}, each
         [n_layers of kind] — a slope at R² ≈ 0 spans both signs."""
-        from ..stats import bounds, draws
+        from ..stats import fit_intervals
 
-        x = self.get("delta_unembed", kind=kind).double()
-        y = self.get("compensation", scale, kind).double()
-        keep = (torch.isfinite(x) & torch.isfinite(y)).double()
-        x, y = torch.nan_to_num(x), torch.nan_to_num(y)
-        w = draws(x.shape[0], B, seed)[:, :, None] * keep              # [B, P, n]
-        n = w.sum(1)
-
-        def centred(v):
-            return v - (w * v).sum(1, keepdim=True) / n[:, None]
-
-        xc, yc = centred(x), centred(y)
-        sxx, syy, sxy = ((w * a * b).sum(1) for a, b in ((xc, xc), (yc, yc), (xc, yc)))
-        return {"slope": bounds(sxy / sxx, level), "r2": bounds(sxy * sxy / (sxx * syy), level)}
+        fits = fit_intervals(self.get("delta_unembed", kind=kind),
+                             self.get("compensation", scale, kind), B=B, seed=seed, level=level)
+        return {"slope": fits["slope"], "r2": fits["r2"]}
 
     def __repr__(self) -> str:
         s = self.settings
