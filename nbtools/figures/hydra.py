@@ -86,46 +86,10 @@ def layer_de(source, prompt: int = 0, ablation: str | None = None, scale: str = 
     """
     from ..results import Measurement
 
-    if isinstance(source, Measurement):
-        comps = source.components
-        ablated = [(("attn" if type(c).__name__ in ("AttnLayer", "Head") else "mlp"), c.layer)
-                   for c in comps]
-        clean = {"attn": _np(source.attn_de_clean.mean(0)), "mlp": _np(source.mlp_de_clean.mean(0))}
-        each = {"attn": _np(source.attn_de_ablated), "mlp": _np(source.mlp_de_ablated)}
-        mean = {k: v.mean(0) for k, v in each.items()}
-        settings = dict(source.settings)
-        scale = settings.get("scale", scale)
-        title = f"{source.label} ablated"
-        if each["attn"].shape[0] == 1:
-            each = None
-        who = f"{source.n_sites} resample(s)"
-    else:
-        res = source
-        _check(res, scale=scale)
-        ablation = ablation or largest_ablation(res)
-        if ablation not in res.ablations:
-            raise InvalidInputError(
-                f"{ablation!r} was not swept; choose from {', '.join(res.ablations)}")
-        prompt = whole_number(prompt, "prompt")
-        if not 0 <= prompt < len(res.prompts) or not res.done[prompt]:
-            raise InvalidInputError(
-                f"prompt {prompt} is not in the sweep; it measured prompts 0.."
-                f"{int(res.done.sum()) - 1}")
-        a = res.ablations.index(ablation)
-        kind = "attn" if ablation.startswith("attn") else "mlp"
-        ablated = [(kind, int(ablation[len(kind):]))]
-        clean = {k: _np(res.state[f"{k}_de_clean"][prompt]) for k in ("attn", "mlp")}
-        mean = {k: _np(res.state[f"{scale}/{k}_de_ablated"][prompt, a]) for k in ("attn", "mlp")}
-        each = None
-        key = f"examples/{scale}/attn_de_ablated"
-        if key in res.state and prompt < res.state[key].shape[0] and \
-                torch.isfinite(res.state[key][prompt]).all():
-            each = {k: _np(res.state[f"examples/{scale}/{k}_de_ablated"][prompt, :, a])
-                    for k in ("attn", "mlp")}
-        settings = dict(res.settings)
-        token = res.target_tokens[prompt] if res.target_tokens else None
-        title = f"{ablation} ablated · prompt {prompt}" + (f" → {token!r}" if token else "")
-        who = f"{res.settings['n_sources']} resamples"
+    lines = _measured_lines(source, scale) if isinstance(source, Measurement) else \
+        _swept_lines(source, prompt, ablation, scale)
+    ablated, clean, mean, each = lines["ablated"], lines["clean"], lines["mean"], lines["each"]
+    settings, scale, title, who = lines["settings"], lines["scale"], lines["title"], lines["who"]
     fig, axes = figure(1, 2, height=1.9)
     layers = np.arange(len(clean["attn"]))
     for ax, kind in zip(axes, ("attn", "mlp"), strict=True):
@@ -154,6 +118,51 @@ def layer_de(source, prompt: int = 0, ablation: str | None = None, scale: str = 
     annotate(fig, f"{settings.get('model', '?')} · resample at final position ({who}) · "
              f"{_scale_text(scale)} · shaded: ablated layer", settings)
     return fig
+
+
+def _measured_lines(m, scale: str) -> dict:
+    """F1's lines from a Measurement whose sites are resamples of one prompt."""
+    from ..components import AttnLayer, Head
+
+    each = {"attn": _np(m.attn_de_ablated), "mlp": _np(m.mlp_de_ablated)}
+    settings = dict(m.settings)
+    return dict(ablated=[("attn" if isinstance(c, AttnLayer | Head) else "mlp", c.layer)
+                         for c in m.components],
+                clean={"attn": _np(m.attn_de_clean.mean(0)), "mlp": _np(m.mlp_de_clean.mean(0))},
+                mean={k: v.mean(0) for k, v in each.items()},
+                each=None if each["attn"].shape[0] == 1 else each, settings=settings,
+                scale=settings.get("scale", scale), title=f"{m.label} ablated",
+                who=f"{m.n_sites} resample(s)")
+
+
+def _swept_lines(res, prompt: int, ablation: str | None, scale: str) -> dict:
+    """F1's lines for one prompt and ablation of a layer sweep (per source where kept)."""
+    _check(res, scale=scale)
+    ablation = ablation or largest_ablation(res)
+    if ablation not in res.ablations:
+        raise InvalidInputError(
+            f"{ablation!r} was not swept; choose from {', '.join(res.ablations)}")
+    prompt = whole_number(prompt, "prompt")
+    if not 0 <= prompt < len(res.prompts) or not res.done[prompt]:
+        raise InvalidInputError(
+            f"prompt {prompt} is not in the sweep; it measured prompts 0.."
+            f"{int(res.done.sum()) - 1}")
+    a = res.ablations.index(ablation)
+    kind = "attn" if ablation.startswith("attn") else "mlp"
+    each = None
+    key = f"examples/{scale}/attn_de_ablated"
+    if key in res.state and prompt < res.state[key].shape[0] and \
+            torch.isfinite(res.state[key][prompt]).all():
+        each = {k: _np(res.state[f"examples/{scale}/{k}_de_ablated"][prompt, :, a])
+                for k in ("attn", "mlp")}
+    token = res.target_tokens[prompt] if res.target_tokens else None
+    return dict(ablated=[(kind, int(ablation[len(kind):]))],
+                clean={k: _np(res.state[f"{k}_de_clean"][prompt]) for k in ("attn", "mlp")},
+                mean={k: _np(res.state[f"{scale}/{k}_de_ablated"][prompt, a])
+                      for k in ("attn", "mlp")},
+                each=each, settings=dict(res.settings), scale=scale,
+                title=f"{ablation} ablated · prompt {prompt}" + (f" → {token!r}" if token else ""),
+                who=f"{res.settings['n_sources']} resamples")
 
 
 def largest_ablation(res, kind: str | None = None) -> str:
