@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from conftest import make_lab  # noqa: E402
@@ -119,3 +120,29 @@ def test_render_all(sweeps, tmp_path):
     paths = figures.render_all(sweeps["zero"], tmp_path, formats=("svg",))
     assert sorted(p.name for p in paths) == sorted(
         f"{n}.svg" for n, _ in figures.figure_jobs(sweeps["zero"]))
+
+
+def test_fig1_draws_a_band_per_model(sweeps):
+    """Fig. 1 across models: each model gets its per-layer mean line and a 95 % band around it
+    (rows resampled for the condensed selection, heads for "all"), and R&N's zones."""
+    from matplotlib.collections import PolyCollection
+
+    from nbtools.figures.rn import layer_band
+
+    results = [sweeps["heads"], sweeps["zero"]]
+    for selection, unit in (("condensed", "rows"), ("all", "heads")):
+        fig = figures.self_repair_vs_depth(results, selection=selection)
+        ax = fig.axes[0]
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)
+                 and str(c.get_gid()).startswith("band")]
+        texts = " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+        plt.close(fig)
+        assert sorted(b.get_gid().split(":")[0] for b in bands) == ["band0", "band1"], selection
+        for b in bands:
+            xy = b.get_paths()[0].vertices
+            assert np.isfinite(xy).all() and np.ptp(xy[:, 1]) > 0, b.get_gid()
+        assert "bootstrap" in texts and "early-layer breakage" in texts and "self-repair" in texts
+        assert ("corpus rows" if unit == "rows" else "the layer's heads") in texts
+        mean, lo, hi, got = layer_band(results[0], selection=selection, B=200)
+        assert got == unit
+        assert (lo <= hi).all() and ((lo <= mean + 1e-12) & (mean <= hi + 1e-12)).any()

@@ -12,26 +12,36 @@ from nbtools.sweeps import HeadSweepResult, load_result
 
 
 def rn_tables(res) -> str:
-    """Per layer (condensed selection: top 2% tokens by each head's clean DE, mean over heads)."""
+    """Per layer (condensed selection: top 2% tokens by each head's clean DE, mean over heads).
+
+    Models with branch norms (Gemma 2/3, SPEC §7) also get an SR_branch column (the branch
+    norms' rescaling; SR_LN is then what remains after it); other models' tables have none.
+    """
     def layer_mean(q, stat="mean"):
         return res.stat(q, "condensed", stat).nanmean(1)
 
+    branch = "sr_branch" in res.quantities
+    names = ("sr_heads", "sr_mlp", *(("sr_branch",) if branch else ()), "sr_ln")
     de, dl, sr = layer_mean("direct_effect"), layer_mean("delta_logit"), layer_mean("self_repair")
-    parts = [layer_mean(q) for q in ("sr_heads", "sr_mlp", "sr_ln")]
+    parts = [layer_mean(q) for q in names]
     ln_share = layer_mean("sr_ln", "mean_clipped_ratio")
     head_sr = res.stat("self_repair", "condensed", "mean")
+    columns = ["SR_heads", "SR_MLP", *(["SR_branch"] if branch else []), "SR_LN"]
     lines = [f"{res.settings['model']}: {res.settings['n_rows']} rows × "
              f"{res.settings['row_len']} tokens, {len(res.heads)} heads, "
              f"{res.selection_text()}", "",
-             "| layer | DE | ΔL | SR | SR/DE | SR_heads | SR_MLP | SR_LN | SR_LN/DE | heads SR<0 |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| layer | DE | ΔL | SR | SR/DE | " + " | ".join(columns)
+             + " | SR_LN/DE | heads SR<0 |",
+             "|---:|---:|---:|---:|---:|" + "---:|" * len(columns) + "---:|---:|"]
     for layer in range(res.n_layers):
         neg = int((head_sr[layer] < 0).sum())
         vals = [de[layer], dl[layer], sr[layer], sr[layer] / de[layer],
                 *(p[layer] for p in parts), ln_share[layer]]
         lines.append(f"| {layer} | " + " | ".join(f"{float(v):.2f}" for v in vals)
                      + f" | {neg}/{res.n_heads} |")
-    for lo, hi in ((0, 10), (10, 20), (20, 30)):
+    # thirds of the depth (layers 0–9, 10–19, 20–29 for a 30-layer model)
+    cuts = [round(i * res.n_layers / 3) for i in range(4)]
+    for lo, hi in zip(cuts, cuts[1:], strict=False):
         lines.append(f"\nlayers {lo}–{hi - 1}: SR/DE = "
                      f"{float(sr[lo:hi].sum() / de[lo:hi].sum()):.2f}")
     ae = res.settings["anti_erasure"]

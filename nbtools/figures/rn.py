@@ -54,36 +54,143 @@ def _results(results) -> list:
 
 
 # --- Fig. 1 ---------------------------------------------------------------------------------
+BAND_LEVEL = 0.95
+#: quantities whose sign reads as R&N's zones (below 0: breakage, above: self-repair)
+SIGNED_REPAIR = ("self_repair", "self_repair_prime")
+
+
 @styled
 def self_repair_vs_depth(results, quantity: str = "self_repair", selection: str = "condensed",
-                         statistic: str = "mean"):
-    """Fig. 1: a head's self-repair vs relative depth; one point per head, per-layer mean line.
+                         statistic: str = "mean", B: int = 1000, seed: int = 0):
+    """Fig. 1: a head's self-repair vs relative depth; one point per head, per-layer mean line
+    with a 95 % bootstrap band.
 
     results: one HeadSweepResult or a list (several models on one axis, one colour each).
+    The band resamples what each result holds (`layer_band`): the corpus rows of the
+    condensed sites where those are stored (every statistic but the median), else the heads
+    of each layer; the caption says which. B draws, seeded: the figure redraws identically.
+    For self-repair the zones of R&N Fig. 1 are marked (below 0: early-layer breakage).
     """
-    fig, ax = figure(height=2.1)
+    fig, ax = figure(height=2.4)
     results = _results(results)
+    units = {}
     for i, res in enumerate(results):
         values = _np(res.stat(quantity, selection, statistic))           # [L, H]
         L = values.shape[0]
         depth = np.arange(L) / max(1, L - 1)
         color = CYCLE[i % len(CYCLE)]
-        xs = np.repeat(depth, values.shape[1])
-        ax.scatter(xs, values.reshape(-1), s=3, color=color, alpha=0.45, lw=0)
-        finite = np.isfinite(values)
-        counts = finite.sum(1)  # layers without a swept head: no mean (no empty-slice warning)
-        layer_mean = np.where(finite, values, 0).sum(1) / np.where(counts, counts, 1)
-        layer_mean[counts == 0] = np.nan
-        ax.plot(depth, layer_mean, color=color, lw=1.1, label=res.settings["model"])
-    ax.axhline(0, color="#bbbbbb", lw=0.5, zorder=0)
+        ax.scatter(np.repeat(depth, values.shape[1]), values.reshape(-1), s=2.5, color=color,
+                   alpha=0.35, lw=0, zorder=2)
+        mean, lo, hi, unit = layer_band(res, quantity, selection, statistic, B=B, seed=seed)
+        units.setdefault(unit, []).append(res.settings["model"])
+        ax.fill_between(depth, _np(lo), _np(hi), color=color, alpha=0.22, lw=0, zorder=3,
+                        gid=f"band{i}:{res.settings['model']}")
+        ax.plot(depth, _np(mean), color=color, lw=1.2, zorder=4,
+                label=f"{res.settings['model']} ({L}×{res.n_heads})")
+    ax.axhline(0, color="#888888", lw=0.5, zorder=1)
+    if quantity in SIGNED_REPAIR:
+        _repair_zones(ax)
+    ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("relative depth of the head (layer / (n_layers − 1))")
     ax.set_ylabel(_ylabel(quantity, statistic))
-    ax.legend(loc="best", title="model (line: layer mean)", title_fontsize=5.5)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=min(3, len(results)),
+              handlelength=1.2, columnspacing=1.0, borderaxespad=0.2,
+              title="model (layers × heads): layer mean, 95 % band", title_fontsize=5.5)
     base = results[0]
+    band = "; ".join(f"{_UNIT_TEXT[u]}: {', '.join(models)}" for u, models in units.items())
     extra = "methods: " + ", ".join(sorted({r.settings["method"] for r in results}))
-    annotate(fig, f"one point per head · {base.selection_text(selection)}; "
-             f"{STAT_TEXT[statistic]} · {extra}", _merged_settings(results))
+    annotate(fig, f"one point per head · line: mean over a layer's heads · band: "
+             f"{BAND_LEVEL:.0%} bootstrap interval of that mean (B = {B}) over {band} · "
+             f"{base.selection_text(selection)}; {STAT_TEXT[statistic]} · {extra}",
+             _merged_settings(results))
     return fig
+
+
+_UNIT_TEXT = {"rows": "corpus rows (condensed sites kept, their rows resampled)",
+              "heads": "the layer's heads"}
+
+
+def _repair_zones(ax) -> None:
+    """R&N Fig. 1's reading: a faint green above 0 (self-repair), red below (breakage)."""
+    ax.autoscale(False)  # the zones follow the data's range, not the other way round
+    y0, y1 = ax.get_ylim()
+    ax.axhspan(y0, 0, color=COLORS["red"], alpha=0.06, lw=0, zorder=0)
+    ax.axhspan(0, y1, color=COLORS["green"], alpha=0.05, lw=0, zorder=0)
+    ax.text(0.99, 0.97, "self-repair (SR > 0)", transform=ax.transAxes, ha="right", va="top",
+            color=COLORS["green"], fontsize=6, fontweight="bold")
+    ax.text(0.01, 0.03, "early-layer breakage (SR < 0)", transform=ax.transAxes, ha="left",
+            va="bottom", color=COLORS["red"], fontsize=6, fontweight="bold")
+
+
+def layer_band(res, quantity: str = "self_repair", selection: str = "condensed",
+               statistic: str = "mean", *, B: int = 1000, seed: int = 0,
+               level: float = BAND_LEVEL):
+    """Per layer, the mean over its swept heads of a head statistic and a bootstrap interval
+    of that mean: (mean [L], low [L], high [L], unit) as float64 tensors and a word.
+
+    unit "rows": the condensed selection stores each head's sites with their corpus row, so
+    the rows are resampled (`nbtools.stats.draws`; R&N's sampling unit — sites of one row
+    share a context) and every head's statistic is recomputed on its sites in the drawn rows,
+    the selection itself held fixed. unit "heads": otherwise (the "all" selection keeps only
+    per-head sums; the median has no per-row form) the heads of each layer are the units
+    (`nbtools.stats.interval`). NaN where a layer has no swept head (or, for heads, only one).
+    """
+    from .. import stats
+
+    values = res.stat(quantity, selection, statistic).double()            # [L, H]
+    finite = torch.isfinite(values)
+    counts = finite.sum(1)
+    mean = torch.where(finite, values, 0).sum(1) / counts.clamp(min=1)
+    mean[counts == 0] = float("nan")
+    parts = _row_parts(res, quantity, statistic) if selection == "condensed" else None
+    if parts is not None:
+        num, den, heads = parts                                               # [A, R]
+        w = stats.draws(num.shape[1], B, seed)                                # [B, R]
+        per_head = (w @ num.T) / (w @ den.T)                                  # [B, A]
+        grid = torch.full((B, res.n_layers, res.n_heads), float("nan"), dtype=torch.float64)
+        grid[:, heads[:, 0], heads[:, 1]] = per_head
+        draws = grid.nanmean(2)                                               # [B, L]
+        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+        lo, hi = torch.nanquantile(draws, q, dim=0)
+        return mean, lo, hi, "rows"
+    lo = torch.full_like(mean, float("nan"))
+    hi = lo.clone()
+    for layer in range(values.shape[0]):
+        v = values[layer][finite[layer]]
+        if v.numel() > 1:
+            lo[layer], hi[layer] = stats.interval(v, torch.ones_like(v), B=B, seed=seed,
+                                                  level=level)
+    return mean, lo, hi, "heads"
+
+
+def _row_parts(res, quantity: str, statistic: str):
+    """Per condensed head and corpus row, the numerator and denominator sums of a statistic
+    (mean: q and 1; ratio_of_means: q and DE; mean_clipped_ratio / mean_ratio: the ratio and
+    its count), with the heads [A, 2]; None where the sites are not stored or for the median."""
+    state = res.state
+    if statistic == "median" or f"top/{quantity}" not in state or "top/row" not in state:
+        return None
+    q, rows = state[f"top/{quantity}"].double(), state["top/row"].long()       # [A, k]
+    de = state["top/direct_effect"].double()
+    if statistic == "mean":
+        num, den = q, torch.ones_like(q)
+    elif statistic == "ratio_of_means":
+        num, den = q, de
+    elif statistic == "mean_clipped_ratio":
+        nonzero = de != 0
+        num = torch.where(nonzero, (q / de).clamp(*res.settings["clip"]), 0.0)
+        den = nonzero.double()
+    elif statistic == "mean_ratio":
+        ratio = q / de
+        ok = torch.isfinite(ratio)
+        num, den = torch.where(ok, ratio, 0.0), ok.double()
+    else:
+        return None
+    R = max(int(res.settings.get("n_rows", 0)), int(rows.max()) + 1 if rows.numel() else 1)
+    A = q.shape[0]
+    s_num = torch.zeros(A, R, dtype=torch.float64).scatter_add_(1, rows, num)
+    s_den = torch.zeros(A, R, dtype=torch.float64).scatter_add_(1, rows, den)
+    return s_num, s_den, state["heads"].long()
 
 
 def _merged_settings(results) -> dict:
@@ -320,4 +427,4 @@ def _limits(*arrays) -> tuple[float, float]:
 
 
 __all__ = ["STATISTICS", "ablation_comparison", "anti_erasure", "breakdown", "de_vs_delta_logit",
-           "noise", "scale_ratio_hist", "self_repair_vs_depth"]
+           "layer_band", "noise", "scale_ratio_hist", "self_repair_vs_depth"]
