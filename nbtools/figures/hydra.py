@@ -416,26 +416,31 @@ def mlp_erasure(res, attn_layer: int | None = None, scale: str = "clean"):
         du = res.get("delta_unembed", kind="attn").mean(0)
         attn_layer = attn_layers[int(du.abs().argmax())]
     a = res.index("attn", attn_layer)
-    clean = _np(res.get("mlp_de_clean")).mean(0)
-    ablated = _np(res.get("mlp_de_ablated", scale)[:, a]).mean(0)
-    layers = np.arange(len(clean))
-    fig, ax = figure(height=1.8)
-    w = 0.38
+    clean_p = res.get("mlp_de_clean").double()                          # [P, L]
+    delta_p = res.get("mlp_de_ablated", scale)[:, a].double() - clean_p  # the release
+    ones = torch.ones_like(clean_p)
+    bars = [(_np(x.mean(0)), *(_np(b) for b in interval(x, ones))) for x in (clean_p, delta_p)]
+    layers = np.arange(clean_p.shape[1])
+    fig, axes = figure(2, 1, height=2.6, sharex=True)
     # shade the MLPs downstream of the ablated attention layer (same block on: sequential;
     # the next block on: parallel, where MLP L reads the same input as attention L)
     first = attn_layer + (1 if res.settings.get("parallel") else 0)
-    ax.axvspan(first - 0.5, len(clean) - 0.5, color=COLORS["grey"], alpha=0.15, lw=0,
-               label=f"downstream of attn{attn_layer}")
-    ax.bar(layers - w / 2, clean, width=w, color=COLORS["black"], label="clean")
-    ax.bar(layers + w / 2, ablated, width=w, color=COLORS["red"],
-           label=f"attn{attn_layer} ablated")
-    ax.axhline(0, color="#cccccc", lw=0.5)
-    ax.set_xlabel("MLP layer")
-    _int_x(ax)
-    ax.set_ylabel("mean DE on top token")
-    ax.set_title("MLP erasure (negative DE) and its release")
-    ax.legend(loc="best")
-    annotate(fig, f"{res.settings['model']} · mean over {int(res.done.sum())} prompts · "
+    for ax, (mean, lo, hi), color, label in (
+            (axes[0], bars[0], COLORS["black"], "clean DE (< 0: erases)"),
+            (axes[1], bars[1], COLORS["red"], f"ΔDE, attn{attn_layer} ablated")):
+        ax.axvspan(first - 0.5, len(layers) - 0.5, color=COLORS["sky"], alpha=0.25, lw=0,
+                   label=f"downstream of attn{attn_layer}")
+        ax.bar(layers, mean, width=0.7, color=color, label=label,
+               yerr=np.clip([mean - lo, hi - mean], 0, None), error_kw=dict(lw=0.6, capsize=1))
+        ax.axhline(0, color="#999999", lw=0.5)
+        ax.set_ylabel("logit")
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), borderaxespad=0.2, ncols=2,
+                  fontsize=5)
+    axes[1].set_xlabel("MLP layer")
+    _int_x(axes[1])
+    annotate(fig, f"{res.settings['model']} · MLP layers' DE on the top token (top) and its "
+             f"change when attn{attn_layer} is ablated (bottom; > 0 where erasure is released) · "
+             f"mean over n = {int(res.done.sum())} prompts, bars: 95 % bootstrap intervals · "
              f"{_scale_text(scale)}", res.settings)
     return fig
 
