@@ -221,6 +221,8 @@ def _add_figures(sub) -> None:
     figs.add_argument("--formats", type=_csv, default=["pdf", "svg", "png"],
                       metavar="pdf,svg,png", help="file formats (default: all three)")
     figs.add_argument("--dpi", type=_positive_int, default=300, help="PNG resolution (default: 300)")
+    figs.add_argument("--style", default="paper", choices=["paper", "talk"],
+                      help="paper (one column, the default) or talk (larger text, for slides)")
 
 
 def _add_show(sub) -> None:
@@ -370,7 +372,8 @@ def cmd_figures(args) -> int:
     if bad:
         raise UsageError(f"--formats: unsupported {bad}; choose from {', '.join(FORMATS)}")
     results = [load_result(path) for path in args.results]
-    written = render_all(results, args.out, formats=tuple(args.formats), dpi=args.dpi)
+    written = render_all(results, args.out, formats=tuple(args.formats), dpi=args.dpi,
+                         style=args.style)
     print(f"wrote {len(written)} files to {args.out}")
     return 0
 

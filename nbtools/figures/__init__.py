@@ -41,13 +41,13 @@ from .rn import (
     scale_ratio_hist,
     self_repair_vs_depth,
 )
-from .style import COLUMN_WIDTH, FORMATS, figure, paper_style, save
+from .style import COLUMN_WIDTH, FORMATS, STYLES, figure, paper_style, restyle, save
 
 __all__ = [
     "COLUMN_WIDTH", "FORMATS", "ablate_vs_unembed", "ablation_comparison", "anti_erasure",
     "breakdown", "compensation_split", "compensation_vs_unembed", "de_vs_delta_logit",
     "delta_by_layer", "figure", "figure_jobs", "gap_split", "layer_de", "mlp_erasure", "noise", "paper_style",
-    "render_all", "repair_map", "save", "scale_ratio_hist", "self_repair_vs_depth",
+    "render_all", "repair_map", "restyle", "save", "scale_ratio_hist", "self_repair_vs_depth",
     "unembed_ablate_agreement",
 ]
 
@@ -127,16 +127,20 @@ def figure_jobs(results, tag: str = "") -> list[tuple[str, object]]:
     return jobs
 
 
-def render_all(results, out_dir, formats=FORMATS, tag: str = "", dpi: int = 300) -> list[Path]:
+def render_all(results, out_dir, formats=FORMATS, tag: str = "", dpi: int = 300,
+               style: str = "paper") -> list[Path]:
     """Write every figure that applies to the given result(s) into `out_dir`; returns paths.
 
-    results: result objects or result-file paths (one or a list).
+    results: result objects or result-file paths (one or a list). style: "paper" (one
+    column) or "talk" (larger text and lines, for slides; see `style.restyle`).
     """
+    if style not in STYLES:  # before any figure is drawn
+        raise InvalidInputError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise InvalidInputError(f"{out_dir} is a file; give a folder for the figures")
     written: list[Path] = []
     for name, make in figure_jobs(results, tag):
-        fig = make()
+        fig = restyle(make(), style)
         try:
             written.extend(save(fig, Path(out_dir) / name, formats=formats, dpi=dpi))
         finally:

@@ -78,6 +78,27 @@ def annotate(fig, caption: str, settings: dict | None = None) -> None:
     fig._nbtools = {"caption": caption, "settings": settings or {}}
 
 
+#: Figure styles: "paper" (one column, 6–7 pt) and "talk" (slides: a wide canvas, 2× the
+#: width and 1.5× the height, every text 1.7× and every line 1.5×).
+STYLES = ("paper", "talk")
+TALK = {"width": 2.0, "height": 1.5, "text": 1.7, "lines": 1.5}
+
+
+def restyle(fig, style: str = "paper"):
+    """The figure in `style` (in place; "paper" leaves it as drawn). Returns the figure."""
+    if style not in STYLES:
+        raise InvalidInputError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
+    if style == "talk":
+        fig.canvas.draw()  # creates the tick labels, so that they are scaled too
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(w * TALK["width"], h * TALK["height"])
+        for text in fig.findobj(matplotlib.text.Text):
+            text.set_fontsize(text.get_fontsize() * TALK["text"])
+        for line in fig.findobj(matplotlib.lines.Line2D):
+            line.set_linewidth(line.get_linewidth() * TALK["lines"])
+    return fig
+
+
 def describe(settings: dict) -> str:
     """"model · method" for captions."""
     parts = [str(settings.get("model", "?"))]
