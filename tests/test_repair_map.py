@@ -255,6 +255,38 @@ def test_figure_from_the_file_in_every_format(map_file, tmp_path):
     assert "all tokens" in fig._nbtools["caption"]
 
 
+def test_layer_view_sums_heads_and_keeps_each_rows_repair(map_file):
+    """layer_map: an attention column is the sum of its layer's head columns, the head rows
+    of a layer are averaged (so a row still sums to the mean SR of those heads), layer
+    ablations keep their own rows, and the figure's layer view draws it with the clipped
+    colour range stated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from nbtools.figures import repair_map as draw
+
+    _, res = map_file
+    L, H = res.settings["n_layers"], res.settings["n_heads"]
+    full, agg = res.map("all"), res.layer_map("all")
+    assert agg["columns"] == [f"attn{i}" for i in range(L)] + [f"MLP{i}" for i in range(L)] + ["LN"]
+    heads_of = {r: i for i, r in enumerate(agg["rows"])}
+    for layer in range(L):
+        idx = [i for i, r in enumerate(res.rows) if r.startswith(f"L{layer}H")]
+        row = agg["map"][heads_of[f"L{layer} heads"]]
+        per = full[idx, :-1].reshape(len(idx), L, H + 1)
+        attn = per[..., :H].nansum(-1)
+        torch.testing.assert_close(row[:L], attn.mean(0))
+        torch.testing.assert_close(row[L:2 * L], per[..., H].mean(0))
+        torch.testing.assert_close(row.nansum(), full[idx].nansum(1).mean())
+    own = agg["map"][heads_of["attn1"]]
+    assert torch.isnan(own[1]) and not torch.isnan(own[2])  # the ablated layer itself
+    fig = draw(res, "all", view="layers")
+    assert fig.axes[0].get_images()[0].get_array().shape == tuple(agg["map"].shape)
+    assert "colour" in fig._nbtools["caption"] and "view='full'" in fig._nbtools["caption"]
+    with pytest.raises(InvalidInputError, match="choose from full, layers"):
+        draw(res, "all", view="heads")
+
+
 def test_command_line_map_show_figures(tmp_path, capsys):
     from conftest import word_tokenizer
     from reference import make_gpt2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import matplotlib as mpl
 import numpy as np
 
+from ..errors import InvalidInputError
 from .rn import _np
 from .style import COLUMN_WIDTH, annotate, describe, figure, styled
 
@@ -50,25 +51,43 @@ def _spread(ys: list[float], gap: float, top: float) -> list[float]:
     return out
 
 
+def _colour_limit(grid: np.ndarray, vmax: float | None) -> tuple[float, str]:
+    """The colour limit (default: the 99th percentile of |ΔDE|) and the caption's words for
+    what it clips."""
+    finite = np.abs(grid[np.isfinite(grid)])
+    if vmax is None:
+        vmax = float(np.percentile(finite, 99)) if finite.size and finite.max() > 0 else 1.0
+    beyond = int((finite > vmax).sum())
+    return vmax, (f"colours clipped at ±{vmax:.3g} (99th percentile of |ΔDE|; {beyond} of "
+                  f"{finite.size} cells beyond, up to {finite.max():.3g})" if beyond else
+                  f"colour limit ±{vmax:.3g}")
+
+
 @styled
 def repair_map(res, selection: str | None = None, n_labels: int | None = None,
-               vmax: float | None = None):
+               vmax: float | None = None, view: str | None = None):
     """Heatmap of a repair map: rows = ablated components, columns = repairers (+ LN).
 
-    selection: "condensed" / "all" (default: the map's first). n_labels: how many rows get
-    their strongest repairer written out (default: every row up to 64 rows, else the 24
-    rows with the largest such repair). vmax: colour limit (default: the 99th percentile of
-    |ΔDE|, so a few extreme cells do not wash out the rest).
+    selection: "condensed" / "all" (default: the map's first). view: "full" (every head) or
+    "layers" (`RepairMapResult.layer_map`: heads summed per layer, columns grouped into
+    attention, MLP, LN); default "layers" for a map over 64 rows or 80 columns, else
+    "full". n_labels (full view): how many rows get their strongest repairer written out
+    (default: every row up to 64 rows, else the 24 rows with the largest such repair). vmax:
+    colour limit (default: the 99th percentile of |ΔDE|, stated in the caption).
     """
     grid = _np(res.map(selection))
     S, C = grid.shape
     big = S > 64 or C > 80
+    view = view or ("layers" if big else "full")
+    if view not in ("full", "layers"):
+        raise InvalidInputError(f"unknown view {view!r}; choose from full, layers")
+    if view == "layers":
+        return _layer_view(res, selection, vmax)
     width = 2 * COLUMN_WIDTH + 0.25 if big else COLUMN_WIDTH
     height = min(9.0, 1.2 + S * (0.027 if big else 0.07))
     fig, ax = figure(width=width, height=height)
+    vmax, limit_text = _colour_limit(grid, vmax)
     finite = np.abs(grid[np.isfinite(grid)])
-    if vmax is None:
-        vmax = float(np.percentile(finite, 99)) if finite.size and finite.max() > 0 else 1.0
     cmap = mpl.colormaps[CMAP].with_extremes(bad=NAN_COLOR)
     image = ax.imshow(grid, cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto",
                       interpolation="nearest")
@@ -118,7 +137,43 @@ def repair_map(res, selection: str | None = None, n_labels: int | None = None,
     labelled = "" if n_labels >= S else f" (text: the {n_labels} rows with the most)"
     annotate(fig, f"{describe(res.settings)} ({res.settings['protocol']}) · "
              f"{res.selection_text(selection)}; mean · ring: a row's strongest repairer "
-             f"among heads and MLPs{labelled} · grey: the ablated component", res.settings)
+             f"among heads and MLPs{labelled} · grey: the ablated component · {limit_text}",
+             res.settings)
     # room at the right for the labels
     fig.get_layout_engine().set(rect=(0, 0, 0.80 if not big else 0.86, 1))
+    return fig
+
+
+def _layer_view(res, selection: str | None, vmax: float | None):
+    """The layer-aggregated repair map (see `repair_map`, view="layers")."""
+    agg = res.layer_map(selection)
+    grid = _np(agg["map"])
+    R, C = grid.shape
+    L = (C - 1) // 2
+    fig, ax = figure(width=2 * COLUMN_WIDTH, height=min(9.0, 1.6 + R * 0.13))
+    vmax, limit_text = _colour_limit(grid, vmax)
+    image = ax.imshow(grid, cmap=mpl.colormaps[CMAP].with_extremes(bad=NAN_COLOR),
+                      vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(R), agg["rows"], fontsize=7 if R <= 40 else 5)
+    step = 5 if L > 12 else 1
+    ticks = [i for i in range(L) if i % step == 0]
+    ax.set_xticks([*ticks, *(L + i for i in ticks), C - 1],
+                  [*map(str, ticks), *map(str, ticks), "LN"], fontsize=7)
+    for x in (L - 0.5, 2 * L - 0.5):
+        ax.axvline(x, color="black", lw=1.0)
+    for x, name in ((L / 2 - 0.5, "attention layers (heads summed)"),
+                    (L + L / 2 - 0.5, "MLP layers"), (C - 1, "final\nnorm")):
+        ax.annotate(name, xy=(x, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=7)
+    ax.tick_params(length=1.5, pad=1)
+    ax.set_xlabel("repairer (layer)", fontsize=7)
+    ax.set_ylabel("ablated", fontsize=7)
+    bar = fig.colorbar(image, ax=ax, location="right", shrink=0.8, pad=0.01,
+                       extend="both" if np.nanmax(np.abs(grid)) > vmax else "neither")
+    bar.set_label("mean ΔDE (logit)", fontsize=7)
+    bar.ax.tick_params(labelsize=7, length=1.5, pad=1)
+    annotate(fig, f"{describe(res.settings)} ({res.settings['protocol']}) · "
+             f"{res.selection_text(selection)}; mean over sites · heads summed per layer, rows "
+             f"averaged over each layer's ablated heads (a row sums to its mean SR) · grey: the "
+             f"ablated component · {limit_text} · the full map: view='full'", res.settings)
     return fig

@@ -459,6 +459,29 @@ class RepairMapResult(SweepResult):
         """[rows, columns] mean ΔDE (float64; NaN at the ablated component's own cells)."""
         return self.stats[f"map/{self._selection(selection)}"]
 
+    def layer_map(self, selection: str | None = None) -> dict:
+        """The map by layer: columns are each attention layer (its heads' ΔDE summed), each
+        MLP layer, then LN, grouped by kind; rows average each layer's ablated heads ("L3
+        heads"; a layer ablation keeps its own row). A row still sums to its (mean) SR.
+        Returns {"map" [rows, 2L + 1] float64 (NaN: the ablated component itself), "rows",
+        "columns", "row_layers"}."""
+        grid = self.map(selection)
+        L, H = int(self.settings["n_layers"]), int(self.settings["n_heads"])
+        per_layer = grid[:, :-1].reshape(grid.shape[0], L, H + 1)
+        heads = per_layer[..., :H]
+        attn = heads.nansum(-1).masked_fill(heads.isnan().all(-1), float("nan"))
+        by_column = torch.cat([attn, per_layer[..., H], grid[:, -1:]], dim=1)
+        groups: dict[str, list[int]] = {}
+        for i, label in enumerate(self.rows):
+            comp = parse_component(label)
+            groups.setdefault(f"L{comp.layer} heads" if isinstance(comp, Head) else str(comp),
+                              []).append(i)
+        rows = torch.stack([by_column[idx].nanmean(0) for idx in groups.values()])
+        return {"map": rows, "rows": list(groups),
+                "columns": [f"attn{i}" for i in range(L)] + [f"MLP{i}" for i in range(L)] + ["LN"],
+                "row_layers": [parse_component(self.rows[idx[0]]).layer
+                               for idx in groups.values()]}
+
     def row_stat(self, quantity: str, selection: str | None = None) -> torch.Tensor:
         """[rows] mean of a row quantity (ROW_QUANTITIES or "n_sites")."""
         if quantity not in (*ROW_QUANTITIES, "n_sites"):
