@@ -142,16 +142,8 @@ def layer_band(res, quantity: str = "self_repair", selection: str = "condensed",
     counts = finite.sum(1)
     mean = torch.where(finite, values, 0).sum(1) / counts.clamp(min=1)
     mean[counts == 0] = float("nan")
-    parts = _row_parts(res, quantity, statistic) if selection == "condensed" else None
-    if parts is not None:
-        num, den, heads = parts                                               # [A, R]
-        w = stats.draws(num.shape[1], B, seed)                                # [B, R]
-        per_head = (w @ num.T) / (w @ den.T)                                  # [B, A]
-        grid = torch.full((B, res.n_layers, res.n_heads), float("nan"), dtype=torch.float64)
-        grid[:, heads[:, 0], heads[:, 1]] = per_head
-        draws = grid.nanmean(2)                                               # [B, L]
-        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
-        lo, hi = torch.nanquantile(draws, q, dim=0)
+    if selection == "condensed" and statistic != "median":
+        lo, hi = res.interval(quantity, statistic, per="layer", B=B, seed=seed, level=level)
         return mean, lo, hi, "rows"
     lo = torch.full_like(mean, float("nan"))
     hi = lo.clone()
@@ -161,36 +153,6 @@ def layer_band(res, quantity: str = "self_repair", selection: str = "condensed",
             lo[layer], hi[layer] = stats.interval(v, torch.ones_like(v), B=B, seed=seed,
                                                   level=level)
     return mean, lo, hi, "heads"
-
-
-def _row_parts(res, quantity: str, statistic: str):
-    """Per condensed head and corpus row, the numerator and denominator sums of a statistic
-    (mean: q and 1; ratio_of_means: q and DE; mean_clipped_ratio / mean_ratio: the ratio and
-    its count), with the heads [A, 2]; None where the sites are not stored or for the median."""
-    state = res.state
-    if statistic == "median" or f"top/{quantity}" not in state or "top/row" not in state:
-        return None
-    q, rows = state[f"top/{quantity}"].double(), state["top/row"].long()       # [A, k]
-    de = state["top/direct_effect"].double()
-    if statistic == "mean":
-        num, den = q, torch.ones_like(q)
-    elif statistic == "ratio_of_means":
-        num, den = q, de
-    elif statistic == "mean_clipped_ratio":
-        nonzero = de != 0
-        num = torch.where(nonzero, (q / de).clamp(*res.settings["clip"]), 0.0)
-        den = nonzero.double()
-    elif statistic == "mean_ratio":
-        ratio = q / de
-        ok = torch.isfinite(ratio)
-        num, den = torch.where(ok, ratio, 0.0), ok.double()
-    else:
-        return None
-    R = max(int(res.settings.get("n_rows", 0)), int(rows.max()) + 1 if rows.numel() else 1)
-    A = q.shape[0]
-    s_num = torch.zeros(A, R, dtype=torch.float64).scatter_add_(1, rows, num)
-    s_den = torch.zeros(A, R, dtype=torch.float64).scatter_add_(1, rows, den)
-    return s_num, s_den, state["heads"].long()
 
 
 def _merged_settings(results) -> dict:

@@ -565,7 +565,8 @@ class HeadSweepResult(SweepResult):
         a figure redraws the same bars). Rows are the unit because a row's sites share its
         context; the condensed sites stay those chosen on the whole corpus.
 
-        statistic: "mean", "ratio_of_means" (of `quantity` over DE) or "mean_clipped_ratio".
+        statistic: "mean", "ratio_of_means" (of `quantity` over DE), "mean_clipped_ratio" or
+        "mean_ratio" (mean of the finite ratios).
         per: "head" → (low, high) [n_layers, n_heads] (NaN: not swept); "layer" → of the
         mean over each layer's swept heads, [n_layers] (one draw of rows serves all heads).
         A ratio of means whose DE interval contains 0 has NaN bounds (no interval worth
@@ -577,16 +578,22 @@ class HeadSweepResult(SweepResult):
         if per not in ("head", "layer"):
             raise InvalidInputError(f"unknown per={per!r}; choose from head, layer")
         v, de = self.state[f"top/{quantity}"].double(), self.state["top/direct_effect"].double()
-        w = draws(int(self.state["top/row"].max()) + 1, B, seed)[:, self.state["top/row"]]
+        rows = self.state["top/row"].long()                             # [S, k]
+        n_rows = int(self.progress.get("rows_done") or int(rows.max()) + 1)
+        w = draws(n_rows, B, seed)[:, rows]                             # [B, S, k]
         n = w.sum(-1)                                                   # [B, S]
         if statistic == "mean":
             samples = (w * v).sum(-1) / n
         elif statistic == "ratio_of_means":
             samples = (w * v).sum(-1) / (w * de).sum(-1)
-        else:
+        elif statistic == "mean_clipped_ratio":
             low, high = self.settings["clip"]
             clipped = torch.where(de != 0, (v / de).clamp(low, high), torch.zeros_like(v))
             samples = (w * clipped).sum(-1) / (w * (de != 0)).sum(-1)
+        else:  # mean_ratio
+            ratio = v / de
+            finite = torch.isfinite(ratio)
+            samples = (w * torch.where(finite, ratio, 0.0)).sum(-1) / (w * finite).sum(-1)
         L, H, heads = self.n_layers, self.n_heads, self.state["heads"]
         grid = torch.full((B, L, H), float("nan"), dtype=torch.float64)
         grid[:, heads[:, 0], heads[:, 1]] = samples
