@@ -38,6 +38,7 @@ from .rn import (
     breakdown,
     de_vs_delta_logit,
     noise,
+    noise_by_layer,
     scale_ratio_hist,
     self_repair_vs_depth,
 )
@@ -46,7 +47,8 @@ from .style import COLUMN_WIDTH, FORMATS, STYLES, figure, paper_style, restyle, 
 __all__ = [
     "COLUMN_WIDTH", "FORMATS", "ablate_vs_unembed", "ablation_comparison", "anti_erasure",
     "breakdown", "compensation_split", "compensation_vs_unembed", "de_vs_delta_logit",
-    "delta_by_layer", "figure", "figure_jobs", "gap_split", "layer_de", "mlp_erasure", "noise", "paper_style",
+    "delta_by_layer", "figure", "figure_jobs", "gap_split", "layer_de", "mlp_erasure", "noise", "noise_by_layer",
+    "paper_style",
     "render_all", "repair_map", "restyle", "save", "scale_ratio_hist", "self_repair_vs_depth",
     "unembed_ablate_agreement",
 ]
@@ -59,6 +61,8 @@ def _head_figures(res, tag: str):
     yield f"{tag}rn_de_vs_delta_logit", lambda: de_vs_delta_logit(res)
     yield f"{tag}rn_breakdown", lambda: breakdown(res)
     yield f"{tag}rn_scale_ratio_hist", lambda: scale_ratio_hist(res)
+    if res.state["tok/heads"].shape[0]:
+        yield f"{tag}rn_noise_by_layer", lambda: noise_by_layer(res)
     for h in res.state["tok/heads"].tolist():
         yield f"{tag}rn_noise_L{h[0]}H{h[1]}", lambda h=h: noise(res, f"{h[0]}.{h[1]}")
     for h in res.state["ae/heads"].tolist():

@@ -221,6 +221,59 @@ def noise(res, head, max_points: int = 4000):
 
 
 @styled
+def noise_by_layer(res, B: int = 1000, seed: int = 0):
+    """R&N's "self-repair is noisy", per layer: the distribution of every token's SR over the
+    per-token heads of each layer (boxes: quartiles, whiskers 5–95 %), and the over-correction
+    rate — the share of tokens whose DE was removed (DE − DE^abl > 0) that were repaired by
+    more than it (SR > DE − DE^abl) — with a 95 % bootstrap interval, corpus rows resampled.
+    """
+    from .. import stats
+
+    heads = res.state["tok/heads"].long()                                   # [A, 2]
+    if not heads.shape[0]:
+        raise InvalidInputError("this sweep recorded no per-token heads; run it with "
+                                "per_token=... (e.g. per_token='all')")
+    sr = res.state["tok/self_repair"].double()                               # [A, n]
+    removed = (res.state["tok/direct_effect"] - res.state["tok/direct_effect_ablated"]).double()
+    rows = res.state["tok/row"].long()                                       # [n]
+    layers = sorted(set(heads[:, 0].tolist()))
+    n_rows = int(res.progress.get("rows_done") or int(rows.max()) + 1)
+    over_sum = torch.zeros(n_rows, len(layers), dtype=torch.float64)
+    eligible = torch.zeros_like(over_sum)
+    boxes = []
+    for j, layer in enumerate(layers):
+        pick = heads[:, 0] == layer
+        boxes.append(_np(sr[pick]).reshape(-1))
+        e = removed[pick] > 0
+        over_sum[:, j].index_add_(0, rows.expand_as(e)[e], (sr[pick] > removed[pick])[e].double())
+        eligible[:, j].index_add_(0, rows.expand_as(e)[e], torch.ones(int(e.sum()),
+                                                                      dtype=torch.float64))
+    rate = _np(over_sum.sum(0) / eligible.sum(0))
+    lo, hi = (_np(b) for b in stats.interval(over_sum, eligible, B=B, seed=seed))
+    fig, (ax, ax_rate) = figure(2, 1, height=2.8, sharex=True, height_ratios=[1.6, 1])
+    ax.boxplot(boxes, positions=layers, whis=(5, 95), showfliers=False, widths=0.6,
+               manage_ticks=False,
+               medianprops=dict(color=COLORS["red"], lw=0.8), boxprops=dict(lw=0.5),
+               whiskerprops=dict(lw=0.5), capprops=dict(lw=0.5))
+    ax.axhline(0, color="#bbbbbb", lw=0.5, zorder=0)
+    ax.set_ylabel("per-token SR (logit)")
+    ax.set_title("per-token self-repair, by layer")
+    ax_rate.errorbar(layers, rate, yerr=np.clip([rate - lo, hi - rate], 0, None),
+                     color=COLORS["purple"], marker="o", ms=2, ls="none", elinewidth=0.6,
+                     capsize=1)
+    ax_rate.set_ylim(0, max(0.05, float(np.nanmax(hi)) * 1.15))
+    ax_rate.set_ylabel("over-correction")
+    ax_rate.set_xlabel("layer of the ablated head")
+    ax_rate.set_xlim(min(layers) - 0.6, max(layers) + 0.6)
+    ax_rate.xaxis.set_major_locator(MaxNLocator(integer=True))
+    n = sr.shape[1]
+    annotate(fig, f"{describe(res.settings)} · {heads.shape[0]} per-token heads, {n} tokens "
+             f"each ({n_rows} rows) · over-correction: share of tokens with DE − DE$^{{abl}}$ "
+             f"> 0 and SR above it; bars: 95 % bootstrap intervals over rows", res.settings)
+    return fig
+
+
+@styled
 def ablation_comparison(results, quantity: str = "self_repair", selection: str = "condensed",
                         statistic: str = "mean"):
     """Zero vs mean vs resample ablation: per-layer mean of a quantity over heads."""
@@ -389,4 +442,4 @@ def _limits(*arrays) -> tuple[float, float]:
 
 
 __all__ = ["STATISTICS", "ablation_comparison", "anti_erasure", "breakdown", "de_vs_delta_logit",
-           "layer_band", "noise", "scale_ratio_hist", "self_repair_vs_depth"]
+           "layer_band", "noise", "noise_by_layer", "scale_ratio_hist", "self_repair_vs_depth"]
