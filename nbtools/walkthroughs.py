@@ -1,4 +1,4 @@
-"""What the walkthrough notebooks (`notebooks/`) run on each model they may pick.
+"""What the walkthrough notebooks (`notebooks/`) run on each model they may pick, and their order.
 
     MODEL = pick_model()                      # $NBTOOLS_NOTEBOOK_MODEL, a cached real model, or "tiny"
     S = sizes("paper_figures", MODEL)         # {"n_rows": 4, "row_len": 128, ...}
@@ -16,6 +16,19 @@ import os
 EMBEDDED = "tiny"
 ENV = "NBTOOLS_NOTEBOOK_MODEL"
 
+#: The walkthroughs in reading order (file stems in notebooks/) and their titles: each one
+#: uses only what the ones before it explained (the README and the docs list them so).
+ORDER = {
+    "quickstart": "Quickstart: the self-repair Explorer",
+    "head_self_repair": "Self-repair of heads",
+    "final_layernorm": "The final LayerNorm",
+    "anti_erasure": "Anti-erasure neurons",
+    "hydra_effect": "The Hydra effect",
+    "who_repairs_whom": "Who repairs whom",
+    "other_models": "Other models: the hub and NDIF",
+    "paper_figures": "Paper figures",
+}
+
 #: notebook → {"embedded": sizes on the embedded model, "real": sizes on any other model}.
 SIZES = {
     "hydra_effect": {
@@ -30,6 +43,17 @@ SIZES = {
         "real": dict(n_rows=4, row_len=128, n_prompts=16, n_sources=15),
     },
 }
+
+
+def next_walkthrough(notebook: str) -> str | None:
+    """The walkthrough to read after `notebook` (a file stem), None after the last one."""
+    names = list(ORDER)
+    if notebook not in ORDER:
+        from .errors import InvalidInputError
+
+        raise InvalidInputError(f"no walkthrough {notebook!r}; known: {', '.join(names)}")
+    at = names.index(notebook) + 1
+    return names[at] if at < len(names) else None
 
 
 def candidates() -> list[str]:

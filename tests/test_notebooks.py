@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nbformat
 import pytest
-from notebook_runs import notebook_paths
+from notebook_runs import NOTEBOOKS, notebook_paths
 
 import nbtools
 from nbtools import walkthroughs
@@ -16,6 +16,38 @@ def test_the_walkthroughs_exist():
     expected = {"quickstart", "hydra_effect", "head_self_repair", "final_layernorm",
                 "anti_erasure", "paper_figures", "other_models"}
     assert expected <= {n.removesuffix(".ipynb") for n in NAMES}
+
+
+def test_the_walkthroughs_have_one_reading_order():
+    """Every notebook is in `walkthroughs.ORDER`, says where it stands in the order, and ends with
+    a "Next:" link to the one after it (the last says it is the last)."""
+    order = list(walkthroughs.ORDER)
+    assert sorted(order) == sorted(n.removesuffix(".ipynb") for n in NAMES)
+    for i, name in enumerate(order):
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        assert f"*Walkthrough {i + 1} of {len(order)}*" in nb.cells[0].source, name
+        last = nb.cells[-1]
+        assert last.cell_type == "markdown" and last.source.startswith("**Next:**"), name
+        following = walkthroughs.next_walkthrough(name)
+        if following is None:
+            assert "last walkthrough" in last.source, name
+        else:
+            assert f"]({following}.ipynb)" in last.source, name
+            assert (NOTEBOOKS / f"{following}.ipynb").exists()
+    with pytest.raises(nbtools.InvalidInputError, match="known: quickstart"):
+        walkthroughs.next_walkthrough("nope")
+
+
+@pytest.mark.parametrize("path", notebook_paths(), ids=NAMES)
+def test_notebook_has_a_checked_exercise(path):
+    """A "Predict, then run" exercise: the question in markdown, then a code cell that asserts
+    the measured answer."""
+    nb = nbformat.read(path, as_version=4)
+    asks = [i for i, c in enumerate(nb.cells)
+            if c.cell_type == "markdown" and "Predict, then run" in c.source]
+    assert asks, "no 'Predict, then run' exercise"
+    assert any(c.cell_type == "code" and "assert " in c.source for c in nb.cells[asks[0] + 1:]), (
+        "no checking cell after the exercise")
 
 
 @pytest.mark.slow
