@@ -163,31 +163,41 @@ def _merged_settings(results) -> dict:
 
 @styled
 def de_vs_delta_logit(res, selection: str = "condensed", statistic: str = "mean"):
-    """Per head: clean DE vs ΔL with y = −x; above: self-repaired, below: breakage."""
-    de = _np(res.stat("direct_effect", selection, statistic)).reshape(-1)
+    """Per head, the total effect ΔL against what the ablation removed, in R&N's two readings.
+
+    Left: against the clean DE, where y = −x is SR′ = ΔL + DE = 0 (above: SR′ > 0). Right:
+    against the DE actually removed, DE − DE^abl (a resampled head still writes), where
+    y = −x is SR = ΔL + (DE − DE^abl) = 0 exactly (above: self-repair, below: breakage).
+    """
     dl = _np(res.stat("delta_logit", selection, statistic)).reshape(-1)
+    de = _np(res.stat("direct_effect", selection, statistic)).reshape(-1)
+    removed = de - _np(res.stat("direct_effect_ablated", selection, statistic)).reshape(-1)
     layers = np.repeat(np.arange(res.n_layers), res.n_heads)
-    keep = np.isfinite(de) & np.isfinite(dl)
-    fig, ax = figure(height=2.4)
-    lo, hi = _limits(de[keep], dl[keep], [0.0])
+    keep = np.isfinite(de) & np.isfinite(removed) & np.isfinite(dl)
+    lo, hi = _limits(de[keep], removed[keep], dl[keep], [0.0])   # one square frame for both
     xs = np.array([lo, hi])
-    ax.fill_between(xs, -xs, hi, color=COLORS["green"], alpha=0.08, lw=0)
-    ax.fill_between(xs, lo, -xs, color=COLORS["red"], alpha=0.08, lw=0)
-    ax.plot(xs, -xs, color=COLORS["black"], lw=0.7, ls="--", label="y = −x (ΔL = −DE: SR′ = 0)")
-    sc = ax.scatter(de[keep], dl[keep], c=layers[keep], cmap="viridis", s=6, lw=0)
-    ax.text(0.97, 0.95, "self-repaired", transform=ax.transAxes, ha="right", va="top",
-            color=COLORS["green"], fontsize=6)
-    ax.text(0.03, 0.05, "breakage", transform=ax.transAxes, ha="left", va="bottom",
-            color=COLORS["red"], fontsize=6)
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_xlabel(f"clean direct effect DE ({STAT_TEXT[statistic]})")
-    ax.set_ylabel(f"total effect ΔL ({STAT_TEXT[statistic]})")
-    ax.legend(loc="lower right")
-    bar = fig.colorbar(sc, ax=ax, pad=0.02, fraction=0.05)
+    fig, axes = figure(1, 2, height=2.2, width=COLUMN_WIDTH + 0.6, sharey=True)
+    for ax, x, name, term in ((axes[0], de, "clean DE", "SR′"),
+                              (axes[1], removed, "DE removed, DE − DE$^{abl}$", "SR")):
+        ax.fill_between(xs, -xs, hi, color=COLORS["green"], alpha=0.08, lw=0)
+        ax.fill_between(xs, lo, -xs, color=COLORS["red"], alpha=0.08, lw=0)
+        ax.plot(xs, -xs, color=COLORS["black"], lw=0.7, ls="--")
+        sc = ax.scatter(x[keep], dl[keep], c=layers[keep], cmap="viridis", s=5, lw=0,
+                        vmin=0, vmax=max(1, res.n_layers - 1))
+        ax.text(0.97, 0.97, f"{term} > 0", transform=ax.transAxes, ha="right", va="top",
+                color=COLORS["green"], fontsize=6)
+        ax.text(0.03, 0.03, f"{term} < 0", transform=ax.transAxes, ha="left", va="bottom",
+                color=COLORS["red"], fontsize=6)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"{name} ({STAT_TEXT[statistic]})")
+        ax.set_title(f"dashed: y = −x, {term} = 0", fontsize=6.5)
+    axes[0].set_ylabel(f"total effect ΔL ({STAT_TEXT[statistic]})")
+    bar = fig.colorbar(sc, ax=axes, pad=0.02, fraction=0.05)
     bar.set_label("layer")
     bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    annotate(fig, _caption(res, selection, statistic, "one point per head"), res.settings)
+    annotate(fig, _caption(res, selection, statistic, "one point per head; green: repaired "
+                           "(above y = −x), red: broken"), res.settings)
     return fig
 
 
@@ -369,10 +379,11 @@ def anti_erasure(res, head, selection: str = "condensed", n_neurons: int = 15):
                 label=f"> {x:g}% of DE")
     ax.set_xlabel("N-th neuron by ΔDE")
     ax.set_ylabel("fraction of tokens")
-    ax.set_title("sparsity of anti-erasure")
-    ax.set_ylim(-0.02, 1.3)  # room above the curves for the legend
+    ax.set_ylim(-0.02, 1.02)
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
-    ax.legend(loc="upper right", fontsize=5, ncol=2, columnspacing=0.8, handlelength=1.2)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=5, ncol=3, columnspacing=0.8,
+              handlelength=1.2, borderaxespad=0.2, title="sparsity: N-th neuron's ΔDE",
+              title_fontsize=5.5)  # above the axes, off the curves
 
     ax = axes[0, 1]
     names = ["ratio of\nmeans", "mean of\nclipped ratios"]
@@ -384,6 +395,10 @@ def anti_erasure(res, head, selection: str = "condensed", n_neurons: int = 15):
     ax.set_ylim(min(0.0, *finite, 0.0) * 1.2, max(1.0, *finite, 0.0) * 1.15)
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=5.5)
+    if any(v > 1 for v in finite):  # the top 5 give more than all: the rest push back
+        ax.axhline(1, color=COLORS["black"], lw=0.5, ls=":")
+        ax.set_title("top-5 neurons' share\n(> 1: the other neurons' ΔDE is negative)",
+                     fontsize=6)
 
     ax = axes[1, 0]
     if selection == "condensed":
@@ -394,7 +409,12 @@ def anti_erasure(res, head, selection: str = "condensed", n_neurons: int = 15):
         order = np.argsort(-_np(ae["recurrence"]))[:n_neurons]
         clean, abl = _np(ae["neuron_de_clean"])[order], _np(ae["neuron_de_ablated"])[order]
         title = "most recurrent (mean)"
-    ax.scatter(clean, abl, s=4, color=COLORS["purple"], alpha=0.6, lw=0)
+    anti = (clean < 0) & (abl > clean)  # an eraser that erases less once the head is ablated
+    ax.scatter(clean[~anti], abl[~anti], s=4, color=COLORS["grey"], alpha=0.6, lw=0,
+               label="other")
+    ax.scatter(clean[anti], abl[anti], s=5, color=COLORS["orange"], alpha=0.8, lw=0,
+               label=f"anti-erasure ({int(anti.sum())}/{anti.size})")
+    ax.legend(loc="upper left", fontsize=5, handletextpad=0.2)
     lo, hi = _limits(clean, abl)
     ax.plot([lo, hi], [lo, hi], color=COLORS["black"], lw=0.6, ls="--")
     ax.axvline(0, color="#cccccc", lw=0.5)

@@ -146,7 +146,7 @@ def _add(state: dict, prefix: str, parts: dict) -> None:
 def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 128,
                 n_rows: int | None = None, heads="all", top_frac: float = 0.02,
                 per_token=None, anti_erasure=None, anti_erasure_layer: int = -1,
-                n_top_neurons: int = 20, thresholds=THRESHOLDS, clip=(0.0, 1.0),
+                n_top_neurons: int = 50, thresholds=THRESHOLDS, clip=(0.0, 1.0),
                 batch_rows: int = 8, forward_rows: int = 64, ae_batch_rows: int = 2,
                 mean_rows: int = 16,
                 scale: str = "clean", fold_value_biases: bool = True, prepend_bos: bool = False,
@@ -161,7 +161,8 @@ def sweep_heads(lab, corpus=None, *, method: str = "resample", row_len: int = 12
     heads: "all", a list such as ["9.6", "L10H7"], "3.*", or None (only the per_token and
         anti_erasure heads; every swept head is in the summaries). per_token: heads whose every
         site is recorded. anti_erasure: heads whose MLP neurons in `anti_erasure_layer`
-        (default: the last layer) are tracked (top `n_top_neurons` by ΔDE per site).
+        (default: the last layer) are tracked (top `n_top_neurons` by ΔDE per site; 50, as
+        far as R&N's sparsity curves go).
     top_frac: the condensed selection (top 2% of sites by the head's clean DE).
     clip: bounds for the mean of clipped ratios. scale, fold_value_biases: as in
         `Lab.measure_many`. forward_rows: most batch rows per traced forward pass.
