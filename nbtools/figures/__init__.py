@@ -37,6 +37,7 @@ from .rn import (
     anti_erasure,
     breakdown,
     de_vs_delta_logit,
+    ln_share_vs_depth,
     noise,
     noise_by_layer,
     scale_ratio_hist,
@@ -47,7 +48,7 @@ from .style import COLUMN_WIDTH, FORMATS, STYLES, figure, paper_style, restyle, 
 __all__ = [
     "COLUMN_WIDTH", "FORMATS", "ablate_vs_unembed", "ablation_comparison", "anti_erasure",
     "breakdown", "compensation_split", "compensation_vs_unembed", "de_vs_delta_logit",
-    "delta_by_layer", "figure", "figure_jobs", "gap_split", "layer_de", "mlp_erasure", "noise", "noise_by_layer",
+    "delta_by_layer", "figure", "figure_jobs", "gap_split", "layer_de", "ln_share_vs_depth", "mlp_erasure", "noise", "noise_by_layer",
     "paper_style",
     "render_all", "repair_map", "restyle", "save", "scale_ratio_hist", "self_repair_vs_depth",
     "unembed_ablate_agreement",
@@ -56,8 +57,7 @@ __all__ = [
 
 def _head_figures(res, tag: str):
     yield f"{tag}rn_fig1_self_repair_vs_depth", lambda: self_repair_vs_depth(res)
-    yield f"{tag}rn_fig1_ln_share_vs_depth", lambda: self_repair_vs_depth(
-        res, "sr_ln", "condensed", "mean_clipped_ratio")
+    yield f"{tag}rn_fig1_ln_share_vs_depth", lambda: ln_share_vs_depth(res)
     yield f"{tag}rn_de_vs_delta_logit", lambda: de_vs_delta_logit(res)
     yield f"{tag}rn_breakdown", lambda: breakdown(res)
     yield f"{tag}rn_scale_ratio_hist", lambda: scale_ratio_hist(res)

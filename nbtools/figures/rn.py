@@ -73,20 +73,7 @@ def self_repair_vs_depth(results, quantity: str = "self_repair", selection: str 
     """
     fig, ax = figure(height=2.4)
     results = _results(results)
-    units = {}
-    for i, res in enumerate(results):
-        values = _np(res.stat(quantity, selection, statistic))           # [L, H]
-        L = values.shape[0]
-        depth = np.arange(L) / max(1, L - 1)
-        color = CYCLE[i % len(CYCLE)]
-        ax.scatter(np.repeat(depth, values.shape[1]), values.reshape(-1), s=2.5, color=color,
-                   alpha=0.35, lw=0, zorder=2)
-        mean, lo, hi, unit = layer_band(res, quantity, selection, statistic, B=B, seed=seed)
-        units.setdefault(unit, []).append(res.settings["model"])
-        ax.fill_between(depth, _np(lo), _np(hi), color=color, alpha=0.22, lw=0, zorder=3,
-                        gid=f"band{i}:{res.settings['model']}")
-        ax.plot(depth, _np(mean), color=color, lw=1.2, zorder=4,
-                label=f"{res.settings['model']} ({L}×{res.n_heads})")
+    units = _depth_panel(ax, results, quantity, selection, statistic, B, seed)
     ax.axhline(0, color="#888888", lw=0.5, zorder=1)
     if quantity in SIGNED_REPAIR:
         _repair_zones(ax)
@@ -103,6 +90,64 @@ def self_repair_vs_depth(results, quantity: str = "self_repair", selection: str 
              f"{BAND_LEVEL:.0%} bootstrap interval of that mean (B = {B}) over {band} · "
              f"{base.selection_text(selection)}; {STAT_TEXT[statistic]} · {extra}",
              _merged_settings(results))
+    return fig
+
+
+def _depth_panel(ax, results, quantity, selection, statistic, B, seed) -> dict:
+    """Fig. 1's points, per-layer mean lines and bands of each result on `ax`; returns which
+    bootstrap unit served which models ({unit: [model, ...]})."""
+    units: dict[str, list] = {}
+    for i, res in enumerate(results):
+        values = _np(res.stat(quantity, selection, statistic))           # [L, H]
+        L = values.shape[0]
+        depth = np.arange(L) / max(1, L - 1)
+        color = CYCLE[i % len(CYCLE)]
+        ax.scatter(np.repeat(depth, values.shape[1]), values.reshape(-1), s=2.5, color=color,
+                   alpha=0.35, lw=0, zorder=2)
+        mean, lo, hi, unit = layer_band(res, quantity, selection, statistic, B=B, seed=seed)
+        units.setdefault(unit, []).append(res.settings["model"])
+        ax.fill_between(depth, _np(lo), _np(hi), color=color, alpha=0.22, lw=0, zorder=3,
+                        gid=f"band{i}:{res.settings['model']}")
+        ax.plot(depth, _np(mean), color=color, lw=1.2, zorder=4,
+                label=f"{res.settings['model']} ({L}×{res.n_heads})")
+    return units
+
+
+@styled
+def ln_share_vs_depth(results, selection: str = "condensed", B: int = 1000, seed: int = 0):
+    """The final norm's share of the repair, SR_LN / DE, vs relative depth, both ways: the
+    ratio of means (signed: a negative SR_LN shows) and the mean of clipped ratios (R&N's
+    code; a negative ratio counts as 0). R&N's statistic is the second-to-last layer's (the
+    dotted line per model). Bands as in `self_repair_vs_depth`; the ratio of means is left out
+    where a layer's DE interval contains 0, and its axis keeps the central layers in view."""
+    results = _results(results)
+    fig, (top, bottom) = figure(2, 1, height=3.6, sharex=True)
+    units = {}
+    for ax, statistic in ((top, "ratio_of_means"), (bottom, "mean_clipped_ratio")):
+        units = _depth_panel(ax, results, "sr_ln", selection, statistic, B, seed)
+        ax.axhline(0, color="#888888", lw=0.5, zorder=1)
+        ax.set_ylabel(_ylabel("sr_ln", statistic))
+        for i, res in enumerate(results):
+            ax.axvline((res.n_layers - 2) / max(1, res.n_layers - 1), color=CYCLE[i % len(CYCLE)],
+                       lw=0.6, ls=":", zorder=1)
+    values = np.concatenate([_np(r.stat("sr_ln", selection, "ratio_of_means")).reshape(-1)
+                             for r in results])
+    a, b = np.nanpercentile(values, [5, 95])
+    pad = 0.2 * (b - a or 1)
+    top.set_ylim(min(a - pad, -0.05), max(b + pad, 0.5))
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.set_xlim(-0.02, 1.02)
+    bottom.set_xlabel("relative depth of the head (layer / (n_layers − 1))")
+    top.set_title("signed: ratio of means", fontsize=6.5)
+    bottom.set_title("R&N's code: mean of ratios clipped to [0, 1]", fontsize=6.5)
+    top.legend(loc="lower center", bbox_to_anchor=(0.5, 1.12), ncols=min(3, len(results)),
+               handlelength=1.2, columnspacing=1.0, borderaxespad=0.2, title_fontsize=5.5,
+               title="model (layers × heads): layer mean, 95 % band; dotted: 2nd-to-last layer")
+    band = "; ".join(f"{_UNIT_TEXT[u]}: {', '.join(models)}" for u, models in units.items())
+    annotate(fig, f"one point per head · line: mean over a layer's heads · band: "
+             f"{BAND_LEVEL:.0%} bootstrap interval (B = {B}) over {band} · "
+             f"{results[0].selection_text(selection)} · top axis clipped to the central 90 % "
+             "of heads", _merged_settings(results))
     return fig
 
 
@@ -176,7 +221,7 @@ def de_vs_delta_logit(res, selection: str = "condensed", statistic: str = "mean"
     keep = np.isfinite(de) & np.isfinite(removed) & np.isfinite(dl)
     lo, hi = _limits(de[keep], removed[keep], dl[keep], [0.0])   # one square frame for both
     xs = np.array([lo, hi])
-    fig, axes = figure(1, 2, height=2.2, width=COLUMN_WIDTH + 0.6, sharey=True)
+    fig, axes = figure(1, 2, height=2.0, sharey=True)
     for ax, x, name, term in ((axes[0], de, "clean DE", "SR′"),
                               (axes[1], removed, "DE removed, DE − DE$^{abl}$", "SR")):
         ax.fill_between(xs, -xs, hi, color=COLORS["green"], alpha=0.08, lw=0)
@@ -462,4 +507,5 @@ def _limits(*arrays) -> tuple[float, float]:
 
 
 __all__ = ["STATISTICS", "ablation_comparison", "anti_erasure", "breakdown", "de_vs_delta_logit",
-           "layer_band", "noise", "noise_by_layer", "scale_ratio_hist", "self_repair_vs_depth"]
+           "layer_band", "ln_share_vs_depth", "noise", "noise_by_layer", "scale_ratio_hist",
+           "self_repair_vs_depth"]
