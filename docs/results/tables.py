@@ -11,8 +11,16 @@ import torch
 from nbtools.sweeps import HeadSweepResult, load_result
 
 
+def with_interval(value, lo, hi) -> str:
+    """"0.12 [0.05, 0.20]" (a 95 % bootstrap interval), "0.12 [—]" where it is undefined."""
+    if torch.isnan(torch.as_tensor(lo)):
+        return f"{float(value):.2f} [—]"
+    return f"{float(value):.2f} [{float(lo):.2f}, {float(hi):.2f}]"
+
+
 def rn_tables(res) -> str:
-    """Per layer (condensed selection: top 2% tokens by each head's clean DE, mean over heads).
+    """Per layer (condensed selection: top 2% tokens by each head's clean DE, mean over heads);
+    SR and the final-norm shares with 95 % bootstrap intervals over corpus rows.
 
     Models with branch norms (Gemma 2/3, SPEC §7) also get an SR_branch column (the branch
     norms' rescaling; SR_LN is then what remains after it); other models' tables have none.
@@ -25,19 +33,27 @@ def rn_tables(res) -> str:
     de, dl, sr = layer_mean("direct_effect"), layer_mean("delta_logit"), layer_mean("self_repair")
     parts = [layer_mean(q) for q in names]
     ln_share = layer_mean("sr_ln", "mean_clipped_ratio")
+    ln_rom = layer_mean("sr_ln", "ratio_of_means")
+    sr_iv = res.interval("self_repair", per="layer")
+    ln_iv = res.interval("sr_ln", "mean_clipped_ratio", per="layer")
+    rom_iv = res.interval("sr_ln", "ratio_of_means", per="layer")
     head_sr = res.stat("self_repair", "condensed", "mean")
     columns = ["SR_heads", "SR_MLP", *(["SR_branch"] if branch else []), "SR_LN"]
     lines = [f"{res.settings['model']}: {res.settings['n_rows']} rows × "
              f"{res.settings['row_len']} tokens, {len(res.heads)} heads, "
              f"{res.selection_text()}", "",
-             "| layer | DE | ΔL | SR | SR/DE | " + " | ".join(columns)
-             + " | SR_LN/DE | heads SR<0 |",
-             "|---:|---:|---:|---:|---:|" + "---:|" * len(columns) + "---:|---:|"]
+             "| layer | DE | ΔL | SR [95 %] | SR/DE | " + " | ".join(columns)
+             + " | SR_LN/DE, heads' ratio of means [95 %] | SR_LN/DE, clipped [95 %] | heads SR<0 |",
+             "|---:|---:|---:|---:|---:|" + "---:|" * len(columns) + "---:|---:|---:|"]
     for layer in range(res.n_layers):
         neg = int((head_sr[layer] < 0).sum())
-        vals = [de[layer], dl[layer], sr[layer], sr[layer] / de[layer],
-                *(p[layer] for p in parts), ln_share[layer]]
+        vals = [de[layer], dl[layer]]
         lines.append(f"| {layer} | " + " | ".join(f"{float(v):.2f}" for v in vals)
+                     + f" | {with_interval(sr[layer], sr_iv[0][layer], sr_iv[1][layer])} | "
+                     + f"{float(sr[layer] / de[layer]):.2f} | "
+                     + " | ".join(f"{float(p[layer]):.2f}" for p in parts)
+                     + f" | {with_interval(ln_rom[layer], rom_iv[0][layer], rom_iv[1][layer])}"
+                     + f" | {with_interval(ln_share[layer], ln_iv[0][layer], ln_iv[1][layer])}"
                      + f" | {neg}/{res.n_heads} |")
     # thirds of the depth (layers 0–9, 10–19, 20–29 for a 30-layer model)
     cuts = [round(i * res.n_layers / 3) for i in range(4)]
@@ -61,8 +77,9 @@ def rn_tables(res) -> str:
 
 
 def hydra_tables(res) -> str:
-    """Per ablated layer, over the prompts: Δunembed, Δablate, agreement, CE fit, the layer
-    whose DE rises most (the candidate Hydra layer) and the late-MLP erasure."""
+    """Per ablated layer, over the prompts: Δunembed, Δablate, agreement, CE fit (means and
+    slopes with 95 % bootstrap intervals over prompts), the layer whose DE rises most (the
+    candidate Hydra layer) and the late-MLP erasure."""
     lines = [f"{res.settings['model']}: {int(res.done.sum())} prompts, "
              f"{res.settings['n_sources']} resample sources, final position"]
     clean_mlp = res.get("mlp_de_clean").mean(0)
@@ -75,6 +92,8 @@ def hydra_tables(res) -> str:
                   + " | largest DE rise (clean) |",
                   "|---:|---:|---:|---:|" + "---:|---:|" * len(res.scales) + "---|"]
         regs = [res.regression(kind, s) for s in res.scales]
+        reg_ivs = [res.regression_interval(kind, s) for s in res.scales]
+        du_iv, da_iv = res.interval("delta_unembed", kind=kind), res.interval("delta_ablate", kind=kind)
         for j, layer in enumerate(res.layers_of(kind)):
             a = res.index(kind, layer)
             rise = []
@@ -85,10 +104,11 @@ def hydra_tables(res) -> str:
                     delta[layer] = -torch.inf
                 rise.append((float(delta.max()), f"{other}{int(delta.argmax())}"))
             best = max(rise)
-            fits = " | ".join(f"{float(r['slope'][j]):.2f} | {float(r['r2'][j]):.2f}"
-                              for r in regs)
-            lines.append(f"| {layer} | {float(du[:, j].mean()):.2f} | "
-                         f"{float(da[:, j].mean()):.2f} | "
+            fits = " | ".join(
+                f"{with_interval(r['slope'][j], iv['slope'][0][j], iv['slope'][1][j])} | "
+                f"{float(r['r2'][j]):.2f}" for r, iv in zip(regs, reg_ivs, strict=True))
+            lines.append(f"| {layer} | {with_interval(du[:, j].mean(), du_iv[0][j], du_iv[1][j])} | "
+                         f"{with_interval(da[:, j].mean(), da_iv[0][j], da_iv[1][j])} | "
                          f"{float((du[:, j] > da[:, j]).double().mean()):.2f} | {fits} | "
                          f"{best[1]} +{best[0]:.2f} |")
         share = float((du > da).double().mean())
