@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -182,7 +183,7 @@ def locked(path: str | os.PathLike | None):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip()
+            holder = _holder(fd)
             os.close(fd)
             raise ResultFileError(
                 f"another sweep{f' (process {holder})' if holder else ''} is writing {path} "
@@ -201,6 +202,17 @@ def locked(path: str | os.PathLike | None):
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def _holder(fd: int, wait_s: float = 0.5) -> str:
+    """The PID the lock's holder wrote into it; it writes it just after taking the lock, so a
+    sweep refused in that instant waits briefly for it ("" if none comes)."""
+    end = time.monotonic() + wait_s
+    while True:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if holder or time.monotonic() > end:
+            return holder
+        time.sleep(0.01)
 
 
 def _same_file(fd: int, path: Path) -> bool:
